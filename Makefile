@@ -1,0 +1,53 @@
+# klhuber: two commands set up and run everything on a machine with Python 3.11.
+#   make book   create .venv, install the pinned dependencies, execute the notebooks, render the book
+#   make test   the same set-up, then ruff and the whole test suite (including a book build)
+# Options: PROFILE=quick|full  DEVICE=cpu|cuda  PYTHON=python3.11
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= quick
+DEVICE ?=
+PYTEST_WORKERS ?= 2
+STAMP := $(VENV)/.klhuber-installed
+
+.PHONY: book html test lint browser venv clean help
+
+help:
+	@echo "make book [PROFILE=quick|full] [DEVICE=cpu|cuda]  execute notebooks + render book/_build/html"
+	@echo "make test                                       ruff + pytest (whole suite, incl. a book build)"
+	@echo "make html                                       re-render the HTML without executing notebooks"
+	@echo "make clean                                      remove the build folder (keeps .venv)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,dev,detection]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/klhuber book build --profile $(PROFILE) $(if $(DEVICE),--device $(DEVICE))
+
+html: $(STAMP)
+	$(BIN)/klhuber book html
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Headless Chromium for the browser tests (Debian package 'chromium').
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium is missing and this is not root: the browser tests will be skipped (install the 'chromium' package)"; fi
+
+test: $(STAMP) browser
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+clean:
+	rm -rf book/_build

@@ -1,0 +1,7 @@
+"""``python -m klhuber`` is the ``klhuber`` command."""
+
+import sys
+
+from klhuber.cli import main
+
+sys.exit(main())

@@ -1,0 +1,555 @@
+"""The book pipeline: execute the notebooks with papermill, then render them with Jupyter Book.
+
+Layout (``output`` defaults to ``book/``; everything generated lives in ``<output>/_build``)::
+
+    _build/executed/<stem>.ipynb   papermill's executed copy of notebooks/<stem>.py
+    _build/cache/<stem>.json       cache key, profile, device and run time of that execution
+    _build/artefacts/<stem>.json   scorecard rows the notebook recorded (klhuber.scorecard)
+    _build/site/                   the staged Jupyter Book source (config, toc, pages, notebooks)
+    _build/html/                   the rendered book
+
+A notebook is executed again only when its cache key changes: the hash of its source, of the
+``klhuber`` package sources, of its parameters, of the pins (``constraints.txt``) and of the
+committed ``results/``. Jupyter Book runs with its own execution off (``_config.yml``) and with
+Sphinx warnings as errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from klhuber.results import atomic_write_text
+
+__all__ = [
+    "PROFILES",
+    "BookError",
+    "BookPaths",
+    "build",
+    "build_html",
+    "cache_key",
+    "configure_parser",
+    "notebook_stems",
+    "run_notebooks",
+    "write_scorecard",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ("quick", "full")
+#: papermill per-cell timeout in seconds, per profile (None: no limit).
+CELL_TIMEOUT_S: dict[str, int | None] = {"quick": 900, "full": None}
+NOTEBOOK_PREFIX = "book/nb/"
+API_MODULES = (
+    "klhuber.losses",
+    "klhuber.symbolic",
+    "klhuber.interpret",
+    "klhuber.toy",
+    "klhuber.detection",
+    "klhuber.related.barron",
+    "klhuber.related.harmonic",
+    "klhuber.results",
+    "klhuber.scorecard",
+    "klhuber.plotting",
+    "klhuber.book",
+)
+
+
+class BookError(RuntimeError):
+    """A notebook failed to execute, or the book failed to build."""
+
+
+@dataclass(frozen=True)
+class BookPaths:
+    """Where the sources are read and where the build writes."""
+
+    root: Path = REPO_ROOT
+    output: Path = REPO_ROOT / "book"
+
+    @property
+    def build(self) -> Path:
+        return self.output / "_build"
+
+    @property
+    def executed(self) -> Path:
+        return self.build / "executed"
+
+    @property
+    def cache(self) -> Path:
+        return self.build / "cache"
+
+    @property
+    def artefacts(self) -> Path:
+        return self.build / "artefacts"
+
+    @property
+    def site(self) -> Path:
+        return self.build / "site"
+
+    @property
+    def html(self) -> Path:
+        return self.build / "html"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+
+# --------------------------------------------------------------------------------------------
+# Table of contents and cache keys
+# --------------------------------------------------------------------------------------------
+def _toc_files(toc: Mapping[str, Any]) -> list[str]:
+    files = [toc["root"]]
+
+    def walk(entries: Iterable[Mapping[str, Any]]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            for key in ("chapters", "sections", "parts"):
+                if key in entry:
+                    walk(entry[key])
+
+    walk(toc.get("parts", []) + toc.get("chapters", []))
+    return files
+
+
+def toc_files(paths: BookPaths = BookPaths()) -> list[str]:
+    """Every file named in ``_toc.yml``, without extension, in order."""
+    import yaml
+
+    toc = yaml.safe_load((paths.root / "_toc.yml").read_text(encoding="utf-8"))
+    return _toc_files(toc)
+
+
+def notebook_stems(paths: BookPaths = BookPaths()) -> list[str]:
+    """The notebooks of the book, in table-of-contents order."""
+    return [f[len(NOTEBOOK_PREFIX):] for f in toc_files(paths) if f.startswith(NOTEBOOK_PREFIX)]
+
+
+def _hash_files(digest: Any, files: Iterable[Path], base: Path) -> None:
+    for path in sorted(files):
+        digest.update(str(path.relative_to(base)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+
+
+def _package_files(root: Path) -> list[Path]:
+    package = root / "klhuber"
+    return [p for p in package.rglob("*") if p.is_file() and p.suffix in {".py", ".json", ".mplstyle"}
+            and "__pycache__" not in p.parts]
+
+
+def cache_key(stem: str, parameters: Mapping[str, Any], paths: BookPaths = BookPaths()) -> str:
+    """Hash of the notebook source, the klhuber sources, the parameters, the pins and results/."""
+    digest = hashlib.sha256()
+    digest.update(b"klhuber-book-v1\0")
+    _hash_files(digest, [paths.notebooks / f"{stem}.py"], paths.root)
+    _hash_files(digest, _package_files(paths.root), paths.root)
+    constraints = paths.root / "constraints.txt"
+    if constraints.exists():
+        _hash_files(digest, [constraints], paths.root)
+    if paths.results.exists():
+        _hash_files(digest, [p for p in paths.results.rglob("*") if p.is_file()], paths.root)
+    digest.update(json.dumps(dict(parameters), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Execution
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RunRecord:
+    stem: str
+    status: str  # "executed" | "cached" | "failed"
+    seconds: float
+    profile: str
+    device: str
+
+
+def _parameters(stem: str, profile: str, device: str, seed: int, paths: BookPaths) -> dict[str, Any]:
+    return {
+        "profile": profile,
+        "device": device,
+        "seed": seed,
+        "artefacts_dir": str(paths.artefacts.resolve()),
+        "results_dir": str(paths.results.resolve()),
+    }
+
+
+def _key_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    # output folders do not change what a notebook computes
+    return {k: v for k, v in parameters.items() if k not in ("artefacts_dir", "results_dir")}
+
+
+def _kernel_environment() -> None:
+    """Make the kernel papermill starts use this interpreter (the virtual environment)."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[:1] != [bindir]:
+        os.environ["PATH"] = bindir + os.pathsep + path
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+
+
+def _format_failure(stem: str, error: BaseException, executed: Path) -> str:
+    cell = getattr(error, "exec_count", None)
+    cell_index = getattr(error, "cell_index", None)
+    ename = getattr(error, "ename", type(error).__name__)
+    evalue = getattr(error, "evalue", str(error))
+    traceback = getattr(error, "traceback", None)
+    lines = [f"notebook '{stem}' (notebooks/{stem}.py) failed"]
+    if cell_index is not None or cell is not None:
+        lines.append(f"  cell: index {cell_index}, execution count {cell}")
+    lines.append(f"  error: {ename}: {evalue}")
+    if traceback:
+        import re
+
+        text = "\n".join(traceback) if isinstance(traceback, list) else str(traceback)
+        lines.append(re.sub(r"\x1b\[[0-9;]*m", "", text))
+    lines.append(f"  executed copy with the error: {executed}")
+    return "\n".join(lines)
+
+
+def run_notebooks(
+    stems: Sequence[str] | None = None,
+    *,
+    profile: str = "quick",
+    device: str = "cpu",
+    seed: int = 0,
+    force: bool = False,
+    paths: BookPaths = BookPaths(),
+    log: Any = print,
+) -> list[RunRecord]:
+    """Execute notebooks whose cache key changed; raise :class:`BookError` on the first failure."""
+    import jupytext
+    import papermill
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    all_stems = notebook_stems(paths)
+    stems = list(all_stems if stems is None else stems)
+    unknown = [s for s in stems if s not in all_stems]
+    if unknown:
+        raise ValueError(f"unknown chapter(s) {unknown}; chapters in _toc.yml: {all_stems}")
+    for folder in (paths.executed, paths.cache, paths.artefacts):
+        folder.mkdir(parents=True, exist_ok=True)
+    _kernel_environment()
+    records = []
+    for stem in stems:
+        source = paths.notebooks / f"{stem}.py"
+        if not source.exists():
+            raise BookError(f"notebook '{stem}' is in _toc.yml but {source} does not exist")
+        parameters = _parameters(stem, profile, device, seed, paths)
+        key = cache_key(stem, _key_parameters(parameters), paths)
+        meta_path = paths.cache / f"{stem}.json"
+        executed = paths.executed / f"{stem}.ipynb"
+        if not force and meta_path.exists() and executed.exists():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if meta.get("key") == key:
+                records.append(RunRecord(stem, "cached", meta.get("seconds", 0.0),
+                                         meta.get("profile", profile), meta.get("device", device)))
+                log(f"[book] {stem}: unchanged, not re-executed (ran {meta.get('seconds', 0):.1f} s)")
+                continue
+        log(f"[book] {stem}: executing (profile={profile}, device={device})")
+        notebook = jupytext.read(source)
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                           "language": "python"}
+        staged = paths.executed / f".{stem}.input.ipynb"
+        jupytext.write(notebook, staged, fmt="ipynb")
+        meta_path.unlink(missing_ok=True)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(staged),
+                str(executed),
+                parameters=parameters,
+                cwd=str(paths.notebooks),
+                kernel_name="python3",
+                execution_timeout=CELL_TIMEOUT_S[profile],
+                progress_bar=False,
+                report_mode=False,
+            )
+        except Exception as error:  # papermill wraps cell errors in PapermillExecutionError
+            seconds = time.perf_counter() - start
+            records.append(RunRecord(stem, "failed", seconds, profile, device))
+            _print_timings(records, log)
+            raise BookError(_format_failure(stem, error, executed)) from error
+        finally:
+            staged.unlink(missing_ok=True)
+        seconds = time.perf_counter() - start
+        atomic_write_text(meta_path, json.dumps({"key": key, "seconds": round(seconds, 2),
+                                                 "profile": profile, "device": device,
+                                                 "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                           time.gmtime())}))
+        records.append(RunRecord(stem, "executed", seconds, profile, device))
+        log(f"[book] {stem}: done in {seconds:.1f} s")
+    return records
+
+
+def _print_timings(records: Sequence[RunRecord], log: Any = print) -> None:
+    if not records:
+        return
+    width = max(len(r.stem) for r in records)
+    log("")
+    log(f"{'notebook':<{width}}  {'status':<9} {'profile':<8} {'device':<7} {'seconds':>8}")
+    for r in records:
+        log(f"{r.stem:<{width}}  {r.status:<9} {r.profile:<8} {r.device:<7} {r.seconds:>8.1f}")
+    executed = sum(r.seconds for r in records if r.status != "cached")
+    log(f"{'executed in this build':<{width}}  {'':<9} {'':<8} {'':<7} {executed:>8.1f}")
+
+
+# --------------------------------------------------------------------------------------------
+# Generated pages: scorecard, API reference
+# --------------------------------------------------------------------------------------------
+_STATUS_BADGE = {
+    "verified": "✅ verified",
+    "reproduced": "✅ reproduced",
+    "differs": "⚠️ differs",
+    "not run at this profile": "⏸ not run at this profile",
+}
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).replace("|", "\\|").split())
+
+
+def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
+    """Generate ``book/scorecard.md`` in the staged site from the notebooks' artefact rows.
+
+    Raises :class:`BookError` when a row marked verified/reproduced carries a failing check.
+    """
+    from klhuber.scorecard import ARTEFACTS, load_rows
+
+    rows = load_rows(paths.artefacts) if paths.artefacts.exists() else []
+    failing = [r for r in rows if r["status"] in ("verified", "reproduced") and r["check"] is not True]
+    if failing:
+        raise BookError("scorecard rows marked verified with a failing check: "
+                        + ", ".join(f"{r['key']} ({r['chapter']})" for r in failing))
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault(row["key"], []).append(row)
+    counts: dict[str, int] = {}
+    lines = [
+        "(scorecard)=",
+        "# Reproduction scorecard",
+        "",
+        "Generated at build time from what the notebooks computed: every row of the paper map "
+        "(`shared/paper-map.md`) with the chapter that reproduces it. *Paper* columns quote the "
+        "paper; *ours* columns were computed by the notebook named in the row, at the profile and "
+        "on the device shown. A row marked verified fails the build when its check fails.",
+        "",
+        "| artefact | where | paper | ours | status | profile / device |",
+        "|---|---|---|---|---|---|",
+    ]
+    for artefact in ARTEFACTS:
+        found = by_key.get(artefact.key, [])
+        if not found:
+            counts["missing"] = counts.get("missing", 0) + 1
+            lines.append(f"| {_cell(artefact.title)} | — | — | — | ❌ not recorded by any chapter | — |")
+            continue
+        for row in found:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            target = f"nb/{row['chapter']}"
+            where = f"[{row['chapter']}]({target}.ipynb)"
+            if row.get("anchor"):
+                where = f"{{ref}}`{row['chapter']} <{row['anchor']}>`"
+            lines.append(
+                f"| {_cell(artefact.title)} | {where} | {_cell(row['paper'])} | {_cell(row['ours'])} "
+                f"| {_STATUS_BADGE.get(row['status'], row['status'])} "
+                f"| {row['profile']} / {row['device']} |")
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    lines[4:4] = [f"**Summary:** {len(ARTEFACTS)} artefacts; rows: {summary}.", ""]
+    target = paths.site / "book" / "scorecard.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, "\n".join(lines) + "\n")
+    atomic_write_text(paths.build / "scorecard.json",
+                      json.dumps({"counts": counts, "rows": rows}, indent=2, default=str))
+    return target
+
+
+def _write_api_pages(paths: BookPaths) -> None:
+    import importlib.util
+
+    folder = paths.site / "book" / "api"
+    folder.mkdir(parents=True, exist_ok=True)
+    modules = [m for m in API_MODULES if importlib.util.find_spec(m) is not None]
+    index = ["# API reference", "",
+             "Generated from the docstrings of the `klhuber` package.", "", "```{toctree}",
+             ":maxdepth: 1", ""]
+    for module in modules:
+        name = module.replace("klhuber.", "")
+        index.append(name)
+        page = [f"# `{module}`", "", "```{eval-rst}", f".. automodule:: {module}",
+                "   :members:", "```", ""]
+        atomic_write_text(folder / f"{name}.md", "\n".join(page))
+    index.append("```")
+    atomic_write_text(folder / "index.md", "\n".join(index) + "\n")
+
+
+def stage_site(paths: BookPaths = BookPaths()) -> Path:
+    """Assemble the Jupyter Book source: config, toc, static pages, executed notebooks."""
+    site = paths.site
+    if site.exists():
+        shutil.rmtree(site)
+    (site / "book" / "nb").mkdir(parents=True)
+    shutil.copy2(paths.root / "_config.yml", site / "_config.yml")
+    shutil.copy2(paths.root / "_toc.yml", site / "_toc.yml")
+    for item in (paths.root / "book").iterdir():
+        if item.name in ("_build", "nb") or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, site / "book" / item.name)
+        else:
+            shutil.copy2(item, site / "book" / item.name)
+    for stem in notebook_stems(paths):
+        executed = paths.executed / f"{stem}.ipynb"
+        if not executed.exists():
+            raise BookError(f"notebook '{stem}' has not been executed; run `klhuber book run {stem}`")
+        shutil.copy2(executed, site / "book" / "nb" / f"{stem}.ipynb")
+    if paths.results.exists():
+        shutil.copytree(paths.results, site / "book" / "results",
+                        ignore=shutil.ignore_patterns(".*", "*.pt", "*.pth"))
+    write_scorecard(paths)
+    _write_api_pages(paths)
+    return site
+
+
+def build_html(paths: BookPaths = BookPaths(), *, strict: bool = True, log: Any = print) -> Path:
+    """Render the staged site with Jupyter Book 1.x into ``<output>/_build/html``."""
+    site = stage_site(paths)
+    command = [sys.executable, "-m", "jupyter_book", "build", str(site),
+               "--path-output", str(paths.build / "jb"), "--builder", "html"]
+    if strict:
+        command += ["-W", "-n", "--keep-going"]
+    log("[book] " + " ".join(command))
+    start = time.perf_counter()
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    completed = subprocess.run(command, cwd=paths.root, env=env, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise BookError("Jupyter Book failed (warnings are errors):\n"
+                        + completed.stdout[-8000:] + completed.stderr[-8000:])
+    built = paths.build / "jb" / "_build" / "html"
+    if paths.html.exists():
+        shutil.rmtree(paths.html)
+    shutil.move(str(built), str(paths.html))
+    log(f"[book] html in {paths.html} ({time.perf_counter() - start:.1f} s)")
+    return paths.html
+
+
+def build(*, profile: str = "quick", device: str = "cpu", seed: int = 0, force: bool = False,
+          paths: BookPaths = BookPaths(), log: Any = print) -> Path:
+    """Execute every changed notebook, then render the book. Returns the HTML folder."""
+    start = time.perf_counter()
+    records = run_notebooks(profile=profile, device=device, seed=seed, force=force, paths=paths,
+                            log=log)
+    html = build_html(paths, log=log)
+    _print_timings(records, log)
+    log(f"[book] total {time.perf_counter() - start:.1f} s")
+    return html
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: klhuber book {build,run,html,list}
+# --------------------------------------------------------------------------------------------
+def _default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover
+        return "cpu"
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=PROFILES, default="quick",
+                        help="quick: minutes on a laptop; full: paper scale (default: quick)")
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda (default: cuda when available with --profile full, else cpu)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="re-execute even if the cache is valid")
+
+
+def _paths_from(args: argparse.Namespace) -> BookPaths:
+    return BookPaths(output=Path(args.output).resolve())
+
+
+def _device_from(args: argparse.Namespace) -> str:
+    if args.device is not None:
+        return args.device
+    return _default_device() if args.profile == "full" else "cpu"
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    build(profile=args.profile, device=_device_from(args), seed=args.seed, force=args.force,
+          paths=_paths_from(args))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    paths = _paths_from(args)
+    records = run_notebooks(args.chapters, profile=args.profile, device=_device_from(args),
+                            seed=args.seed, force=True if args.force is None else args.force,
+                            paths=paths)
+    _print_timings(records)
+    return 0
+
+
+def _cmd_html(args: argparse.Namespace) -> int:
+    build_html(_paths_from(args))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    paths = _paths_from(args)
+    for stem in notebook_stems(paths):
+        meta_path = paths.cache / f"{stem}.json"
+        state = "not executed"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            state = f"{meta['profile']}/{meta['device']}, {meta['seconds']} s, {meta['date_utc']}"
+        print(f"{stem:<20} {state}")
+    return 0
+
+
+def _run_and_exit(func: Any) -> Any:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except BookError as error:
+            print(f"\n[book] FAILED\n{error}", file=sys.stderr)
+            return 1
+    return wrapped
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Sub-commands of ``klhuber book``."""
+    parser.add_argument("--output", default=str(REPO_ROOT / "book"),
+                        help="folder whose _build/ receives everything generated (default: book/)")
+    sub = parser.add_subparsers(dest="book_command", metavar="ACTION")
+    p_build = sub.add_parser("build", help="execute changed notebooks, then render the HTML")
+    _add_run_options(p_build)
+    p_build.set_defaults(func=_run_and_exit(_cmd_build))
+    p_run = sub.add_parser("run", help="execute chapters (always, unless --cached), no HTML")
+    p_run.add_argument("chapters", nargs="+", help="notebook stems, e.g. toy_problem")
+    _add_run_options(p_run)
+    p_run.add_argument("--cached", dest="force", action="store_false", default=None,
+                       help="skip chapters whose cache key is unchanged")
+    p_run.set_defaults(func=_run_and_exit(_cmd_run), force=None)
+    p_html = sub.add_parser("html", help="render the HTML from the executed notebooks only")
+    p_html.set_defaults(func=_run_and_exit(_cmd_html))
+    p_list = sub.add_parser("list", help="list chapters and their last execution")
+    p_list.set_defaults(func=_cmd_list)

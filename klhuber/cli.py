@@ -1,0 +1,67 @@
+"""The ``klhuber`` command line: ``klhuber {book,toy,interpret,detect} ...``.
+
+Each sub-command lives in the module that does the work; that module defines
+``configure_parser(parser: argparse.ArgumentParser) -> None``, which adds its arguments and
+sets ``func`` (a callable taking the parsed namespace and returning an exit code).  Only the
+module of the chosen sub-command is imported, so ``klhuber book`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["COMMANDS", "main"]
+
+#: sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "book": ("klhuber.book", "execute the notebooks (papermill) and build the book"),
+    "toy": ("klhuber.toy", "run the Section 5 toy experiment (Figure 2)"),
+    "interpret": ("klhuber.interpret", "interpret a detector's box-loss hyper-parameters"),
+    "detect": ("klhuber.detection.cli", "train / evaluate detectors with interpretable box losses"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="klhuber",
+        description="Companion to 'An Alternative Probabilistic Interpretation of the Huber Loss'.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _version() -> str:
+    from klhuber import __version__
+
+    return f"klhuber {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        parser = _top_parser()
+        if not argv:
+            parser.print_help()
+            return 2
+        parser.parse_args(argv)  # prints help / version, or an error naming the bad command
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"klhuber {name}", description=help_text)
+    importlib.import_module(module_name).configure_parser(parser)
+    args = parser.parse_args(rest)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
