@@ -49,19 +49,16 @@ PROFILES = ("quick", "full")
 #: papermill per-cell timeout in seconds, per profile (None: no limit).
 CELL_TIMEOUT_S: dict[str, int | None] = {"quick": 900, "full": None}
 NOTEBOOK_PREFIX = "book/nb/"
-API_MODULES = (
-    "klhuber.losses",
-    "klhuber.symbolic",
-    "klhuber.interpret",
-    "klhuber.toy",
-    "klhuber.detection",
-    "klhuber.related.barron",
-    "klhuber.related.harmonic",
-    "klhuber.results",
-    "klhuber.scorecard",
-    "klhuber.plotting",
-    "klhuber.book",
-)
+#: API reference pages (``book/api/<page>`` in ``_toc.yml``) and the modules each documents.
+API_PAGES: dict[str, tuple[str, ...]] = {
+    "losses": ("klhuber.losses",),
+    "symbolic": ("klhuber.symbolic",),
+    "interpret": ("klhuber.interpret",),
+    "toy": ("klhuber.toy",),
+    "detection": ("klhuber.detection",),
+    "related": ("klhuber.related.barron", "klhuber.related.harmonic"),
+    "infrastructure": ("klhuber.book", "klhuber.results", "klhuber.scorecard", "klhuber.plotting"),
+}
 
 
 class BookError(RuntimeError):
@@ -382,21 +379,17 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
 
 
 def _write_api_pages(paths: BookPaths) -> None:
-    import importlib.util
-
+    """Write ``book/api/index.md`` and one autodoc page per entry of :data:`API_PAGES`."""
     folder = paths.site / "book" / "api"
     folder.mkdir(parents=True, exist_ok=True)
-    modules = [m for m in API_MODULES if importlib.util.find_spec(m) is not None]
-    index = ["# API reference", "",
-             "Generated from the docstrings of the `klhuber` package.", "", "```{toctree}",
-             ":maxdepth: 1", ""]
-    for module in modules:
-        name = module.replace("klhuber.", "")
-        index.append(name)
-        page = [f"# `{module}`", "", "```{eval-rst}", f".. automodule:: {module}",
-                "   :members:", "```", ""]
-        atomic_write_text(folder / f"{name}.md", "\n".join(page))
-    index.append("```")
+    index = ["(api-index)=", "# API reference", "",
+             "Generated from the docstrings of the `klhuber` package at build time.", ""]
+    for page, modules in API_PAGES.items():
+        index.append(f"- {{doc}}`{page}`: " + ", ".join(f"`{m}`" for m in modules))
+        lines = [f"# {page.capitalize()}", ""]
+        for module in modules:
+            lines += ["```{eval-rst}", f".. automodule:: {module}", "   :members:", "```", ""]
+        atomic_write_text(folder / f"{page}.md", "\n".join(lines))
     atomic_write_text(folder / "index.md", "\n".join(index) + "\n")
 
 
@@ -431,7 +424,7 @@ def stage_site(paths: BookPaths = BookPaths()) -> Path:
 def build_html(paths: BookPaths = BookPaths(), *, strict: bool = True, log: Any = print) -> Path:
     """Render the staged site with Jupyter Book 1.x into ``<output>/_build/html``."""
     site = stage_site(paths)
-    command = [sys.executable, "-m", "jupyter_book", "build", str(site),
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(site),
                "--path-output", str(paths.build / "jb"), "--builder", "html"]
     if strict:
         command += ["-W", "-n", "--keep-going"]

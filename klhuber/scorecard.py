@@ -19,6 +19,7 @@ from klhuber.results import atomic_write_text
 
 __all__ = ["ARTEFACTS", "STATUSES", "Artefact", "Recorder", "load_rows"]
 
+#: The statuses a scorecard row can have.
 STATUSES = ("verified", "reproduced", "differs", "not run at this profile")
 
 
