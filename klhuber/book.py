@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from klhuber.results import atomic_write_text
+from klhuber.scorecard import figures_dir
 
 __all__ = [
     "PROFILES",
@@ -313,10 +314,10 @@ def _print_timings(records: Sequence[RunRecord], log: Any = print) -> None:
 # Generated pages: scorecard, API reference
 # --------------------------------------------------------------------------------------------
 _STATUS_BADGE = {
-    "verified": "✅ verified",
-    "reproduced": "✅ reproduced",
-    "differs": "⚠️ differs",
-    "not run at this profile": "⏸ not run at this profile",
+    "verified": "✓ verified",
+    "reproduced": "✓ reproduced",
+    "differs": "≠ differs",
+    "not run at this profile": "– not run at this profile",
 }
 
 
@@ -356,7 +357,7 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
         found = by_key.get(artefact.key, [])
         if not found:
             counts["missing"] = counts.get("missing", 0) + 1
-            lines.append(f"| {_cell(artefact.title)} | — | — | — | ❌ not recorded by any chapter | — |")
+            lines.append(f"| {_cell(artefact.title)} | — | — | — | ✗ not recorded by any chapter | — |")
             continue
         for row in found:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -369,10 +370,35 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
                 f"| {_STATUS_BADGE.get(row['status'], row['status'])} "
                 f"| {row['profile']} / {row['device']} |")
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    lines[4:4] = [f"**Summary:** {len(ARTEFACTS)} artefacts; rows: {summary}.", ""]
+    summary_line = f"**Summary:** {len(ARTEFACTS)} artefacts of the paper map; rows: {summary}."
+    lines[4:4] = [summary_line, ""]
+    lines += ["", "## Chapter run times", "",
+              "Measured when each notebook was last executed for this build.", "",
+              "| chapter | profile | device | seconds | executed (UTC) |", "|---|---|---|---|---|"]
+    for stem in notebook_stems(paths):
+        meta_path = paths.cache / f"{stem}.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            lines.append(f"| {{doc}}`nb/{stem}` | {meta['profile']} | {meta['device']} "
+                         f"| {meta['seconds']:.1f} | {meta['date_utc']} |")
+    downloads = sorted(p for p in paths.results.rglob("*.json")) if paths.results.exists() else []
+    if downloads:
+        lines += ["", "## Committed results", "",
+                  "Full-profile runs made on a GPU, each with its provenance block.", ""]
+        for path in downloads:
+            relative = path.relative_to(paths.results).as_posix()
+            lines.append(f"- {{download}}`results/{relative} <results/{relative}>`")
     target = paths.site / "book" / "scorecard.md"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, "\n".join(lines) + "\n")
+    rows_for = {a.key: by_key.get(a.key, []) for a in ARTEFACTS}
+    landing = [summary_line, "",
+               "| artefact | status |", "|---|---|"]
+    for artefact in ARTEFACTS:
+        statuses = sorted({_STATUS_BADGE.get(r["status"], r["status"]) for r in rows_for[artefact.key]})
+        landing.append(f"| {_cell(artefact.title.split(':')[0])} "
+                       f"| {', '.join(statuses) or '✗ not recorded'} |")
+    atomic_write_text(paths.site / "book" / "_scorecard_summary.md", "\n".join(landing) + "\n")
     atomic_write_text(paths.build / "scorecard.json",
                       json.dumps({"counts": counts, "rows": rows}, indent=2, default=str))
     return target
@@ -416,6 +442,9 @@ def stage_site(paths: BookPaths = BookPaths()) -> Path:
     if paths.results.exists():
         shutil.copytree(paths.results, site / "book" / "results",
                         ignore=shutil.ignore_patterns(".*", "*.pt", "*.pth"))
+    figures = figures_dir(paths.artefacts)
+    if figures.exists():
+        shutil.copytree(figures, site / "book" / "figures")
     write_scorecard(paths)
     _write_api_pages(paths)
     return site

@@ -17,7 +17,7 @@ from typing import Any
 
 from klhuber.results import atomic_write_text
 
-__all__ = ["ARTEFACTS", "STATUSES", "Artefact", "Recorder", "load_rows"]
+__all__ = ["ARTEFACTS", "STATUSES", "Artefact", "Recorder", "figures_dir", "load_rows"]
 
 #: The statuses a scorecard row can have.
 STATUSES = ("verified", "reproduced", "differs", "not run at this profile")
@@ -119,6 +119,8 @@ class Recorder:
             raise ValueError(f"unknown artefact key {key!r}; valid keys: {sorted(_KEYS)}")
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if check is not None:
+            check = bool(check)  # numpy / torch booleans
         if status in ("verified", "reproduced") and check is not True:
             raise AssertionError(
                 f"artefact {key!r} recorded as {status!r} but its check is {check!r}")
@@ -130,6 +132,23 @@ class Recorder:
             atomic_write_text(self.path, json.dumps([asdict(r) for r in self.rows], indent=2,
                                                     default=str))
         return row
+
+    def save_figure(self, figure: Any, name: str) -> Path | None:
+        """Save a matplotlib figure as ``<name>.svg`` for pages outside this chapter.
+
+        The landing page shows ``headline.svg``. Nothing is written in interactive use.
+        """
+        if self.path is None:
+            return None
+        target = figures_dir(self.path.parent) / f"{name}.svg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(target, format="svg", bbox_inches="tight")
+        return target
+
+
+def figures_dir(artefacts_dir: str | os.PathLike) -> Path:
+    """Where notebooks save figures that other pages (the landing page) show."""
+    return Path(artefacts_dir).parent / "figures"
 
 
 def load_rows(artefacts_dir: str | os.PathLike) -> list[dict[str, Any]]:

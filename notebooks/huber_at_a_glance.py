@@ -137,6 +137,31 @@ plt.show()
 # match to anything one knows about the labels. The rest of the book develops the paper's
 # alternative: α as the scale of *label noise*.
 
+# %% [markdown]
+# ## A first look at the paper's claim
+#
+# The paper's main result (eq. 20) places $H_\alpha$ between two KL divergences of Laplace
+# distributions, $D_{\alpha,1/\alpha} \le H_\alpha \le D_{\alpha/2,1/\alpha}$, proved in
+# the chapter on bounds. Here we only draw it, and check it on this chapter's grid; the landing
+# page shows this figure.
+
+# %%
+headline_alpha = 1.0
+lower, upper = klhuber.huber_bounds(x, headline_alpha)
+huber_values = klhuber.huber(x, headline_alpha)
+bounds_hold = bool(((lower <= huber_values) & (huber_values <= upper)).all())
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+ax.plot(xs, upper.cpu().numpy(), color=color(1), ls="--", label="$D_{α/2,1/α}$ (upper bound)")
+ax.plot(xs, huber_values.cpu().numpy(), color=color(0), label="$H_α$ (Huber)")
+ax.plot(xs, lower.cpu().numpy(), color=color(2), ls="--", label="$D_{α,1/α}$ (lower bound)")
+ax.set(xlim=(-4, 4), ylim=(0, 4), xlabel="residual x", ylabel="loss",
+       title=f"Huber loss between its KL bounds (α = {headline_alpha})")
+ax.legend()
+recorder.save_figure(fig, "headline")
+plt.show()
+print(f"bounds hold on all {x.numel()} grid points: {bounds_hold}")
+assert bounds_hold
+
 # %%
 recorder.record(
     "eq1-7",
@@ -152,5 +177,6 @@ recorder.record(
 # %% [markdown]
 # ## Library functions used
 #
-# {py:func}`klhuber.losses.huber`, {py:func}`klhuber.plotting.use_style`,
+# {py:func}`klhuber.losses.huber`, {py:func}`klhuber.losses.huber_bounds`,
+# {py:func}`klhuber.plotting.use_style`,
 # {py:class}`klhuber.scorecard.Recorder`.

@@ -121,19 +121,48 @@ def _chromium() -> str:
     return path
 
 
+BOOK_ORIGIN = "http://book.klhuber.invalid"
+
+
 @pytest.fixture(scope="module")
 def browser(built_book):
+    """A browser context with the network off: requests to BOOK_ORIGIN are answered from the
+    built HTML folder on disk, every other request is aborted (and reported by ``_open``).
+
+    Pages are served under an http origin rather than opened as file:// URLs because the search
+    page fetches page summaries, which browsers refuse for file:// origins.
+    """
     playwright_api = pytest.importorskip("playwright.sync_api")
     executable = _chromium()
+    root = built_book.html.resolve()
+
+    def serve(route):
+        parts = urlsplit(route.request.url)
+        if f"{parts.scheme}://{parts.netloc}" != BOOK_ORIGIN:
+            route.abort("internetdisconnected")
+            return
+        target = (root / unquote(parts.path).lstrip("/")).resolve()
+        if target.is_dir():
+            target = target / "index.html"
+        if root not in target.parents or not target.is_file():
+            route.fulfill(status=404, body="not found")
+            return
+        route.fulfill(path=str(target))
+
     with playwright_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=executable,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-sync"])
-        context = instance.new_context(offline=True, viewport={"width": 1280, "height": 900})
+        context = instance.new_context(viewport={"width": 1280, "height": 900})
+        context.route("**/*", serve)
         yield context
         context.close()
         instance.close()
+
+
+def _url(paths: book.BookPaths, page: Path) -> str:
+    return f"{BOOK_ORIGIN}/{page.relative_to(paths.html).as_posix()}"
 
 
 def _open(context, url: str):
@@ -143,6 +172,8 @@ def _open(context, url: str):
             if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 else None)
     page.goto(url, wait_until="load")
     return page, errors
 
@@ -159,7 +190,7 @@ def test_every_page_in_the_browser(built_book, browser):
     """No console errors, every image loads, MathJax typeset every equation."""
     failures = []
     for path in _pages(built_book):
-        page, errors = _open(browser, path.as_uri())
+        page, errors = _open(browser, _url(built_book, path))
         _wait_for_mathjax(page)
         broken_images = page.evaluate(
             "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
@@ -184,12 +215,13 @@ def test_every_page_in_the_browser(built_book, browser):
 def test_intro_typesets_math_and_screenshots(built_book, browser):
     shots = built_book.build / "screenshots"
     shots.mkdir(exist_ok=True)
-    page, errors = _open(browser, (built_book.html / "book" / "intro.html").as_uri())
+    page, errors = _open(browser, _url(built_book, built_book.html / "book" / "intro.html"))
     _wait_for_mathjax(page)
     assert page.locator("mjx-container").count() >= 5
     page.screenshot(path=str(shots / "intro.png"), full_page=True)
     page.close()
-    chapter, _ = _open(browser, (built_book.html / "book" / "nb" / "huber_at_a_glance.html").as_uri())
+    chapter, _ = _open(browser, _url(built_book,
+                                      built_book.html / "book" / "nb" / "huber_at_a_glance.html"))
     _wait_for_mathjax(chapter)
     chapter.screenshot(path=str(shots / "huber_at_a_glance.png"), full_page=True)
     chapter.close()
@@ -198,7 +230,7 @@ def test_intro_typesets_math_and_screenshots(built_book, browser):
 
 
 def test_search_finds_huber(built_book, browser):
-    page, errors = _open(browser, (built_book.html / "search.html").as_uri() + "?q=Huber")
+    page, errors = _open(browser, _url(built_book, built_book.html / "search.html") + "?q=Huber")
     page.wait_for_selector("#search-results ul.search li", timeout=20_000)
     hits = page.locator("#search-results ul.search li").count()
     page.close()
