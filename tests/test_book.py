@@ -113,8 +113,13 @@ def test_every_toc_notebook_has_a_source_with_parameters():
 
 
 def test_every_toc_page_exists_in_the_repo_or_is_generated():
-    generated = {"book/scorecard", "book/api/index"}
+    generated = {"book/scorecard", "book/api/index"} | {f"book/api/{p}" for p in book.API_PAGES}
     for entry in book.toc_files():
         if entry.startswith(book.NOTEBOOK_PREFIX) or entry in generated:
             continue
         assert (REPO / f"{entry}.md").exists(), entry
+
+
+def test_api_pages_in_toc_match_the_generator():
+    listed = {e[len("book/api/"):] for e in book.toc_files() if e.startswith("book/api/")}
+    assert listed == set(book.API_PAGES) | {"index"}
