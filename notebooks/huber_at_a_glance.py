@@ -163,7 +163,7 @@ print(f"bounds hold on all {x.numel()} grid points: {bounds_hold}")
 assert bounds_hold
 
 # %%
-recorder.record(
+_ = recorder.record(
     "eq1-7",
     paper="H_α of eq. 4; MLE view with p ∝ exp(−H_α)",
     ours=(f"H_α == F.huber_loss(delta=α) exactly on {settings['grid_points']} points × "

@@ -84,10 +84,26 @@ def test_images_and_internal_links_resolve(built_book):
             if target is None or not target.exists():
                 problems.append(f"{page.name}: image {src}")
         for href in parser.links:
-            target = _local_target(page, href)
-            if target is not None and not target.exists():
+            parts = urlsplit(href)
+            target = page if not parts.path and not parts.scheme else _local_target(page, href)
+            if target is None:
+                continue
+            if not target.exists():
                 problems.append(f"{page.name}: link {href}")
+            elif parts.fragment and target.suffix == ".html":
+                ids = _ids(target)
+                if unquote(parts.fragment) not in ids:
+                    problems.append(f"{page.name}: link {href} (no such anchor)")
     assert not problems, problems[:20]
+
+
+_ID_CACHE: dict[Path, set[str]] = {}
+
+
+def _ids(page: Path) -> set[str]:
+    if page not in _ID_CACHE:
+        _ID_CACHE[page] = set(re.findall(r'\bid="([^"]+)"', page.read_text(encoding="utf-8")))
+    return _ID_CACHE[page]
 
 
 def test_no_cdn_address_in_the_html(built_book):

@@ -1,0 +1,136 @@
+"""Tests for klhuber.symbolic: every statement of the paper's theory holds, and the checker can fail."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import pytest
+import sympy as sp
+
+from klhuber import symbolic
+from klhuber.symbolic import ClaimResult
+
+ALL_CLAIMS = [fn for fns in symbolic.CHAPTERS.values() for fn in fns]
+
+
+def test_imports_without_torch():
+    code = ("import sys, klhuber.symbolic; "
+            "assert 'torch' not in sys.modules, 'klhuber.symbolic imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("claim", ALL_CLAIMS, ids=[fn.__name__ for fn in ALL_CLAIMS])
+def test_claim_holds(claim):
+    result = claim()
+    assert isinstance(result, ClaimResult)
+    assert result.holds, result.detail
+    assert result.detail and result.reference and result.name
+    assert all(isinstance(e, sp.Basic) for e in result.expressions.values())
+    assert "✓" in result.to_markdown() and "✗" not in result.detail
+
+
+def test_verify_all_count_and_time():
+    start = time.perf_counter()
+    results = symbolic.verify_all(dense_points=500)
+    elapsed = time.perf_counter() - start
+    assert len(results) >= 12
+    assert all(r.holds for r in results), [r.name for r in results if not r.holds]
+    assert elapsed < 60, elapsed
+    assert any(r.ours for r in results)
+    table = symbolic.summary_markdown(results)
+    assert table.count("\n") == len(results) + 1
+
+
+def test_verify_all_by_chapter_and_bad_chapter():
+    results = symbolic.verify_all(chapters=["regression_to_kl"])
+    assert [r.name for r in results] == [fn().name for fn in symbolic.CHAPTERS["regression_to_kl"]]
+    with pytest.raises(ValueError, match="bounds"):
+        symbolic.verify_all(chapters=["nope"])
+
+
+def test_false_statement_fails():
+    result = symbolic.claim_false_example()
+    assert result.holds is False
+    assert "✗" in result.to_markdown() and "FAILS" in result.to_markdown()
+
+
+def test_table2_detects_a_wrong_entry():
+    from klhuber.paper_values import tables
+
+    table2 = copy.deepcopy(tables.TABLE2)
+    table2["experiment_a"]["proposal"]["w~"] = Fraction(1, 5)  # printed value is 2/5
+    result = symbolic.claim_table2(tables.TABLE1, table2)
+    assert result.holds is False
+    assert "experiment_a/proposal/w~" in result.detail
+
+
+def test_interpreted_scales_formulas():
+    s = symbolic.SYMBOLS
+    scales = symbolic.interpreted_scales()
+    assert set(scales) == {"x", "y", "w", "h"}
+    label, pred = scales["x"]
+    assert sp.simplify(label - s["alpha"] * s["sigma"] * s["w_a"]) == 0
+    assert sp.simplify(pred - s["sigma"] * s["w_a"] / s["lam"]) == 0
+    assert scales["h"][0].has(s["h_a"]) and not scales["h"][0].has(s["w_a"])
+    # Experiment A, proposal, width: λ = 1/4, α = 1, σ_w = 1/10 -> (w_a/10, 2 w_a/5)
+    values = {s["lam"]: sp.Rational(1, 4), s["alpha"]: 1, s["sigma"]: sp.Rational(1, 10)}
+    assert scales["w"][0].subs(values) == s["w_a"] / 10
+    assert scales["w"][1].subs(values) == 2 * s["w_a"] / 5
+    kl = symbolic.interpreted_scales(loss="kl")
+    assert sp.simplify(kl["x"][0] - label / 2) == 0 and kl["x"][1] == pred
+    assert symbolic.interpreted_scales("linear") == scales
+
+
+@pytest.mark.parametrize("kwargs", [{"wh_target": "sqrt"}, {"loss": "l2"}])
+def test_interpreted_scales_bad_input(kwargs):
+    with pytest.raises(ValueError):
+        symbolic.interpreted_scales(**kwargs)
+
+
+def test_dense_check_density_is_configurable():
+    small = symbolic.claim_eq20_dense(points=50, alphas=(1.0,))
+    assert small.holds
+    assert "202 points" in small.detail
+
+
+def test_expression_helpers_agree_with_definitions():
+    x, a, b = sp.Symbol("x", real=True), sp.Symbol("a", positive=True), sp.Symbol("b", positive=True)
+    d = symbolic.kl_huber_expr(x, a, b)
+    assert sp.simplify(d.subs(x, 0)) == 0
+    h = symbolic.huber_expr(sp.Rational(3), sp.Rational(1))
+    assert h == sp.Rational(5, 2)
+    kl = symbolic.laplace_kl_expr(sp.S(0), a, a)
+    assert sp.simplify(kl) == 0
+
+
+def test_markdown_rendering():
+    result = symbolic.claim_scaling()
+    md = result._repr_markdown_()
+    assert md.startswith("**✓") and "$" in md and "Note on the paper" in md
+
+
+def test_eq15_matches_torch_kl_divergence():
+    torch = pytest.importorskip("torch")
+    generator = torch.Generator().manual_seed(0)
+    n = 2_000
+    loc_p, loc_q = (torch.randn(n, generator=generator, dtype=torch.float64) * 3 for _ in range(2))
+    scale_p, scale_q = (torch.rand(n, generator=generator, dtype=torch.float64) * 5 + 0.05
+                        for _ in range(2))
+    reference = torch.distributions.kl_divergence(torch.distributions.Laplace(loc_p, scale_p),
+                                                  torch.distributions.Laplace(loc_q, scale_q))
+    d, s1, s2 = sp.symbols("d s1 s2", real=True)
+    eq15 = sp.lambdify((d, s1, s2), symbolic.laplace_kl_expr(d, s1, s2), "numpy")
+    ours = torch.as_tensor(eq15((loc_p - loc_q).numpy(), scale_p.numpy(), scale_q.numpy()))
+    torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_paper_notes_markdown_lists_known_issues():
+    results = [symbolic.claim_d_differentiable(), symbolic.claim_d_twice_differentiable(),
+               symbolic.claim_upper_bound()]
+    md = symbolic.paper_notes_markdown(results)
+    assert md.count("\n- ") == 0  # the two Appendix B claims share one note; Claim 4 is correct
+    assert "u → 0⁻" in md and "Claim 1" in md and "Claim 2" in md
