@@ -56,7 +56,7 @@ API_PAGES: dict[str, tuple[str, ...]] = {
     "symbolic": ("klhuber.symbolic",),
     "interpret": ("klhuber.interpret",),
     "toy": ("klhuber.toy",),
-    "detection": ("klhuber.detection",),
+    "detection": ("klhuber.detection.models", "klhuber.detection.box_losses"),
     "related": ("klhuber.related.barron", "klhuber.related.harmonic"),
     "infrastructure": ("klhuber.book", "klhuber.results", "klhuber.scorecard", "klhuber.plotting"),
 }
