@@ -1,0 +1,1580 @@
+r"""Section 5 of Meyer (CVPR 2021): the polynomial toy problem behind Figure 2.
+
+The paper fits a polynomial with :math:`K = D + 2 = 8` coefficients to
+:math:`N = 10\,000` noisy samples :math:`y_i = F_{\theta^*}(x_i) + \epsilon`, :math:`x_i \sim U[-\delta,
+\delta]`, :math:`\delta = 2`, :math:`\theta^* = [6, -3, -25, 15, 20, -10]` (leading coefficient first),
+by minimising the summed Huber loss :math:`H_\alpha` (eq. 4) with gradient descent, and picks the
+learning rate and :math:`\alpha` by grid search on the test RMSE of a noise-free test set.
+Figure 2 plots the best :math:`\alpha` against the noise scale for Laplace, Logistic and Cauchy noise.
+
+This module provides
+
+* :func:`make_data` -- seeded data for the three paper families plus Normal and Student-t
+  (extensions);
+* :func:`gd_grid` -- the paper's solver: gradient descent over the whole grid (family, scale, seed,
+  :math:`\alpha`, learning rate) as one batched tensor program on CPU or CUDA, with divergence
+  detection (a diverged configuration is marked and never scored), chunked with optional
+  checkpoints;
+* :func:`exact_grid` -- the exact minimiser of the convex objective by a batched safeguarded
+  Newton / IRLS method (no learning rate);
+* :func:`asymptotic_variance`, :func:`optimal_alpha_constant` -- the asymptotic variance
+  :math:`V(\alpha) = E[\psi_\alpha(\epsilon)^2] / E[\psi_\alpha'(\epsilon)]^2` of the M-estimator and
+  the :math:`\alpha` that minimises it, by numerical integration;
+* :func:`summarize`, :func:`linear_fit`, :func:`run` -- best :math:`\alpha` per (family, scale)
+  over seeds and the linear fits of Figure 2; :func:`plot_fig2`, :func:`plot_rmse_curves`;
+* the command line ``klhuber toy --profile quick|full --device cpu|cuda --out DIR``.
+
+Losses: ``"huber"`` is :math:`H_\alpha` (:func:`klhuber.losses.huber`), ``"kl"`` is
+:math:`D_{\alpha,1/\alpha}` (eq. 16, :func:`klhuber.losses.kl_huber`), the lower bound of eq. 20,
+and ``"l1"``/``"l2"`` are the two limits :math:`\alpha \to 0` and :math:`\alpha \to \infty`.
+
+Choices the paper leaves open (all parameters of :class:`ToyConfig`):
+
+* **Features.**  The polynomial is represented in a basis of :math:`t = x/\delta \in [-1, 1]`:
+  ``"legendre"`` (default) uses :math:`\sqrt{2k+1}\,P_k(t)`, orthonormal under the uniform
+  distribution, so the Gram matrix is close to the identity and gradient descent is well
+  conditioned; ``"scaled"`` uses :math:`t^k`; ``"monomial"`` the raw :math:`x^k` (the most literal
+  reading of the paper, very ill conditioned).  All bases span the same functions, so the exact
+  minimiser and the test RMSE do not depend on the basis; only gradient descent does.
+* **Objective.**  The *mean* loss over the :math:`N` points (same minimiser as the sum).  Learning
+  rates are given relative to :math:`1/\lambda_{\max}` of the training Gram matrix
+  :math:`\Phi^\top\Phi/N`, so a relative rate of 1 is the classic step size of the quadratic.
+* **Initialisation** :math:`\theta = 0`; a fixed number of iterations.
+* **Seeds.**  Training inputs and the test set depend on the seed only; the noise depends on
+  (seed, family, scale) (independent draws), or on (seed, family) with ``common_noise=True``.
+* **Test RMSE** on ``n_test`` noise-free points computed as :math:`\sqrt{d^\top G d}` with
+  :math:`d = \theta - \theta^*` and :math:`G` the test Gram matrix (exact, since
+  :math:`F_{\theta^*}` lies in the model space when :math:`K \ge D`).
+
+Location-scale equivariance.  Because the model contains :math:`F_{\theta^*}`, writing
+:math:`\theta = \theta^* + s\varphi` for noise :math:`s\epsilon_0` gives
+:math:`\sum_i H_\alpha(s\epsilon_{0,i} - s\phi_i^\top\varphi) = s^2 \sum_i H_{\alpha/s}(\epsilon_{0,i} -
+\phi_i^\top\varphi)`, so the exact minimiser satisfies :math:`\mathrm{RMSE}(s, \alpha) = s\,
+\mathrm{RMSE}(1, \alpha/s)`: the best :math:`\alpha` of the *exact* estimator is exactly
+proportional to the noise scale for every location-scale family, and its asymptotic value is
+:math:`c_f s` with :math:`c_f` from :func:`optimal_alpha_constant`.
+
+Best :math:`\alpha`.  :func:`summarize` reports the best grid :math:`\alpha` of the seed-averaged
+test MSE (``curve_best``, with a 68% bootstrap interval over seeds) and the per-seed best
+:math:`\alpha` (mean, std); GD uses the best non-diverged learning rate per :math:`\alpha`.
+
+Profiles (:data:`PROFILES`).  ``quick`` (the book on 2 CPU cores): the three paper families,
+4 scales, 3 seeds, 11 :math:`\alpha`, 3 learning rates, 150 iterations, GD for :math:`H_\alpha`
+only.  ``full``: five families, 12 scales in [0.25, 3], 10 seeds, 40 :math:`\alpha` in
+[0.01, 30], learning rates 1-256, 2,000 iterations, GD for every loss plus GD on the raw
+monomials; about 3 minutes on one H100 (``klhuber toy --profile full --device cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BASES",
+    "DELTA",
+    "FAMILIES",
+    "K_PAPER",
+    "LOSSES",
+    "N_TRAIN",
+    "PAPER_FAMILIES",
+    "PROFILES",
+    "THETA_STAR",
+    "ExactResult",
+    "GDResult",
+    "ToyConfig",
+    "ToyData",
+    "asymptotic_variance",
+    "best_alpha",
+    "configure_parser",
+    "design_matrix",
+    "exact_grid",
+    "gd_grid",
+    "get_config",
+    "ground_truth",
+    "linear_fit",
+    "make_data",
+    "optimal_alpha_constant",
+    "plot_fig2",
+    "plot_rmse_curves",
+    "psi",
+    "run",
+    "sample_standard_noise",
+    "summarize",
+    "theory_rmse",
+]
+
+#: Ground-truth coefficients of Section 5, leading coefficient first:
+#: :math:`F(x) = 6x^5 - 3x^4 - 25x^3 + 15x^2 + 20x - 10`.
+THETA_STAR: tuple[float, ...] = (6.0, -3.0, -25.0, 15.0, 20.0, -10.0)
+#: Half-width of the input interval.
+DELTA = 2.0
+#: Training points per experiment.
+N_TRAIN = 10_000
+#: Number of fitted coefficients, :math:`K = D + 2`.
+K_PAPER = len(THETA_STAR) + 2
+#: The paper's three noise families (Figure 2 panels a-c).
+PAPER_FAMILIES = ("laplace", "logistic", "cauchy")
+#: All supported noise families (Normal and Student-t are extensions).
+FAMILIES = ("laplace", "logistic", "cauchy", "normal", "student_t")
+#: Degrees of freedom of the Student-t family.
+STUDENT_T_DF = 3.0
+#: Losses: H_alpha, D_{alpha,1/alpha}, and the limits L1, L2.
+LOSSES = ("huber", "kl", "l1", "l2")
+ALPHA_LOSSES = ("huber", "kl")
+#: Feature bases.
+BASES = ("legendre", "scaled", "monomial")
+METHODS = ("gd", "exact", "theory")
+
+_FAMILY_ID = {name: i for i, name in enumerate(FAMILIES)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return family
+
+
+def _check_families(families: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(families, str):
+        families = (families,)
+    families = tuple(families)
+    if not families:
+        raise ValueError("families must be a non-empty sequence of " + repr(FAMILIES))
+    for f in families:
+        _check_family(f)
+    return families
+
+
+def _check_loss(loss: str) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    return loss
+
+
+def _check_positive_grid(values: Any, name: str) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d sequence of positive numbers")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"{name} must be finite and > 0 (allowed range (0, inf)), got {arr.tolist()}")
+    return arr
+
+
+def _check_seeds(seeds: Any) -> tuple[int, ...]:
+    seeds = tuple(int(s) for s in np.atleast_1d(np.asarray(seeds)))
+    if not seeds:
+        raise ValueError("seeds must be a non-empty sequence of integers")
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"seeds must be >= 0, got {seeds}")
+    return seeds
+
+
+def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def ground_truth(x: Tensor | np.ndarray, theta: Sequence[float] = THETA_STAR) -> Tensor | np.ndarray:
+    """:math:`F_\\theta(x)` for coefficients ``theta`` given leading coefficient first (Horner)."""
+    out = x * 0.0
+    for c in theta:
+        out = out * x + c
+    return out
+
+
+def sample_standard_noise(family: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` draws of the unit-scale, zero-centred noise of ``family``.
+
+    The scale parameter multiplies these draws: Laplace scale :math:`b`, Logistic scale
+    :math:`s`, Cauchy scale :math:`\\gamma`, Normal standard deviation :math:`\\sigma`, and the
+    scale of a Student-t with :data:`STUDENT_T_DF` degrees of freedom.
+    """
+    _check_family(family)
+    n = _check_positive_int(n, "n")
+    if family == "laplace":
+        return rng.laplace(0.0, 1.0, n)
+    if family == "logistic":
+        return rng.logistic(0.0, 1.0, n)
+    if family == "cauchy":
+        return rng.standard_cauchy(n)
+    if family == "normal":
+        return rng.standard_normal(n)
+    return rng.standard_t(STUDENT_T_DF, n)
+
+
+def design_matrix(x: Tensor, k: int, basis: str = "legendre", delta: float = DELTA) -> Tensor:
+    """Features :math:`\\phi_j(x)`, :math:`j = 0..K-1`, as the last dimension of the result.
+
+    ``"legendre"``: :math:`\\sqrt{2j+1}\\,P_j(x/\\delta)`; ``"scaled"``: :math:`(x/\\delta)^j`;
+    ``"monomial"``: :math:`x^j`.
+    """
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    k = _check_positive_int(k, "k")
+    t = x if basis == "monomial" else x / delta
+    cols = [torch.ones_like(t)]
+    if basis == "legendre":
+        if k > 1:
+            cols.append(t)
+        for j in range(2, k):  # Bonnet recursion
+            cols.append(((2 * j - 1) * t * cols[-1] - (j - 1) * cols[-2]) / j)
+        cols = [c * math.sqrt(2 * j + 1) for j, c in enumerate(cols)]
+    else:
+        for _ in range(1, k):
+            cols.append(cols[-1] * t)
+    return torch.stack(cols[:k], dim=-1)
+
+
+def _theta_star_in_basis(k: int, basis: str, delta: float, theta: Sequence[float]) -> np.ndarray:
+    """Coefficients of :math:`F_{\\theta^*}` in ``basis`` (exact interpolation at Chebyshev nodes)."""
+    nodes = np.cos(np.pi * (np.arange(4 * k) + 0.5) / (4 * k)) * delta
+    x = torch.as_tensor(nodes, dtype=torch.float64)
+    phi = design_matrix(x, k, basis, delta).numpy()
+    sol, *_ = np.linalg.lstsq(phi, ground_truth(nodes, theta), rcond=None)
+    return sol
+
+
+@dataclass
+class ToyData:
+    """Training/test data of a grid of (family, scale, seed), in a given feature basis.
+
+    Shapes: ``x`` (seeds, N); ``y`` (families, scales, seeds, N); ``phi`` (seeds, N, K);
+    ``gram_test`` (seeds, K, K) = :math:`\\Phi_{test}^\\top\\Phi_{test}/n_{test}`;
+    ``theta_star`` (K,) in the basis.  All float64 on the CPU.
+    """
+
+    families: tuple[str, ...]
+    scales: np.ndarray
+    seeds: tuple[int, ...]
+    k: int
+    basis: str
+    delta: float
+    x: Tensor
+    y: Tensor
+    phi: Tensor
+    gram_test: Tensor
+    theta_star: Tensor
+    theta: tuple[float, ...] = THETA_STAR
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[-1])
+
+    def with_basis(self, basis: str) -> ToyData:
+        """The same samples represented in another feature basis."""
+        phi = design_matrix(self.x, self.k, basis, self.delta)
+        # the test Gram matrix transforms with the change of basis T: phi_new = phi_old T
+        t = torch.linalg.lstsq(self.phi[0], phi[0]).solution
+        gram = t.mT @ self.gram_test @ t
+        ts = torch.as_tensor(_theta_star_in_basis(self.k, basis, self.delta, self.theta))
+        return replace(self, basis=basis, phi=phi, gram_test=gram, theta_star=ts)
+
+
+def make_data(
+    families: Sequence[str] = PAPER_FAMILIES,
+    scales: Sequence[float] = (1.0,),
+    seeds: Sequence[int] = (0,),
+    *,
+    n: int = N_TRAIN,
+    n_test: int = N_TRAIN,
+    k: int = K_PAPER,
+    basis: str = "legendre",
+    delta: float = DELTA,
+    theta: Sequence[float] = THETA_STAR,
+    common_noise: bool = False,
+) -> ToyData:
+    """Seeded training and test data for every (family, scale, seed) of a grid.
+
+    Raises ``ValueError`` for an unknown family, a non-positive scale, empty grids, or
+    ``k < len(theta)`` (the model must contain the ground truth, :math:`K \\ge D`).
+    """
+    families = _check_families(families)
+    scales = _check_positive_grid(scales, "scales")
+    seeds = _check_seeds(seeds)
+    n = _check_positive_int(n, "n")
+    n_test = _check_positive_int(n_test, "n_test")
+    k = _check_positive_int(k, "k")
+    theta = tuple(float(t) for t in theta)
+    if not theta:
+        raise ValueError("theta must be non-empty")
+    if k < len(theta):
+        raise ValueError(f"k must be >= D = len(theta) = {len(theta)} (K >= D), got k={k}")
+    if not (delta > 0 and math.isfinite(delta)):
+        raise ValueError(f"delta must be finite and > 0, got {delta}")
+    xs, xts = [], []
+    y = np.empty((len(families), len(scales), len(seeds), n))
+    for si, seed in enumerate(seeds):
+        x = np.random.default_rng([seed, 0]).uniform(-delta, delta, n)
+        xs.append(x)
+        xts.append(np.random.default_rng([seed, 1]).uniform(-delta, delta, n_test))
+        clean = ground_truth(x, theta)
+        for fi, fam in enumerate(families):
+            for ci, scale in enumerate(scales):
+                key = [seed, 3, _FAMILY_ID[fam]] if common_noise else [
+                    seed, 2, _FAMILY_ID[fam], int(round(scale * 1e9))]
+                eps = sample_standard_noise(fam, n, np.random.default_rng(key))
+                y[fi, ci, si] = clean + scale * eps
+    x = torch.as_tensor(np.stack(xs))
+    xt = torch.as_tensor(np.stack(xts))
+    phi = design_matrix(x, k, basis, delta)
+    phit = design_matrix(xt, k, basis, delta)
+    gram = phit.mT @ phit / n_test
+    ts = torch.as_tensor(_theta_star_in_basis(k, basis, delta, theta))
+    return ToyData(families, scales, seeds, k, basis, delta, x, torch.as_tensor(y), phi, gram, ts,
+                   theta)
+
+
+def _test_rmse(theta: Tensor, data: ToyData, seed_dim: int) -> Tensor:
+    """Test RMSE of coefficients ``theta`` (..., K) whose dimension ``seed_dim`` indexes seeds."""
+    d = theta.to(torch.float64) - data.theta_star.to(theta.device)
+    g = data.gram_test.to(theta.device)
+    shape = [1] * (theta.dim() - 1)
+    shape[seed_dim] = g.shape[0]
+    g = g.reshape(*shape, data.k, data.k)
+    return torch.einsum("...i,...ij,...j->...", d, g, d).clamp_min(0).sqrt()
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses: value (from klhuber.losses) and influence function psi = rho'
+# ---------------------------------------------------------------------------------------------
+
+
+def _loss_value(r: Tensor, loss: str, alpha: Tensor | float) -> Tensor:
+    from klhuber import losses
+
+    if loss == "huber":
+        return losses.huber(r, alpha)
+    if loss == "kl":
+        return losses.kl_huber(r, alpha, 1.0 / alpha)
+    if loss == "l1":
+        return r.abs()
+    return 0.5 * r * r
+
+
+def _loss_value_fast(r: Tensor, loss: str, alpha: Tensor | float) -> Tensor:
+    r"""The same values as :func:`_loss_value` with fewer operations (exact solver's line search).
+
+    ``huber``: with :math:`h = \min(|r|, \alpha)`, :math:`H_\alpha(r) = h(|r| - h/2)`;
+    ``kl``: :math:`\alpha^2 (u + \mathrm{expm1}(-u))`, :math:`u = |r|/\alpha` (absolute error of
+    a few ulps of :math:`\alpha|r|`, enough to compare line-search candidates).
+    """
+    if loss == "huber" and not isinstance(alpha, Tensor):  # one fused kernel
+        return torch.nn.functional.huber_loss(r, r.new_zeros(()).expand_as(r), reduction="none",
+                                              delta=alpha)
+    a = r.abs()
+    if loss == "huber":
+        h = torch.minimum(a, alpha)
+        return h * (a - 0.5 * h)
+    if loss == "kl":
+        u = a / alpha
+        return (u + torch.expm1(-u)) * (alpha * alpha)
+    return _loss_value(r, loss, alpha)
+
+
+def psi(r: Tensor, loss: str, alpha: Tensor | float = 1.0) -> Tensor:
+    """Influence function :math:`\\psi = \\rho'` of each loss (the gradient used by GD).
+
+    ``huber``: :math:`\\psi_\\alpha(r) = \\mathrm{clamp}(r, -\\alpha, \\alpha)`;
+    ``kl`` (:math:`D_{\\alpha,1/\\alpha}`): :math:`\\alpha\\,\\mathrm{sign}(r)(1 - e^{-|r|/\\alpha})`;
+    ``l1``: :math:`\\mathrm{sign}(r)`; ``l2`` (:math:`r^2/2`): :math:`r`.
+    """
+    _check_loss(loss)
+    if loss == "huber":
+        if isinstance(alpha, Tensor):
+            return torch.clamp(r, min=-alpha, max=alpha)
+        return r.clamp(-alpha, alpha)
+    if loss == "kl":
+        return -alpha * torch.expm1(-r.abs() / alpha) * torch.sign(r)
+    if loss == "l1":
+        return torch.sign(r)
+    return r
+
+
+def _psi_inplace(r: Tensor, loss: str, alpha: Tensor) -> Tensor:
+    if loss == "huber":
+        return torch.clamp(r, min=-alpha, max=alpha, out=r)
+    if loss == "l2":
+        return r
+    if loss == "l1":
+        return r.sign_()
+    s = torch.sign(r)
+    return r.abs_().div_(alpha).neg_().expm1_().mul_(s).mul_(-alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient descent over the grid (paper's solver)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GDResult:
+    """GD over (family, scale, seed, alpha, lr); arrays shaped (F, S, seeds, A, L[, K]).
+
+    ``status``: 0 ran to the end, 2 diverged (never scored: its ``rmse`` is NaN).
+    ``objective``: final mean loss; ``rmse``: test RMSE; ``theta``: final coefficients (basis).
+    """
+
+    loss: str
+    basis: str
+    alphas: np.ndarray
+    lrs: np.ndarray
+    iterations: int
+    rmse: np.ndarray
+    objective: np.ndarray
+    grad_norm: np.ndarray
+    status: np.ndarray
+    theta: np.ndarray
+    wall_time_s: float
+
+    @property
+    def diverged(self) -> np.ndarray:
+        return self.status == 2
+
+    def best_over_lr(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rmse, lr index) of the best non-diverged learning rate per (F, S, seed, A); NaN if none."""
+        r = np.where(self.diverged, np.inf, self.rmse)
+        r = np.where(np.isfinite(r), r, np.inf)
+        idx = np.argmin(r, axis=-1)
+        best = np.take_along_axis(r, idx[..., None], axis=-1)[..., 0]
+        best = np.where(np.isfinite(best), best, np.nan)
+        return best, idx
+
+
+def _lr_reference(phi: Tensor) -> Tensor:
+    """:math:`\\lambda_{\\max}(\\Phi^\\top\\Phi/N)` per seed (float64)."""
+    gram = phi.mT @ phi / phi.shape[-2]
+    return torch.linalg.eigvalsh(gram)[..., -1]
+
+
+def _gd_chunk(phi: Tensor, y: Tensor, alpha: Tensor, lr: Tensor, loss: str, iterations: int,
+              check_every: int, div_factor: float,
+              tick: Callable[[int], None] | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """GD on one chunk.  phi (seeds, N, K); y (seeds, N, M); alpha (M,); lr (seeds, M).
+
+    Returns theta (seeds, K, M), objective (seeds, M), grad_norm (seeds, M), diverged (seeds, M).
+    """
+    seeds, n, k = phi.shape
+    m = y.shape[-1]
+    phit = phi.mT.contiguous()
+    theta = torch.zeros(seeds, k, m, dtype=phi.dtype, device=phi.device)
+    step = lr / n  # mean loss: grad = -phi^T psi / N
+    diverged = torch.zeros(seeds, m, dtype=torch.bool, device=phi.device)
+    obj0 = obj = None
+    r = torch.empty_like(y)
+    g = torch.empty(seeds, k, m, dtype=phi.dtype, device=phi.device)
+    done = 0
+    for it in range(iterations + 1):
+        torch.baddbmm(y, phi, theta, beta=1.0, alpha=-1.0, out=r)
+        if it % check_every == 0 or it == iterations:
+            obj = _loss_value(r, loss, alpha).mean(dim=1)
+            if obj0 is None:
+                obj0 = obj.clone()
+            bad = ~torch.isfinite(obj) | (obj > div_factor * obj0) | ~torch.isfinite(theta).all(1)
+            if bool(bad.any()):
+                diverged |= bad
+                theta.masked_fill_(diverged[:, None, :], 0.0)
+                step = step.masked_fill(diverged, 0.0)
+                torch.baddbmm(y, phi, theta, beta=1.0, alpha=-1.0, out=r)
+            if tick is not None and it > done:
+                tick(it - done)
+                done = it
+        _psi_inplace(r, loss, alpha)
+        torch.bmm(phit, r, out=g)
+        if it == iterations:
+            break
+        theta.addcmul_(g, step[:, None, :])
+    grad_norm = g.norm(dim=1) / n
+    # a run that ends worse than where it started is diverged too (bounded-gradient oscillation)
+    diverged |= ~torch.isfinite(obj) | (obj > obj0)
+    return theta, obj, grad_norm, diverged
+
+
+def _default_max_elements(device: torch.device, dtype: torch.dtype, copies: int,
+                          cpu_default: int) -> int:
+    """Largest block (elements of the residual tensor) that fits: on CUDA 80% of free memory
+    shared by ``copies`` residual-sized tensors; on the CPU a cache-friendly ``cpu_default``."""
+    if device.type != "cuda":
+        return cpu_default
+    free, _ = torch.cuda.mem_get_info(device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return max(1_000_000, int(0.8 * free / (copies * itemsize)))
+
+
+def _chunks(total: int, size: int) -> list[tuple[int, int]]:
+    return [(i, min(i + size, total)) for i in range(0, total, size)]
+
+
+def gd_grid(
+    data: ToyData,
+    alphas: Sequence[float],
+    lrs: Sequence[float],
+    *,
+    loss: str = "huber",
+    iterations: int = 1000,
+    check_every: int = 100,
+    div_factor: float = 10.0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    max_elements: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+) -> GDResult:
+    """Gradient descent on the mean loss for every (family, scale, seed, alpha, lr) at once.
+
+    All seeds, alphas and learning rates of a block of (family, scale) pairs are one batched
+    tensor program (``baddbmm``/``bmm``); blocks are sized so that the residual tensor has at
+    most ``max_elements`` entries.  ``lrs`` are relative to :math:`1/\\lambda_{\\max}` of the
+    training Gram matrix.  Every ``check_every`` iterations the objective is evaluated with
+    :mod:`klhuber.losses`; a configuration whose objective is not finite or exceeds
+    ``div_factor`` times its initial value, or which ends above its initial value, is marked
+    diverged (status 2, RMSE NaN).  For ``l1``/``l2`` pass ``alphas=[1.0]`` (unused).
+
+    With ``checkpoint_dir`` each finished block is saved atomically and reused on a re-run with
+    the same inputs (resume).
+    """
+    from tqdm.auto import tqdm
+
+    from klhuber.results import atomic_write_bytes
+
+    _check_loss(loss)
+    alphas = _check_positive_grid(alphas, "alphas")
+    lrs = _check_positive_grid(lrs, "lrs")
+    iterations = _check_positive_int(iterations, "iterations")
+    check_every = _check_positive_int(check_every, "check_every")
+    device = torch.device(device)
+    nf, ns, nseed = len(data.families), len(data.scales), len(data.seeds)
+    na, nl, k, n = len(alphas), len(lrs), data.k, data.n
+    if max_elements is None:
+        max_elements = _default_max_elements(device, dtype, 14, 12_000_000)
+    per_pair = nseed * n * na * nl
+    pairs = nf * ns
+    block = max(1, min(pairs, max_elements // max(per_pair, 1)))
+    # blocks of whole (family, scale) pairs; if one pair is too big, split alphas instead
+    a_block = na if per_pair <= max_elements else max(1, max_elements // (nseed * n * nl))
+    phi = data.phi.to(device=device, dtype=dtype)
+    lr_ref = _lr_reference(data.phi).to(device=device, dtype=dtype)  # (seeds,)
+    y_all = data.y.reshape(pairs, nseed, n)
+    theta_out = np.zeros((pairs, nseed, na, nl, k))
+    obj_out = np.full((pairs, nseed, na, nl), np.nan)
+    gn_out = np.full((pairs, nseed, na, nl), np.nan)
+    div_out = np.zeros((pairs, nseed, na, nl), dtype=bool)
+    tasks = [(p0, p1, a0, a1) for p0, p1 in _chunks(pairs, block) for a0, a1 in _chunks(na, a_block)]
+    key = None
+    if checkpoint_dir is not None:
+        h = hashlib.sha256()
+        for part in (data.y.numpy().tobytes(), data.phi.numpy().tobytes(), alphas.tobytes(),
+                     lrs.tobytes(), repr((loss, iterations, check_every, div_factor, str(dtype),
+                                          block, a_block)).encode()):
+            h.update(part)
+        key = h.hexdigest()[:16]
+        checkpoint_dir = Path(checkpoint_dir)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(tasks) * iterations, desc=f"GD {loss}", unit="it", disable=not progress,
+               leave=False)
+    for ti, (p0, p1, a0, a1) in enumerate(tasks):
+        ckpt = None if key is None else checkpoint_dir / f"gd_{loss}_{key}_{ti:04d}.pt"
+        if ckpt is not None and ckpt.exists():
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            th, ob, gn, dv = (saved[s] for s in ("theta", "obj", "grad_norm", "diverged"))
+            bar.update(iterations)
+        else:
+            npair, nal = p1 - p0, a1 - a0
+            m = npair * nal * nl
+            a_vec = torch.as_tensor(alphas[a0:a1], dtype=dtype, device=device)
+            a_vec = a_vec[None, :, None].expand(npair, nal, nl).reshape(m)
+            lr_vec = torch.as_tensor(lrs, dtype=dtype, device=device)[None, None, :]
+            lr_vec = (lr_vec.expand(npair, nal, nl).reshape(1, m) / lr_ref[:, None])
+            y = y_all[p0:p1].to(device=device, dtype=dtype)  # (npair, seeds, N)
+            y = y.permute(1, 2, 0)[:, :, :, None].expand(nseed, n, npair, nal * nl)
+            y = y.reshape(nseed, n, m).contiguous()
+            th, ob, gn, dv = _gd_chunk(phi, y, a_vec, lr_vec.contiguous(), loss, iterations,
+                                       check_every, div_factor, bar.update)
+            del y
+            shape = (nseed, npair, nal, nl)
+            th = th.permute(0, 2, 1).reshape(*shape, k).permute(1, 0, 2, 3, 4).cpu().double()
+            ob, gn, dv = (v.reshape(shape).permute(1, 0, 2, 3).cpu() for v in (ob, gn, dv))
+            ob, gn = ob.double(), gn.double()
+            if ckpt is not None:
+                buf = io.BytesIO()
+                torch.save({"theta": th, "obj": ob, "grad_norm": gn, "diverged": dv}, buf)
+                atomic_write_bytes(ckpt, buf.getvalue())
+        theta_out[p0:p1, :, a0:a1] = th.numpy()
+        obj_out[p0:p1, :, a0:a1] = ob.numpy()
+        gn_out[p0:p1, :, a0:a1] = gn.numpy()
+        div_out[p0:p1, :, a0:a1] = dv.numpy()
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall = time.perf_counter() - t0
+    shape = (nf, ns, nseed, na, nl)
+    theta_t = torch.as_tensor(theta_out.reshape(*shape, k))
+    rmse = _test_rmse(theta_t, data, seed_dim=2).numpy()
+    div = div_out.reshape(shape)
+    rmse = np.where(div, np.nan, rmse)
+    status = np.where(div, 2, 0).astype(np.int8)
+    return GDResult(loss, data.basis, alphas, lrs, iterations, rmse, obj_out.reshape(shape),
+                    gn_out.reshape(shape), status, theta_out.reshape(*shape, k), wall)
+
+
+def gd_reference_loop(data: ToyData, alpha: float, lr: float, *, family_index: int = 0,
+                      scale_index: int = 0, seed_index: int = 0, loss: str = "huber",
+                      iterations: int = 1000, dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """One configuration at a time (the unbatched reference of ``benchmarks/bench_toy.py``).
+
+    Returns the final coefficients (K,).  Same update as :func:`gd_grid`, no divergence checks.
+    """
+    phi = data.phi[seed_index].to(dtype)
+    y = data.y[family_index, scale_index, seed_index].to(dtype)
+    step = lr / float(_lr_reference(data.phi[seed_index])) / data.n
+    theta = torch.zeros(data.k, dtype=dtype)
+    for _ in range(iterations):
+        r = y - phi @ theta
+        theta = theta + step * (phi.T @ psi(r, loss, alpha))
+    return theta.double().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact solver: batched safeguarded Newton / IRLS
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExactResult:
+    """Exact minimisers over (family, scale, seed, alpha); arrays shaped (F, S, seeds, A[, K])."""
+
+    loss: str
+    alphas: np.ndarray
+    rmse: np.ndarray
+    objective: np.ndarray
+    theta: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+    wall_time_s: float
+
+
+def _newton_terms(r: Tensor, loss: str, alpha: Tensor | float, eta: float) -> tuple[Tensor, Tensor]:
+    """(psi(r), Newton weights psi'(r)); for ``l1`` the IRLS weights 1/max(|r|, eta)."""
+    a = r.abs()
+    if loss == "huber":
+        return torch.clamp(r, min=-alpha, max=alpha), (a <= alpha).to(r.dtype)
+    if loss == "kl":
+        e = torch.exp(-a / alpha)
+        return torch.copysign(alpha * (1.0 - e), r), e
+    if loss == "l1":
+        return torch.sign(r), 1.0 / a.clamp_min(eta)
+    return r, torch.ones_like(r)
+
+
+def _irls_weights(r: Tensor, loss: str, alpha: Tensor | float, eta: float) -> Tensor:
+    """IRLS / MM weights psi(r)/r: a step with them never increases the objective."""
+    a = r.abs()
+    if loss == "huber":
+        return torch.clamp(alpha / a.clamp_min(1e-300), max=1.0)
+    if loss == "kl":
+        u = a / alpha
+        return torch.where(u > 1e-8, -torch.expm1(-u) / u.clamp_min(1e-300), 1.0 - u / 2)
+    if loss == "l1":
+        return 1.0 / a.clamp_min(eta)
+    return torch.ones_like(r)
+
+
+def _exact_block(phi: Tensor, quad: Tensor, y: Tensor, alpha: Tensor, loss: str, tol: float,
+                 max_iter: int, theta0: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Exact minimiser for phi (seeds, N, K), quad (seeds, N, K(K+1)/2), y (seeds, N, M).
+
+    Each iteration takes the full Newton step where it lowers the objective; only the
+    configurations where it does not try the half Newton step and the IRLS step.
+    """
+    seeds, n, k = phi.shape
+    m = y.shape[-1]
+    iu = torch.triu_indices(k, k, device=phi.device)
+    eye = torch.eye(k, dtype=phi.dtype, device=phi.device)
+    if theta0 is None:  # least squares start (seeds, K, M)
+        theta = torch.linalg.solve(phi.mT @ phi, phi.mT @ y)
+    else:
+        theta = theta0.clone()
+    its = torch.zeros(seeds, m, dtype=torch.long, device=phi.device)
+    conv = torch.zeros(seeds, m, dtype=torch.bool, device=phi.device)
+    if loss == "l2":
+        conv[:] = True
+        return theta, _loss_value(y - phi @ theta, loss, alpha).mean(1), its, conv
+    eta = 1e-9 * float(y.abs().mean())
+
+    def objective(th: Tensor, ya: Tensor, a: Tensor) -> Tensor:
+        return _loss_value_fast(torch.baddbmm(ya, phi, th, alpha=-1.0), loss, a).mean(1)
+
+    def solve(w: Tensor, g: Tensor) -> Tensor:
+        hq = torch.bmm(w.mT, quad) / n  # (seeds, M', K(K+1)/2)
+        h = torch.zeros(seeds, w.shape[-1], k, k, dtype=phi.dtype, device=phi.device)
+        h[:, :, iu[0], iu[1]] = hq
+        h[:, :, iu[1], iu[0]] = hq
+        ridge = 1e-12 * h.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-300)
+        d, _ = torch.linalg.solve_ex(h + ridge[..., None, None] * eye, g.mT[..., None])
+        d = d[..., 0].mT
+        return torch.where(torch.isfinite(d), d, torch.zeros_like(d))
+
+    active = torch.ones(seeds, m, dtype=torch.bool, device=phi.device)
+    # one alpha for the whole block (the continuation sweep): scalar fast paths
+    scalar = float(alpha[0]) if bool((alpha == alpha[0]).all()) else None
+    obj = objective(theta, y, alpha if scalar is None else scalar)
+    for _ in range(max_iter):
+        if not bool(active.any()):
+            break
+        cols = active.any(0).nonzero()[:, 0]  # configurations active in any seed
+        ya, ta = y[:, :, cols], theta[:, :, cols]
+        aa = alpha[cols] if scalar is None else scalar
+        ra = torch.baddbmm(ya, phi, ta, alpha=-1.0)
+        ps, wn = _newton_terms(ra, loss, aa, eta)
+        g = phi.mT @ ps / n  # minus the gradient of the mean loss
+        dn = solve(wn, g)
+        best_obj = objective(ta + dn, ya, aa)
+        old = obj[:, cols]
+        better = best_obj < old
+        best_step = torch.where(better[:, None, :], dn, torch.zeros_like(dn))
+        best_obj = torch.where(better, best_obj, old)
+        fail = ~better.all(0)
+        if bool(fail.any()):  # safeguard: half Newton step and the IRLS (MM) step
+            sub = fail.nonzero()[:, 0]
+            ys, ts, rs = ya[:, :, sub], ta[:, :, sub], ra[:, :, sub]
+            as_ = aa if scalar is not None else aa[sub]
+            di = solve(_irls_weights(rs, loss, as_, eta), g[:, :, sub])
+            bo, bs = best_obj[:, sub], best_step[:, :, sub]
+            for d in (0.5 * dn[:, :, sub], di):
+                o = objective(ts + d, ys, as_)
+                b = o < bo
+                bo = torch.where(b, o, bo)
+                bs = torch.where(b[:, None, :], d, bs)
+            best_obj[:, sub], best_step[:, :, sub] = bo, bs
+        act = active[:, cols]
+        best_step = best_step * act[:, None, :]
+        new_theta = ta + best_step
+        small = best_step.norm(dim=1) <= tol * (1.0 + new_theta.norm(dim=1))
+        stuck = best_obj >= old  # no candidate lowers the objective: optimal to rounding
+        done = act & (small | stuck)
+        theta[:, :, cols] = new_theta
+        obj[:, cols] = torch.where(act, best_obj, old)
+        its[:, cols] += act.long()
+        conv[:, cols] |= done
+        active[:, cols] = act & ~done
+    return theta, obj, its, conv
+
+
+def _l1_polish(phi: Tensor, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Vertex through the K smallest residuals, and its LP optimality certificate.
+
+    An L1 minimiser interpolates K points (a basis B).  With :math:`s_i = \mathrm{sign}(r_i)`
+    off B, the vertex is optimal iff :math:`\Phi_B^\top u = -\sum_{i \notin B} s_i \phi_i` has
+    :math:`\|u\|_\infty \le 1` (the dual of the LP).  Returns (theta, objective, certified).
+    """
+    seeds, n, k = phi.shape
+    m = y.shape[-1]
+    r = torch.baddbmm(y, phi, theta, alpha=-1.0)
+    sel = r.abs().topk(k, dim=1, largest=False).indices  # (seeds, K, M)
+    phi_b = torch.gather(phi[:, None, :, :].expand(seeds, m, n, k), 2,
+                         sel.mT[..., None].expand(-1, -1, -1, k))  # (seeds, M, K, K)
+    y_b = torch.gather(y, 1, sel).mT[..., None]  # (seeds, M, K, 1)
+    pol, info = torch.linalg.solve_ex(phi_b, y_b)
+    pol = pol[..., 0].mT
+    ok = (info == 0) & torch.isfinite(pol).all(1)
+    pol = torch.where(ok[:, None, :], pol, theta)
+    rp = torch.baddbmm(y, phi, pol, alpha=-1.0)
+    obj = rp.abs().mean(1)
+    sgn = torch.sign(rp).scatter_(1, sel, 0.0)
+    g = phi.mT @ sgn  # (seeds, K, M)
+    u, info_u = torch.linalg.solve_ex(phi_b.mT, -g.mT[..., None])
+    cert = ok & (info_u == 0) & (u[..., 0].abs().amax(-1) <= 1.0 + 1e-9)
+    return pol, obj, cert
+
+
+def _l1_irls(phi: Tensor, quad: Tensor, y: Tensor, iterations: int
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Least absolute deviations: IRLS with weights :math:`1/\\max(|r|, \\eta_t)`, finished exactly.
+
+    :math:`\\eta_t` starts at the median absolute least-squares residual and shrinks by 0.7 per
+    iteration down to :math:`10^{-10}` of it.  From iteration 30 on, every 10 iterations the
+    vertex through the K smallest residuals is tried and kept when the LP optimality
+    certificate holds (:func:`_l1_polish`); ``converged`` means certified optimal.  Uncertified
+    fits end with the IRLS iterate or the vertex, whichever has the lower objective.
+    """
+    seeds, n, k = phi.shape
+    iu = torch.triu_indices(k, k, device=phi.device)
+    theta = torch.linalg.solve(phi.mT @ phi, phi.mT @ y)
+    r = torch.baddbmm(y, phi, theta, alpha=-1.0)
+    eta0 = r.abs().median(dim=1).values  # (seeds, M)
+    done = torch.zeros_like(eta0, dtype=torch.bool)
+    its = torch.zeros_like(eta0, dtype=torch.long)
+    for t in range(iterations):
+        eta = (eta0 * max(0.7**t, 1e-10))[:, None, :]
+        w = 1.0 / r.abs().clamp_min(eta)
+        hq = torch.bmm(w.mT, quad)
+        h = torch.zeros(seeds, y.shape[-1], k, k, dtype=phi.dtype, device=phi.device)
+        h[:, :, iu[0], iu[1]] = hq
+        h[:, :, iu[1], iu[0]] = hq
+        rhs = (phi.mT @ (w * y)).mT[..., None]
+        new, info = torch.linalg.solve_ex(h, rhs)
+        new = new[..., 0].mT
+        ok = (info == 0)[:, None, :] & torch.isfinite(new).all(1, keepdim=True) & ~done[:, None, :]
+        theta = torch.where(ok, new, theta)
+        its += (~done).long()
+        if (t >= 30 and t % 10 == 0) or t == iterations - 1:
+            pol, _, cert = _l1_polish(phi, y, theta)
+            theta = torch.where((cert & ~done)[:, None, :], pol, theta)
+            done |= cert
+            if bool(done.all()):
+                break
+        r = torch.baddbmm(y, phi, theta, alpha=-1.0)
+    obj = torch.baddbmm(y, phi, theta, alpha=-1.0).abs().mean(1)
+    pol, obj_p, _ = _l1_polish(phi, y, theta)  # uncertified: keep the vertex if it is lower
+    take = ~done & (obj_p < obj)
+    theta = torch.where(take[:, None, :], pol, theta)
+    return theta, torch.where(take, obj_p, obj), its, done
+
+
+def exact_grid(
+    data: ToyData,
+    alphas: Sequence[float] = (1.0,),
+    *,
+    loss: str = "huber",
+    tol: float = 1e-9,
+    max_iter: int = 100,
+    device: str | torch.device = "cpu",
+    max_elements: int | None = None,
+    l1_iterations: int = 300,
+    progress: bool = True,
+) -> ExactResult:
+    r"""Exact minimiser of the mean loss for every (family, scale, seed, alpha), in float64.
+
+    Batched over (family, scale, seed); the alphas are swept from the largest to the smallest,
+    each solve starting from the previous solution (continuation; the first from least
+    squares).  Each iteration takes the Newton step (Hessian :math:`\Phi^\top
+    \mathrm{diag}(\psi'(r))\Phi / N`) where it lowers the objective, else the best of the half
+    Newton step and the IRLS / MM step (weights :math:`\psi(r)/r`, never an increase).  It stops
+    when the step is below ``tol`` relative to :math:`1 + \|\theta\|` or no candidate lowers the
+    objective.  ``l2`` is solved in closed form, ``l1`` by at most ``l1_iterations`` of IRLS
+    finished by an LP-certified vertex (:func:`_l1_irls`; alphas are ignored for both).
+    """
+    from tqdm.auto import tqdm
+
+    _check_loss(loss)
+    alphas = _check_positive_grid(alphas, "alphas")
+    max_iter = _check_positive_int(max_iter, "max_iter")
+    device = torch.device(device)
+    if loss in ("l1", "l2"):
+        alphas = alphas[:1]
+    nf, ns, nseed, na, k, n = (len(data.families), len(data.scales), len(data.seeds), len(alphas),
+                               data.k, data.n)
+    if max_elements is None:
+        max_elements = _default_max_elements(device, torch.float64, 16, 6_000_000)
+    phi = data.phi.to(device)
+    iu = torch.triu_indices(k, k)
+    quad = (phi[..., iu[0].to(device)] * phi[..., iu[1].to(device)]).contiguous()
+    pairs = nf * ns
+    block = max(1, max_elements // (nseed * n))
+    y_all = data.y.reshape(pairs, nseed, n)
+    theta_out = torch.zeros(pairs, nseed, na, k, dtype=torch.float64)
+    obj_out = torch.zeros(pairs, nseed, na, dtype=torch.float64)
+    its_out = torch.zeros(pairs, nseed, na, dtype=torch.long)
+    conv_out = torch.zeros(pairs, nseed, na, dtype=torch.bool)
+    order = np.argsort(-alphas, kind="stable")
+    t0 = time.perf_counter()
+    tasks = _chunks(pairs, block)
+    bar = tqdm(total=len(tasks) * na, desc=f"exact {loss}", disable=not progress, leave=False)
+    for p0, p1 in tasks:
+        y = y_all[p0:p1].permute(1, 2, 0).to(device).contiguous()  # (seeds, N, pairs)
+        theta = None
+        if loss == "l1":
+            theta, ob, it, cv = _l1_irls(phi, quad, y, l1_iterations)
+            theta_out[p0:p1, :, 0] = theta.permute(2, 0, 1).cpu()
+            obj_out[p0:p1, :, 0] = ob.mT.cpu()
+            its_out[p0:p1, :, 0] = it.mT.cpu()
+            conv_out[p0:p1, :, 0] = cv.mT.cpu()
+            bar.update(1)
+            continue
+        for ai in order:
+            a_vec = torch.full((p1 - p0,), float(alphas[ai]), dtype=torch.float64, device=device)
+            theta, ob, it, cv = _exact_block(phi, quad, y, a_vec, loss, tol, max_iter, theta)
+            theta_out[p0:p1, :, ai] = theta.permute(2, 0, 1).cpu()
+            obj_out[p0:p1, :, ai] = ob.mT.cpu()
+            its_out[p0:p1, :, ai] = it.mT.cpu()
+            conv_out[p0:p1, :, ai] = cv.mT.cpu()
+            bar.update(1)
+    bar.close()
+    wall = time.perf_counter() - t0
+    shape = (nf, ns, nseed, na)
+    theta = theta_out.reshape(*shape, k)
+    rmse = _test_rmse(theta, data, seed_dim=2).numpy()
+    obj = obj_out.reshape(shape).numpy()
+    rmse = np.where(np.isfinite(obj), rmse, np.nan)
+    return ExactResult(loss, alphas, rmse, obj, theta.numpy(), its_out.reshape(shape).numpy(),
+                       conv_out.reshape(shape).numpy(), wall)
+
+
+# ---------------------------------------------------------------------------------------------
+# Theory: asymptotic variance of the M-estimator
+# ---------------------------------------------------------------------------------------------
+
+
+def _scipy_dist(family: str, scale: float = 1.0) -> Any:
+    from scipy import stats
+
+    _check_family(family)
+    return {
+        "laplace": stats.laplace,
+        "logistic": stats.logistic,
+        "cauchy": stats.cauchy,
+        "normal": stats.norm,
+    }.get(family, lambda scale: stats.t(STUDENT_T_DF, scale=scale))(scale=scale)
+
+
+def asymptotic_variance(family: str, alpha: float, scale: float = 1.0, loss: str = "huber") -> float:
+    """:math:`V(\\alpha) = E[\\psi_\\alpha(\\epsilon)^2] / E[\\psi_\\alpha'(\\epsilon)]^2` for noise
+    ``family`` with ``scale`` (numerical integration; ``loss`` is ``"huber"`` or ``"kl"``).
+
+    For a linear model with features of Gram matrix :math:`G`, the M-estimator is asymptotically
+    normal with covariance :math:`V(\\alpha) G^{-1} / N`, so the expected squared test error is
+    about :math:`V(\\alpha) K / N` with orthonormal features (:func:`theory_rmse`).
+    """
+    from scipy import integrate
+
+    _check_positive_grid(alpha, "alpha")
+    _check_positive_grid(scale, "scale")
+    if loss not in ALPHA_LOSSES:
+        raise ValueError(f"loss must be one of {ALPHA_LOSSES}, got {loss!r}")
+    a, d = float(alpha), _scipy_dist(family, scale)
+    if loss == "huber":
+        e2 = 2 * integrate.quad(lambda e: e * e * d.pdf(e), 0, a, limit=200)[0] + 2 * a * a * d.sf(a)
+        ep = 2 * (d.cdf(a) - 0.5)
+    else:
+        e2 = 2 * integrate.quad(lambda e: (a * math.expm1(-e / a)) ** 2 * d.pdf(e), 0, np.inf,
+                                limit=400)[0]
+        ep = 2 * integrate.quad(lambda e: math.exp(-e / a) * d.pdf(e), 0, np.inf, limit=400)[0]
+    return float(e2 / ep**2)
+
+
+@functools.lru_cache(maxsize=65536)
+def _unit_variance(family: str, u: float, loss: str) -> float:
+    return asymptotic_variance(family, u, 1.0, loss)
+
+
+def theory_rmse(family: str, alpha: float, scale: float, n: int = N_TRAIN, k: int = K_PAPER,
+                loss: str = "huber") -> float:
+    """Asymptotic test RMSE :math:`\\sqrt{V(\\alpha) K / N}` (orthonormal features).
+
+    Uses :math:`V(\\alpha; s) = s^2 V(\\alpha/s; 1)` (location-scale equivariance).
+    """
+    u = float(np.float64(alpha) / np.float64(scale))
+    return math.sqrt(scale * scale * _unit_variance(family, u, loss) * k / n)
+
+
+def optimal_alpha_constant(family: str, loss: str = "huber", *, lo: float = 1e-3,
+                           hi: float = 1e3) -> dict[str, Any]:
+    """The :math:`c_f` with :math:`\\alpha^*(s) = c_f\\,s` minimising :math:`V` (unit scale).
+
+    Searches :math:`\\alpha \\in [lo, hi]` (log scale).  When the minimum is at an end of the
+    interval, ``c`` is reported as the limit (0: L1 / the median is best, e.g. Laplace;
+    ``inf``: L2 / the mean is best, e.g. Normal) and ``boundary`` says which.
+    """
+    from scipy import optimize
+
+    _check_family(family)
+
+    def f(la: float) -> float:
+        return asymptotic_variance(family, math.exp(la), 1.0, loss)
+
+    res = optimize.minimize_scalar(f, bounds=(math.log(lo), math.log(hi)), method="bounded",
+                                   options={"xatol": 1e-6})
+    c = math.exp(res.x)
+    boundary = None
+    v_l1 = _v_limit(family, "l1")
+    v_l2 = _v_limit(family, "l2")
+    # a minimum at an end of the interval, or one no better than a limit (flat plateau), is the limit
+    if c < lo * 1.01 or res.fun >= v_l1 * (1.0 - 1e-9):
+        c, boundary = 0.0, "lower"
+    elif c > hi / 1.01 or res.fun >= v_l2 * (1.0 - 1e-9):
+        c, boundary = math.inf, "upper"
+    return {"family": family, "loss": loss, "c": c, "boundary": boundary, "v_min": float(res.fun),
+            "v_l1": v_l1, "v_l2": v_l2}
+
+
+def _v_limit(family: str, which: str) -> float:
+    d = _scipy_dist(family)
+    if which == "l1":  # median: 1 / (4 f(0)^2)
+        return float(1.0 / (4.0 * d.pdf(0.0) ** 2))
+    var = float(d.var())
+    return var if math.isfinite(var) else math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries
+# ---------------------------------------------------------------------------------------------
+
+
+def best_alpha(rmse: np.ndarray, alphas: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Best alpha and its RMSE along the last axis, ignoring NaN (NaN where all are NaN)."""
+    alphas = np.asarray(alphas, dtype=np.float64)
+    r = np.where(np.isfinite(rmse), rmse, np.inf)
+    idx = np.argmin(r, axis=-1)
+    best = np.take_along_axis(r, idx[..., None], axis=-1)[..., 0]
+    ok = np.isfinite(best)
+    return np.where(ok, alphas[idx], np.nan), np.where(ok, best, np.nan)
+
+
+def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int | None]:
+    """Least-squares line :math:`y = a x + b` over the finite points: slope, intercept, R², n."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2:
+        return {"slope": None, "intercept": None, "r2": None, "n": int(x.size)}
+    a, b = np.polyfit(x, y, 1)
+    ss_res = float(np.sum((y - (a * x + b)) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = None if ss_tot == 0 else 1.0 - ss_res / ss_tot
+    return {"slope": float(a), "intercept": float(b), "r2": r2, "n": int(x.size)}
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float | np.floating):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, np.ndarray):
+        return [_finite_or_none(u) for u in v.tolist()] if v.ndim else _finite_or_none(v.item())
+    if isinstance(v, list | tuple):
+        return [_finite_or_none(u) for u in v]
+    if isinstance(v, dict):
+        return {k: _finite_or_none(u) for k, u in v.items()}
+    return v
+
+
+def summarize(rmse: np.ndarray, alphas: Sequence[float], scales: Sequence[float],
+              families: Sequence[str], *, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Best alpha per (family, scale, seed) from ``rmse`` (F, S, seeds, A) and its summary.
+
+    Returns per family: ``best_alpha`` (S, seeds), ``mean``/``std``/``sem``/``median``/``n`` over
+    seeds (NaN seeds, i.e. all-diverged curves, are left out and counted), ``min_rmse_mean``,
+    and ``fit``: the line through the per-scale means.  ``curve_best`` is the best alpha of the
+    seed-averaged MSE curve (a grid search on the mean over seeds), ``curve_lo``/``curve_hi`` its
+    16%/84% bootstrap quantiles over resampled seeds, ``curve_fit`` the line through it.
+    Non-finite numbers become ``None``.
+    """
+    rng = np.random.default_rng(seed)
+    best, best_r = best_alpha(rmse, alphas)
+    out: dict[str, Any] = {}
+    scales = np.asarray(scales, dtype=np.float64)
+    for fi, fam in enumerate(families):
+        b = best[fi]
+        n_ok = np.isfinite(b).sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n_ok > 0, np.nansum(b, -1) / np.maximum(n_ok, 1), np.nan)
+            dev = np.where(np.isfinite(b), (b - mean[:, None]) ** 2, 0.0).sum(-1)
+            std = np.where(n_ok > 1, np.sqrt(dev / np.maximum(n_ok - 1, 1)), np.nan)
+            sem = std / np.sqrt(np.maximum(n_ok, 1))
+            med = np.array([np.median(row[np.isfinite(row)]) if np.isfinite(row).any() else np.nan
+                            for row in b])
+            mr = best_r[fi]
+            min_rmse = np.where(n_ok > 0, np.nansum(np.where(np.isfinite(mr), mr, 0), -1)
+                                / np.maximum(n_ok, 1), np.nan)
+        cb, lo, hi = _curve_best(rmse[fi], alphas, n_boot, rng)
+        out[fam] = _finite_or_none({
+            "best_alpha": b, "mean": mean, "std": std, "sem": sem, "median": med,
+            "n": n_ok.astype(float), "n_missing": (b.shape[-1] - n_ok).astype(float),
+            "min_rmse_mean": min_rmse, "fit": linear_fit(scales, mean),
+            "curve_best": cb, "curve_lo": lo, "curve_hi": hi,
+            "curve_fit": linear_fit(scales, cb),
+        })
+    return out
+
+
+def _curve_best(rmse: np.ndarray, alphas: Sequence[float], n_boot: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best alpha of the seed-averaged MSE curve per scale, with a bootstrap 68% interval.
+
+    ``rmse`` is (S, seeds, A); an alpha where any seed's value is missing (diverged) is skipped.
+    """
+    alphas = np.asarray(alphas, dtype=np.float64)
+    mse = np.where(np.isfinite(rmse), rmse, np.nan) ** 2
+    with np.errstate(invalid="ignore"):
+        curve = mse.mean(axis=1)  # NaN if any seed is missing
+    best, _ = best_alpha(np.sqrt(curve), alphas)
+    nseed = rmse.shape[1]
+    idx = rng.integers(0, nseed, size=(n_boot, nseed))
+    boot = mse[:, idx, :].mean(axis=2)  # (S, B, A)
+    bb, _ = best_alpha(np.sqrt(boot), alphas)
+    with np.errstate(invalid="ignore"):
+        lo = np.array([np.nanquantile(r, 0.16) if np.isfinite(r).any() else np.nan for r in bb])
+        hi = np.array([np.nanquantile(r, 0.84) if np.isfinite(r).any() else np.nan for r in bb])
+    return best, lo, hi
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles and the end-to-end run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Every choice of the experiment (see the module docstring for the defaults' reasons)."""
+
+    families: tuple[str, ...] = PAPER_FAMILIES
+    scales: tuple[float, ...] = tuple(np.round(np.linspace(0.25, 3.0, 12), 6).tolist())
+    seeds: tuple[int, ...] = tuple(range(10))
+    alphas: tuple[float, ...] = tuple(np.geomspace(0.01, 30.0, 40).tolist())
+    lrs: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0, 256.0)
+    iterations: int = 2000
+    check_every: int = 100
+    n: int = N_TRAIN
+    n_test: int = N_TRAIN
+    k: int = K_PAPER
+    delta: float = DELTA
+    theta: tuple[float, ...] = THETA_STAR
+    basis: str = "legendre"
+    common_noise: bool = False
+    gd_losses: tuple[str, ...] = ("huber", "kl", "l1", "l2")
+    exact_losses: tuple[str, ...] = ("huber", "kl", "l1", "l2")
+    gd_dtype: str = "float32"
+    l1_iterations: int = 120
+    l_lrs: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 1.9)
+    extra_gd_bases: tuple[str, ...] = ()
+
+    def validate(self) -> ToyConfig:
+        _check_families(self.families)
+        _check_positive_grid(self.scales, "scales")
+        _check_seeds(self.seeds)
+        _check_positive_grid(self.alphas, "alphas")
+        _check_positive_grid(self.lrs, "lrs")
+        _check_positive_int(self.iterations, "iterations")
+        if self.k < len(self.theta):
+            raise ValueError(f"k must be >= D = {len(self.theta)} (K >= D), got {self.k}")
+        if self.basis not in BASES:
+            raise ValueError(f"basis must be one of {BASES}, got {self.basis!r}")
+        for loss in self.gd_losses + self.exact_losses:
+            _check_loss(loss)
+        for b in self.extra_gd_bases:
+            if b not in BASES:
+                raise ValueError(f"extra_gd_bases must be in {BASES}, got {b!r}")
+        if self.gd_dtype not in ("float32", "float64"):
+            raise ValueError(f"gd_dtype must be 'float32' or 'float64', got {self.gd_dtype!r}")
+        return self
+
+
+PROFILES: dict[str, ToyConfig] = {
+    "quick": ToyConfig(
+        scales=(0.5, 1.0, 2.0, 3.0),
+        seeds=(0, 1, 2),
+        alphas=tuple(np.geomspace(0.02, 20.0, 11).tolist()),
+        lrs=(1.0, 12.0, 128.0),
+        iterations=150,
+        check_every=100,
+        n_test=2000,
+        gd_losses=("huber",),
+        l1_iterations=80,
+        exact_losses=("huber", "kl", "l1", "l2"),
+    ),
+    "full": ToyConfig(families=FAMILIES, extra_gd_bases=("monomial",)),
+}
+
+
+def get_config(profile: str = "quick", **overrides: Any) -> ToyConfig:
+    """The :class:`ToyConfig` of ``profile`` (``quick`` or ``full``) with ``overrides``."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {tuple(PROFILES)}, got {profile!r}")
+    cfg = PROFILES[profile]
+    overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
+    return replace(cfg, **overrides).validate()
+
+
+def _gd_summary(res: GDResult, exact: ExactResult | None, data: ToyData) -> dict[str, Any]:
+    rmse, lr_idx = res.best_over_lr()  # (F, S, seeds, A)
+    out: dict[str, Any] = {
+        "rmse": _finite_or_none(rmse),
+        "best_lr_index": lr_idx.tolist(),
+        "diverged_fraction": float(res.diverged.mean()),
+        "diverged_count": int(res.diverged.sum()),
+        "unscored_curves": int(np.isnan(rmse).sum()),
+        "wall_time_s": res.wall_time_s,
+        "iterations": res.iterations,
+    }
+    if exact is not None and exact.rmse.shape == rmse.shape:
+        th = np.take_along_axis(res.theta, lr_idx[..., None, None], axis=4)[..., 0, :]
+        diff = torch.as_tensor(th - exact.theta)
+        g = data.gram_test.reshape(1, 1, -1, 1, data.k, data.k)
+        dist = torch.einsum("...i,...ij,...j->...", diff, g, diff).clamp_min(0).sqrt().numpy()
+        rel = dist / exact.rmse
+        ok = np.isfinite(rel)
+        out["gd_vs_exact"] = _finite_or_none({
+            "function_distance_median": float(np.median(dist[ok])) if ok.any() else math.nan,
+            "function_distance_max": float(np.max(dist[ok])) if ok.any() else math.nan,
+            "relative_median": float(np.median(rel[ok])) if ok.any() else math.nan,
+            "relative_p90": float(np.quantile(rel[ok], 0.9)) if ok.any() else math.nan,
+            "fraction_within_1pct": float(np.mean(rel[ok] < 0.01)) if ok.any() else math.nan,
+            "rmse_excess_median": float(np.nanmedian(rmse / exact.rmse - 1.0)),
+            "relative_by_alpha_median": np.nanmedian(rel.reshape(-1, rel.shape[-1]), axis=0),
+        })
+    return out
+
+
+def run(profile: str = "quick", device: str = "cpu", *, config: ToyConfig | None = None,
+        progress: bool = True, checkpoint_dir: str | Path | None = None,
+        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the whole experiment of ``profile`` (or ``config``) and return a JSON-able payload.
+
+    The payload holds the configuration, the theory constants, per method and loss the RMSE
+    curves, the best alpha per (family, scale, seed), their summaries and linear fits, the
+    GD-vs-exact distances, divergence counts and timings.  Non-finite numbers are ``None``.
+    """
+    cfg = (config or get_config(profile)).validate()
+    log = log or (lambda s: None)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    data = make_data(cfg.families, cfg.scales, cfg.seeds, n=cfg.n, n_test=cfg.n_test, k=cfg.k,
+                     basis=cfg.basis, delta=cfg.delta, theta=cfg.theta,
+                     common_noise=cfg.common_noise)
+    timings["data"] = time.perf_counter() - t
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.gd_dtype]
+    methods: dict[str, dict[str, Any]] = {"exact": {}, "gd": {}}
+    exact_res: dict[str, ExactResult] = {}
+    t = time.perf_counter()
+    theory = _theory(cfg)
+    timings["theory"] = time.perf_counter() - t
+    c_huber = {f: theory[f]["huber"]["c"] for f in cfg.families}
+    c_kl = {f: theory[f]["kl"]["c"] for f in cfg.families}
+    t = time.perf_counter()
+    for loss in cfg.exact_losses:
+        res = exact_grid(data, cfg.alphas, loss=loss, device=device, progress=progress,
+                         l1_iterations=cfg.l1_iterations)
+        exact_res[loss] = res
+        entry: dict[str, Any] = {
+            "rmse": _finite_or_none(res.rmse if loss in ALPHA_LOSSES else res.rmse[..., 0]),
+            "converged_fraction": float(res.converged.mean()),
+            "iterations_max": int(res.iterations.max()),
+            "wall_time_s": res.wall_time_s,
+        }
+        if loss in ALPHA_LOSSES:
+            entry["summary"] = summarize(res.rmse, cfg.alphas, cfg.scales, cfg.families)
+            entry["regret"] = _regret(res.rmse, cfg, c_huber if loss == "huber" else c_kl)
+        methods["exact"][loss] = entry
+        log(f"exact {loss}: {res.wall_time_s:.1f} s, converged {entry['converged_fraction']:.3f}")
+    timings["exact"] = time.perf_counter() - t
+    t = time.perf_counter()
+    runs = [("gd", loss, cfg.basis) for loss in cfg.gd_losses]
+    runs += [(f"gd_{b}", "huber", b) for b in cfg.extra_gd_bases]
+    for method, loss, basis in runs:
+        alphas = cfg.alphas if loss in ALPHA_LOSSES else (1.0,)
+        lrs = cfg.lrs if loss in ALPHA_LOSSES else cfg.l_lrs
+        if loss == "l1":
+            # sign-gradient descent: the step does not shrink, so scan the rates of the Huber grid
+            lrs = tuple(np.asarray(cfg.lrs) * min(cfg.alphas))
+        d_b = data if basis == data.basis else data.with_basis(basis)
+        res = gd_grid(d_b, alphas, lrs, loss=loss, iterations=cfg.iterations,
+                      check_every=cfg.check_every, device=device, dtype=dtype,
+                      checkpoint_dir=checkpoint_dir, progress=progress)
+        if basis != data.basis:  # coefficients back to the reference basis: theta_ref = T theta_b
+            tmat = torch.linalg.lstsq(data.phi[0], d_b.phi[0]).solution.numpy()
+            res.theta = np.einsum("ij,...j->...i", tmat, res.theta)
+        entry = _gd_summary(res, exact_res.get(loss), data)
+        entry["lrs"] = list(map(float, lrs))
+        entry["basis"] = basis
+        if loss in ALPHA_LOSSES:
+            best, _ = res.best_over_lr()
+            entry["summary"] = summarize(best, cfg.alphas, cfg.scales, cfg.families)
+            entry["regret"] = _regret(best, cfg, c_huber if loss == "huber" else c_kl)
+        else:
+            entry["rmse"] = _finite_or_none(res.best_over_lr()[0][..., 0])
+        methods.setdefault(method, {})[loss] = entry
+        log(f"{method} {loss}: {res.wall_time_s:.1f} s, diverged {entry['diverged_fraction']:.3f}")
+    timings["gd"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    cfg_dict = asdict(cfg)
+    return {
+        "profile": profile if config is None else "custom",
+        "config": cfg_dict,
+        "device": str(device),
+        "theory": theory,
+        "methods": methods,
+        "timings": timings,
+        "theta_star_basis": data.theta_star.tolist(),
+    }
+
+
+def _theory(cfg: ToyConfig) -> dict[str, Any]:
+    """Theory constants and asymptotic RMSE curves for every family of ``cfg``."""
+    from scipy import interpolate, optimize
+
+    theory: dict[str, Any] = {}
+    u_grid = np.geomspace(1e-4, 1e4, 65)
+    for fam in cfg.families:
+        theory[fam] = {}
+        for loss in ALPHA_LOSSES:
+            c = optimal_alpha_constant(fam, loss)
+            # V(alpha; s) = s^2 V(alpha/s; 1): interpolate log V on a grid of u = alpha/s
+            logv = np.log([_unit_variance(fam, float(u), loss) for u in u_grid])
+            spline = interpolate.CubicSpline(np.log(u_grid), logv)
+            u = np.asarray(cfg.alphas)[None, :] / np.asarray(cfg.scales)[:, None]
+            v = np.exp(spline(np.log(np.clip(u, u_grid[0], u_grid[-1]))))
+            curve = np.asarray(cfg.scales)[:, None] * np.sqrt(v * cfg.k / cfg.n)
+            c["rmse"] = curve
+            c["best_alpha_on_grid"] = [cfg.alphas[int(np.argmin(row))] for row in curve]
+            c["fit_on_grid"] = linear_fit(cfg.scales, c["best_alpha_on_grid"])
+            theory[fam][loss] = _finite_or_none(c)
+        # the numerically optimal alpha at other scales, divided by the scale: equals c
+        if theory[fam]["huber"]["c"] not in (None, 0.0):
+            ratios = []
+            for s in (0.5, 2.0):
+                r = optimize.minimize_scalar(
+                    lambda la, s=s, fam=fam: asymptotic_variance(fam, math.exp(la), s),
+                    bounds=(math.log(1e-3 * s), math.log(1e3 * s)), method="bounded",
+                    options={"xatol": 1e-6})
+                ratios.append(math.exp(r.x) / s)
+            theory[fam]["huber"]["c_at_scales_0.5_2"] = ratios
+    return theory
+
+
+def _regret(rmse: np.ndarray, cfg: ToyConfig, c_by_family: dict[str, float | None]
+            ) -> dict[str, Any]:
+    """How much worse than the grid's best alpha are alpha = c_f s (theory) and alpha = 1?
+
+    On the seed-averaged MSE curve of ``rmse`` (F, S, seeds, A); the grid alpha nearest (in
+    log) to the target is used.  Returns per family lists over scales of the relative excess
+    RMSE (0 = as good as the best grid alpha).
+    """
+    alphas = np.asarray(cfg.alphas, dtype=np.float64)
+    out: dict[str, Any] = {}
+    for fi, fam in enumerate(cfg.families):
+        c = c_by_family.get(fam)
+        c = math.inf if c is None else c
+        with np.errstate(invalid="ignore"):
+            curve = np.sqrt(np.mean(np.where(np.isfinite(rmse[fi]), rmse[fi], np.nan) ** 2, 1))
+        best = np.nanmin(np.where(np.isfinite(curve), curve, np.nan), axis=-1) if np.isfinite(
+            curve).any() else np.full(curve.shape[0], np.nan)
+        res: dict[str, list[float]] = {"theory_alpha": [], "theory": [], "alpha_1": []}
+        for si, s in enumerate(cfg.scales):
+            target = min(max(c * s, alphas[0]), alphas[-1])
+            it = int(np.argmin(np.abs(np.log(alphas) - math.log(target))))
+            i1 = int(np.argmin(np.abs(np.log(alphas))))
+            res["theory_alpha"].append(float(alphas[it]))
+            res["theory"].append(float(curve[si, it] / best[si] - 1.0))
+            res["alpha_1"].append(float(curve[si, i1] / best[si] - 1.0))
+        out[fam] = _finite_or_none(res)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+_METHOD_STYLE = {
+    "gd": ("GD grid search (paper's method)", 0, "o"),
+    "exact": ("exact minimiser", 1, "s"),
+    "theory": ("asymptotic theory $c_f s$", 2, None),
+}
+_FAMILY_TITLE = {"laplace": "Laplace", "logistic": "Logistic", "cauchy": "Cauchy",
+                 "normal": "Normal", "student_t": f"Student-t ({STUDENT_T_DF:g} d.o.f.)"}
+
+
+def plot_fig2(results: dict[str, Any], *, loss: str = "huber", families: Sequence[str] | None = None,
+              axes: Any = None, title: str | None = None, stat: str = "curve") -> Any:
+    """Figure 2: best alpha vs noise scale, one panel per family, three methods and fitted lines.
+
+    ``stat="curve"``: best alpha of the seed-averaged RMSE curve with its 68% bootstrap interval
+    over seeds; ``stat="seeds"``: mean ± standard deviation of the per-seed best alphas.
+    The theory is the line :math:`c_f s`.  Returns the figure.
+    """
+    if stat not in ("curve", "seeds"):
+        raise ValueError(f"stat must be 'curve' or 'seeds', got {stat!r}")
+    import matplotlib.pyplot as plt
+
+    from klhuber.plotting import color
+
+    cfg = results["config"]
+    families = list(families or [f for f in cfg["families"] if f in PAPER_FAMILIES]
+                    or cfg["families"])
+    scales = np.asarray(cfg["scales"], dtype=float)
+    if axes is None:
+        fig, axes = plt.subplots(1, len(families), figsize=(3.4 * len(families), 3.2),
+                                 squeeze=False)
+        axes = axes[0]
+    else:
+        fig = np.atleast_1d(axes)[0].figure
+    for ax, fam in zip(axes, families):
+        for method in ("gd", "exact"):
+            entry = results["methods"].get(method, {}).get(loss)
+            if entry is None or "summary" not in entry:
+                continue
+            s = entry["summary"][fam]
+
+            def arr(key: str, fill: float, s: dict[str, Any] = s) -> np.ndarray:
+                return np.array([fill if v is None else v for v in s[key]], dtype=float)
+
+            if stat == "curve":
+                mid = arr("curve_best", np.nan)
+                yerr = np.stack([np.maximum(mid - arr("curve_lo", np.nan), 0),
+                                 np.maximum(arr("curve_hi", np.nan) - mid, 0)])
+                yerr = np.where(np.isfinite(yerr), yerr, 0.0)
+                fit = s["curve_fit"]
+            else:
+                mid, yerr, fit = arr("mean", np.nan), arr("std", 0.0), s["fit"]
+            label, ci, marker = _METHOD_STYLE[method]
+            off = (-0.012 if method == "gd" else 0.012) * (scales.max() - scales.min())
+            ax.errorbar(scales + off, mid, yerr=yerr, fmt=marker, ms=4, capsize=2,
+                        color=color(ci), label=label)
+            if fit["slope"] is not None:
+                ax.plot(scales, fit["slope"] * scales + fit["intercept"], "-", lw=0.8,
+                        color=color(ci), alpha=0.6)
+        th = results.get("theory", {}).get(fam, {}).get(loss)
+        if th is not None:
+            label, ci, _ = _METHOD_STYLE["theory"]
+            c = th["c"]
+            if c is None:  # inf: L2 is optimal
+                ax.axhline(max(cfg["alphas"]), color=color(ci), ls="--", label=label + " (∞)")
+            else:
+                ax.plot(scales, np.maximum(c * scales, 0), "--", color=color(ci),
+                        label=label + f", $c_f$={c:.3g}")
+        ax.set_title(_FAMILY_TITLE[fam])
+        ax.set_xlabel("noise scale")
+        ax.set_ylim(bottom=0)
+    axes[0].set_ylabel(r"best $\alpha$" + (" ($D_{\\alpha,1/\\alpha}$)" if loss == "kl" else ""))
+    axes[0].legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rmse_curves(results: dict[str, Any], family: str, *, scale_indices: Sequence[int] | None
+                     = None, loss: str = "huber", ax: Any = None) -> Any:
+    """Test RMSE vs alpha (mean over seeds) for a few scales: GD, exact, theory."""
+    import matplotlib.pyplot as plt
+
+    from klhuber.plotting import color
+
+    cfg = results["config"]
+    fi = list(cfg["families"]).index(family)
+    alphas = np.asarray(cfg["alphas"], dtype=float)
+    scales = cfg["scales"]
+    if scale_indices is None:
+        scale_indices = sorted({0, len(scales) // 2, len(scales) - 1})
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.2))
+
+    def mean_curve(entry: dict[str, Any], si: int) -> np.ndarray:
+        arr = np.array([[np.nan if v is None else v for v in row] for row in entry["rmse"][fi][si]])
+        with np.errstate(invalid="ignore"):
+            return np.nanmean(np.where(np.isfinite(arr), arr, np.nan), axis=0) if np.isfinite(
+                arr).any() else np.full(arr.shape[-1], np.nan)
+
+    for j, si in enumerate(scale_indices):
+        c = color(j)
+        ex = results["methods"].get("exact", {}).get(loss)
+        if ex is not None:
+            ax.plot(alphas, mean_curve(ex, si), "-", color=c, label=f"s={scales[si]:g} exact")
+        gd = results["methods"].get("gd", {}).get(loss)
+        if gd is not None:
+            ax.plot(alphas, mean_curve(gd, si), "o", ms=3, color=c, label=f"s={scales[si]:g} GD")
+        th = results.get("theory", {}).get(family, {}).get(loss)
+        if th is not None:
+            ax.plot(alphas, np.asarray(th["rmse"][si], dtype=float), ":", color=c)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$\alpha$")
+    ax.set_ylabel("test RMSE")
+    ax.set_title(f"{_FAMILY_TITLE[family]}: solid exact, dots GD, dotted theory", fontsize=8)
+    ax.legend(fontsize=6, ncol=2)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """``klhuber toy --profile quick|full --device cpu|cuda --out DIR``."""
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="quick")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--out", default="results/toy", help="output folder")
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=None)
+    parser.add_argument("--iterations", type=int, default=None, help="GD iterations")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="ignore GD checkpoints of an earlier interrupted run")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=_cli_main)
+
+
+def _cli_main(args: argparse.Namespace) -> int:
+    import shutil
+    import sys
+
+    from klhuber.results import atomic_write_bytes, save_results
+
+    device = args.device
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but CUDA is not available")
+    overrides: dict[str, Any] = {}
+    if args.families:
+        overrides["families"] = tuple(args.families)
+    if args.iterations is not None:
+        overrides["iterations"] = args.iterations
+    if args.seeds is not None:
+        overrides["seeds"] = tuple(range(_check_positive_int(args.seeds, "--seeds")))
+    cfg = get_config(args.profile, **overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoints" / args.profile
+    if args.no_resume and ckpt.exists():
+        shutil.rmtree(ckpt)
+    t0 = time.perf_counter()
+    payload = run(args.profile, device, config=cfg, progress=not args.no_progress,
+                  checkpoint_dir=ckpt, log=lambda s: print(s, flush=True))
+    payload["profile"] = args.profile
+    wall = time.perf_counter() - t0
+    command = "klhuber toy " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "klhuber toy"
+    path = save_results(out / f"toy_{args.profile}.json", payload, command=command,
+                        device=device, wall_time_s=wall)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from klhuber.plotting import use_style
+
+    use_style(svg=False)
+    figures = {f"fig2_{args.profile}": plot_fig2(
+        payload, title=f"Figure 2 ({args.profile} profile, {device})")}
+    if set(cfg.families) - set(PAPER_FAMILIES):
+        figures[f"fig2_all_families_{args.profile}"] = plot_fig2(
+            payload, families=cfg.families, title=f"All noise families ({args.profile} profile)")
+    for stem, fig in figures.items():
+        for ext in ("png", "svg"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=150)
+            atomic_write_bytes(out / f"{stem}.{ext}", buf.getvalue())
+    shutil.rmtree(ckpt, ignore_errors=True)
+    print(json.dumps({"results": str(path), "wall_time_s": round(wall, 1),
+                      "timings": {k: round(v, 1) for k, v in payload["timings"].items()}}))
+    return 0

@@ -1,0 +1,445 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (toy-problem)=
+# # Toy problem: the best α versus the noise scale (Section 5, Figure 2)
+#
+# Section 5 of {cite}`meyer2021huber` fits a polynomial to noisy samples with the Huber loss and
+# reports (Figure 2) a near-linear relation between the scale of the label noise and the best
+# transition point α. This chapter regenerates Figure 2 with the paper's method (gradient descent
+# and a grid search over the learning rate and α), adds the *exact* minimiser of the convex
+# objective (no learning rate) and the *asymptotic theory* of the Huber M-estimator
+# {cite}`huber1964robust`, and asks whether the linear relation is a property of the estimator
+# or of the optimiser.
+#
+# **Run time**: quick ≈ 60 s on 2 CPU cores (4 noise scales, 3 seeds, 11 values of α);
+# full ≈ 3 min on one H100 (5 families, 12 scales, 10 seeds, 40 α, 5 learning rates, 2,000
+# iterations; the exact solver alone takes seconds on the GPU).
+# Re-run it alone: `klhuber book run toy_problem --profile full --device cuda`, or produce the
+# results file with `klhuber toy --profile full --device cuda --out results/toy`.
+
+# %% tags=["parameters"]
+profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
+device = "cpu"  # "cpu" or "cuda"
+seed = 0
+artefacts_dir = None  # set by the book runner: where scorecard rows are written
+results_dir = "../results"  # committed full-profile results (GPU runs) live here
+
+# %%
+import math
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import Markdown, display
+
+from klhuber import toy
+from klhuber.paper_values import toy as paper
+from klhuber.plotting import use_style
+from klhuber.results import load_results
+from klhuber.scorecard import Recorder
+
+use_style()
+recorder = Recorder("toy_problem", artefacts_dir, profile, device)
+R2_THRESHOLD = 0.8  # "near linear": R² of the line through the best α per scale, every family
+
+
+def table(header, rows):
+    """A markdown table from a header and rows of already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return Markdown("\n".join(lines))
+
+
+def fmt(v, spec=".3g"):
+    return "–" if v is None else format(v, spec)
+
+
+# %% [markdown]
+# ## Set-up: the paper's and ours
+#
+# The paper samples $N = 10\,000$ points $x_i \sim U[-\delta, \delta]$ with $\delta = 2$,
+# labels $y_i = F_{\theta^*}(x_i) + \epsilon$ with
+# $F_{\theta^*}(x) = 6x^5 - 3x^4 - 25x^3 + 15x^2 + 20x - 10$,
+# fits $K = D + 2 = 8$ coefficients by minimising $\sum_i H_\alpha(y_i - F_\theta(x_i))$
+# with gradient descent, and picks the learning rate and α with the smallest RMSE on a
+# noise-free test set. The choices it leaves open are ours and are parameters of
+# {py:class}`klhuber.toy.ToyConfig`:
+#
+# * **Features**: orthonormal Legendre polynomials $\sqrt{2k+1}P_k(x/\delta)$, so that gradient
+#   descent is well conditioned. All bases span the same functions, so the exact minimiser and
+#   the RMSE do not depend on the basis; the full profile also runs GD on the raw monomials
+#   $x^k$ (the most literal reading of the paper) to show what the basis does to GD.
+# * **Objective**: the mean loss (same minimiser as the sum); learning rates are relative to
+#   $1/\lambda_{\max}$ of the training Gram matrix; $\theta = 0$ initially; a fixed number of
+#   iterations.
+# * **Noise**: independent draws for every (family, scale, seed); scale parameters are the Laplace
+#   $b$, the Logistic $s$, the Cauchy $\gamma$ (extensions: Normal $\sigma$, Student-t with 3
+#   degrees of freedom).
+# * **Best α** per (family, scale): the α with the smallest *seed-averaged* test MSE (a grid
+#   search on the mean over seeds), with a 68% bootstrap interval over seeds; the per-seed best α
+#   is reported too.
+
+# %%
+config = toy.get_config(profile)
+display(table(
+    ["setting", "paper", "this run"],
+    [
+        ["N, δ, K", f"{paper.SETUP['n_train']}, {paper.SETUP['delta']}, {paper.SETUP['K']}",
+         f"{config.n}, {config.delta}, {config.k}"],
+        ["θ*", str(paper.SETUP["theta_star"]), str(config.theta)],
+        ["noise families", ", ".join(paper.SETUP["families"]), ", ".join(config.families)],
+        ["noise scales", "not stated", ", ".join(f"{s:g}" for s in config.scales)],
+        ["α grid", "not stated", f"{len(config.alphas)} values, {config.alphas[0]:.3g} … "
+         f"{config.alphas[-1]:.3g} (log-spaced)"],
+        ["learning rates", "not stated", ", ".join(f"{v:g}" for v in config.lrs)
+         + " × 1/λ_max"],
+        ["GD iterations", "not stated", str(config.iterations)],
+        ["seeds", "not stated", str(len(config.seeds))],
+        ["test set", "noise-free", f"{config.n_test} noise-free points"],
+        ["basis", "not stated", config.basis + (" (+ GD on " + ", ".join(config.extra_gd_bases)
+                                                + ")" if config.extra_gd_bases else "")],
+    ]))
+
+# %%
+t0 = time.perf_counter()
+results = toy.run(profile, device, progress=False)
+elapsed = time.perf_counter() - t0
+print(f"profile {profile!r} on {device}: {elapsed:.1f} s "
+      + ", ".join(f"{k} {v:.1f} s" for k, v in results["timings"].items()))
+families = [f for f in results["config"]["families"] if f in toy.PAPER_FAMILIES]
+methods = results["methods"]
+
+# %% [markdown]
+# (toy-problem-figure2)=
+# ## Figure 2, regenerated
+#
+# One panel per noise family. Dots: the paper's method (GD + grid search over learning rate
+# and α); squares: the exact minimiser for every α; error bars: 68% bootstrap interval over
+# seeds; thin lines: least-squares fits; dashed: the asymptotic optimum $\alpha^* = c_f s$ (next
+# section).
+
+# %%
+fig = toy.plot_fig2(results, families=families,
+                    title=f"Figure 2 regenerated ({profile} profile, {device})")
+plt.show()
+
+# %% [markdown]
+# ## Theory: the asymptotic variance of the Huber estimator
+#
+# For a linear model the Huber M-estimator is asymptotically normal with covariance
+# $V(\alpha)\,G^{-1}/N$, where $G$ is the Gram matrix of the features and
+#
+# $$V(\alpha) = \frac{E[\psi_\alpha(\epsilon)^2]}{E[\psi_\alpha'(\epsilon)]^2}, \qquad
+#   \psi_\alpha(r) = \max(-\alpha, \min(r, \alpha)).$$
+#
+# With orthonormal features the expected test MSE is $V(\alpha)K/N$. If the noise is
+# $\epsilon = s\epsilon_0$, then $\psi_\alpha(s\epsilon_0) = s\,\psi_{\alpha/s}(\epsilon_0)$, so
+# $V(\alpha; s) = s^2 V(\alpha/s; 1)$ and the minimiser is **exactly** $\alpha^*(s) = c_f\,s$ for
+# every location-scale family: the linear relation of Figure 2 is a theorem, through the origin,
+# with a family constant $c_f$ (computed by numerical integration below). For the Laplace
+# family $V$ decreases all the way to $\alpha \to 0$ (the median is the efficient estimator), so
+# $c_f = 0$; for the Normal family $c_f = \infty$ (the mean). The same holds for
+# $D_{\alpha,1/\alpha}$ with its own constants.
+
+# %%
+rows = []
+for fam in results["config"]["families"]:
+    th = results["theory"][fam]
+    h, k = th["huber"], th["kl"]
+    rows.append([fam, fmt(h["c"], ".4g") if h["c"] is not None else "∞",
+                 h["boundary"] or "–", fmt(h["v_min"], ".4f"), fmt(h["v_l1"], ".4f"),
+                 fmt(h["v_l2"], ".4f"), fmt(k["c"], ".4g") if k["c"] is not None else "∞"])
+display(table(["family", "c_f (H_α)", "limit", "min V", "V of L1", "V of L2", "c_f (D_{α,1/α})"],
+              rows))
+theory = results["theory"]
+assert theory["laplace"]["huber"]["c"] == 0.0 and theory["laplace"]["huber"]["boundary"] == "lower"
+for fam in ("logistic", "cauchy"):
+    c = theory[fam]["huber"]["c"]
+    assert 0 < c < math.inf
+    # the numerically optimal alpha at scales 0.5 and 2, divided by the scale, is c_f again
+    assert np.allclose(theory[fam]["huber"]["c_at_scales_0.5_2"], c, rtol=1e-5)
+
+# %% [markdown]
+# ### The theorem, checked on the exact solver
+#
+# With the *same* standard noise draw at every scale (`common_noise=True`), the exact
+# minimiser satisfies $\mathrm{RMSE}(s, \alpha) = s\,\mathrm{RMSE}(1, \alpha/s)$ (the model
+# contains $F_{\theta^*}$, so the objective is scale-equivariant). Then the best α on a grid
+# proportional to $s$ is exactly proportional to $s$.
+
+# %%
+scales_eq = (0.5, 1.0, 2.0, 4.0)
+base_alphas = np.geomspace(0.05, 10.0, 9)
+eq_data = toy.make_data(("logistic",), scales_eq, (seed,), common_noise=True)
+ratios = []
+for si, s in enumerate(scales_eq):
+    ex = toy.exact_grid(eq_data, base_alphas * s, progress=False)
+    ratios.append(ex.rmse[0, si, 0] / s)
+ratios = np.array(ratios)
+best_over_s = [base_alphas[int(np.argmin(r))] for r in ratios]
+display(table(["scale s", "best α / s", "max |RMSE(s, c s)/s − RMSE(1, c)| / RMSE"],
+              [[f"{s:g}", f"{b:.3g}", f"{np.max(np.abs(r - ratios[1]) / ratios[1]):.1e}"]
+               for s, b, r in zip(scales_eq, best_over_s, ratios)]))
+assert np.allclose(ratios, ratios[1], rtol=1e-6)
+assert len(set(best_over_s)) == 1
+
+# %% [markdown]
+# (toy-problem-slopes)=
+# ## Slopes
+#
+# Least-squares lines through the best α per scale (seed-averaged grid search), per family and
+# method, with the per-seed version (mean of the per-seed best α) beside it. The theory line is
+# $c_f s$ (slope $c_f$, intercept 0, exact).
+
+
+# %%
+def slopes_rows(res, fams):
+    rows = []
+    for fam in fams:
+        for method, label in (("gd", "GD grid (paper)"), ("exact", "exact"),
+                              ("gd_monomial", "GD, monomial basis")):
+            entry = res["methods"].get(method, {}).get("huber")
+            if entry is None:
+                continue
+            s = entry["summary"][fam]
+            cf, sf = s["curve_fit"], s["fit"]
+            rows.append([fam, label, fmt(cf["slope"]), fmt(cf["intercept"]), fmt(cf["r2"], ".2f"),
+                         fmt(sf["slope"]), fmt(sf["r2"], ".2f")])
+        c = res["theory"][fam]["huber"]["c"]
+        rows.append([fam, "theory", "∞" if c is None else f"{c:.3g}", "0", "1 (exact)", "", ""])
+    return rows
+
+
+display(table(["family", "method", "slope", "intercept", "R²", "slope (per seed)",
+               "R² (per seed)"], slopes_rows(results, families)))
+
+
+# %% [markdown]
+# ## Test RMSE versus α
+#
+# Seed-averaged test RMSE for three noise scales per family: exact minimiser (lines), GD
+# (dots) and the asymptotic prediction $s\sqrt{V(\alpha/s)K/N}$ (dotted). The curves are flat
+# around their minimum, which is why the best α of a finite experiment scatters.
+
+# %%
+fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4))
+for ax, fam in zip(np.atleast_1d(axes), families):
+    toy.plot_rmse_curves(results, fam, ax=ax)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## How much does knowing the noise scale buy?
+#
+# The paper's practical point is that an estimate of the noise lets one choose α without a
+# search. The table gives the excess test RMSE (seed-averaged) of the grid α closest to the
+# theory's $c_f s$, and of the common default α = 1, over the best α of the grid.
+
+# %%
+rows, worst = [], {}
+for method in ("exact", "gd"):
+    reg = methods[method]["huber"]["regret"]
+    for fam in families:
+        th = np.array(reg[fam]["theory"], dtype=float)
+        a1 = np.array(reg[fam]["alpha_1"], dtype=float)
+        worst[(method, fam)] = float(np.nanmax(th))
+        rows.append([method, fam, f"{np.nanmedian(th):.1%}", f"{np.nanmax(th):.1%}",
+                     f"{np.nanmedian(a1):.1%}", f"{np.nanmax(a1):.1%}"])
+display(table(["method", "family", "α = c_f s: median excess", "max", "α = 1: median excess",
+               "max"], rows))
+max_regret = max(worst[("exact", f)] for f in families)
+print(f"largest excess RMSE of alpha = c_f s (exact solver, over families and scales): "
+      f"{max_regret:.1%}")
+
+# %% [markdown]
+# ## $D_{\alpha,1/\alpha}$, L1 and L2
+#
+# The same grid with $D_{\alpha,1/\alpha}$ (eq. 16, the lower bound of eq. 20) in place of
+# $H_\alpha$, and the two limits L1 ($\alpha \to 0$) and L2 ($\alpha \to \infty$), all with the
+# exact solver: seed-averaged test RMSE at the best α of each loss.
+
+# %%
+cfg = results["config"]
+rows = []
+for fi, fam in enumerate(cfg["families"]):
+    for si, s in enumerate(cfg["scales"]):
+        cells = [fam, f"{s:g}"]
+        for loss in ("huber", "kl"):
+            summ = methods["exact"][loss]["summary"][fam]
+            cells.append(fmt(summ["min_rmse_mean"][si], ".4f"))
+            cells.append(fmt(summ["curve_best"][si], ".3g"))
+        for loss in ("l1", "l2"):
+            vals = np.array([np.nan if v is None else v for v in methods["exact"][loss]["rmse"][fi][si]])
+            cells.append(f"{np.nanmean(vals):.4f}")
+        rows.append(cells)
+display(table(["family", "scale", "RMSE H_α (best α per seed)", "best α (H)",
+               "RMSE D_{α,1/α}", "best α (D)", "RMSE L1", "RMSE L2"], rows))
+# D_{alpha,1/alpha} and H_alpha reach almost the same best RMSE; L2 collapses under Cauchy noise
+h_best = np.array([x for f in cfg["families"] for x in methods["exact"]["huber"]["summary"][f]
+                   ["min_rmse_mean"]], dtype=float)
+d_best = np.array([x for f in cfg["families"] for x in methods["exact"]["kl"]["summary"][f]
+                   ["min_rmse_mean"]], dtype=float)
+kl_vs_huber = float(np.max(np.abs(d_best / h_best - 1)))
+print(f"best RMSE with D_(alpha,1/alpha) vs H_alpha: largest relative difference {kl_vs_huber:.1%}")
+assert kl_vs_huber < 0.15
+if "cauchy" in cfg["families"]:
+    fi = cfg["families"].index("cauchy")
+    l2 = np.nanmean(np.array(methods["exact"]["l2"]["rmse"][fi], dtype=float))
+    hb = np.nanmean(np.array(methods["exact"]["huber"]["summary"]["cauchy"]["min_rmse_mean"],
+                             dtype=float))
+    assert l2 > 5 * hb, (l2, hb)
+
+# %% [markdown]
+# ## Gradient descent versus the exact minimiser
+#
+# How far are the GD answers (best learning rate per α) from the exact minimiser, in test-set
+# function distance relative to the exact test RMSE?
+
+# %%
+rows = []
+for method in [m for m in methods if m.startswith("gd")]:
+    for loss, entry in methods[method].items():
+        g = entry.get("gd_vs_exact")
+        if g is None:
+            continue
+        rows.append([method, loss, entry.get("basis", cfg["basis"]), entry["iterations"],
+                     f"{g['relative_median']:.1e}", f"{g['relative_p90']:.1e}",
+                     f"{g['fraction_within_1pct']:.1%}", f"{entry['diverged_fraction']:.1%}"])
+display(table(["method", "loss", "basis", "iterations", "median rel. distance", "90% quantile",
+               "within 1%", "diverged (marked, not scored)"], rows))
+gd_close = methods["gd"]["huber"]["gd_vs_exact"]["fraction_within_1pct"]
+assert gd_close > 0.8, gd_close
+
+# %% [markdown]
+# (toy-problem-full)=
+# ## Full-profile results (GPU)
+
+# %%
+full_path = Path(results_dir) / "toy" / "toy_full.json"
+full = None
+if profile == "quick" and full_path.exists():
+    full = load_results(full_path)
+    prov = full["provenance"]
+    display(Markdown(
+        f"**Full profile, from `results/toy/{full_path.name}`**, computed on {prov['device']} at "
+        f"commit `{prov['git_commit']}` on {prov['date_utc']} (wall time "
+        f"{prov['wall_time_s']:.0f} s; command `{prov['command']}`)."))
+    fams_full = [f for f in full["config"]["families"] if f in toy.PAPER_FAMILIES]
+    toy.plot_fig2(full, families=fams_full, title="Figure 2, full profile (from results/)")
+    plt.show()
+    extra_fams = [f for f in full["config"]["families"] if f not in toy.PAPER_FAMILIES]
+    if extra_fams:  # extensions: Normal (c_f = ∞: L2 is best) and Student-t
+        toy.plot_fig2(full, families=extra_fams, title="Extensions, full profile (from results/)")
+        plt.show()
+    display(table(["family", "method", "slope", "intercept", "R²", "slope (per seed)",
+                   "R² (per seed)"], slopes_rows(full, full["config"]["families"])))
+elif profile == "full":
+    full = results
+    display(Markdown("This run *is* the full profile; see the sections above."))
+else:
+    display(Markdown(
+        "No full-profile results file (`results/toy/toy_full.json`) is present; run "
+        "`klhuber toy --profile full --device cuda --out results/toy` on a GPU to add it."))
+
+# %% [markdown]
+# ## Discussion
+#
+# The numbers printed below are computed from the run above (and the full-profile file when it
+# exists); the text around them states which way they came out.
+
+# %%
+ref = full if full is not None else results
+ref_label = "full profile" if full is not None else f"{profile} profile"
+ref_fams = [f for f in ref["config"]["families"] if f in toy.PAPER_FAMILIES]
+fits = {(m, f): ref["methods"][m]["huber"]["summary"][f]["curve_fit"]
+        for m in ("gd", "exact") for f in ref_fams}
+r2 = {k: (v["r2"] if v["r2"] is not None else 0.0) for k, v in fits.items()}
+linear_gd = all(r2[("gd", f)] >= R2_THRESHOLD and (fits[("gd", f)]["slope"] or 0) > 0
+                for f in ref_fams)
+lines = [f"* Linear fits of the best α against the noise scale ({ref_label}, paper's GD method): "
+         + "; ".join(f"{f}: slope {fmt(fits[('gd', f)]['slope'])}, R² {r2[('gd', f)]:.2f}"
+                     for f in ref_fams) + "."]
+lines.append(
+    f"* Criterion for 'near linear' used here: R² ≥ {R2_THRESHOLD} and a positive slope for every "
+    f"family. It {'holds' if linear_gd else 'does not hold'} for the GD grid search.")
+ex_th = ref["theory"]
+lines.append(
+    "* Theory: the optimum is exactly linear, α* = c_f s, with c_f = "
+    + ", ".join(f"{f} {('∞' if ex_th[f]['huber']['c'] is None else format(ex_th[f]['huber']['c'], '.3g'))}"
+                for f in ref_fams)
+    + ". For Laplace noise the best Huber loss is the L1 limit, so the 'linear relation' has "
+      "slope 0 there.")
+gdx = ref["methods"]["gd"]["huber"]["gd_vs_exact"]
+gd_matches_exact = gdx["relative_median"] < 1e-2
+lines.append(
+    f"* With orthonormal features GD {'reaches' if gd_matches_exact else 'does not reach'} the "
+    f"exact minimiser (median relative distance {gdx['relative_median']:.1e}, "
+    f"{gdx['fraction_within_1pct']:.0%} of (configuration, α) within 1%)"
+    + (", so in this basis the GD and exact answers coincide and the scatter of the best α is a "
+       "property of the estimator on a finite sample, not of the optimiser." if gd_matches_exact
+       else "."))
+if "gd_monomial" in ref["methods"]:
+    gm = ref["methods"]["gd_monomial"]["huber"]
+    far = gm["gd_vs_exact"]["relative_median"] > 1.0
+    lines.append(
+        f"* On the raw monomials (a literal reading of the paper) GD "
+        f"{'stays far from' if far else 'gets close to'} the minimiser after {gm['iterations']} "
+        f"iterations (median test-function distance {gm['gd_vs_exact']['relative_median']:.3g}× "
+        "the exact RMSE)" + (": there the best α is chosen by the optimiser's progress as much "
+                              "as by the noise" if far else "")
+        + "; per-seed R² of its fits: "
+        + ", ".join(f"{f} {fmt(gm['summary'][f]['fit']['r2'], '.2f')}" for f in ref_fams) + ".")
+reg_max = max(max(v for v in ref["methods"]["exact"]["huber"]["regret"][f]["theory"]
+                  if v is not None) for f in ref_fams)
+lines.append(
+    f"* Choosing α = c_f·s from the noise scale costs at most {reg_max:.1%} test RMSE over the "
+    "best grid α (exact solver), so the paper's practical conclusion (estimate the noise, derive "
+    "α) holds even where the best α itself scatters.")
+display(Markdown("\n".join(lines)))
+assert reg_max < 0.25, reg_max
+
+# %% [markdown]
+# In short: the statement "the optimal α is proportional to the noise scale" is exact for the
+# asymptotic optimum of any location-scale noise family (a consequence of scale equivariance,
+# not of the KL interpretation), with a family-dependent constant ($c_f = 0$ for Laplace, so the
+# Huber loss degenerates to L1 there). In finite experiments the RMSE-versus-α curve is so flat
+# near its minimum that the grid-searched best α scatters strongly from seed to seed; whether a
+# plot of it looks "near linear" depends on that scatter, on the grid, and (in an ill-conditioned
+# basis) on how far gradient descent got. The scorecard records the outcome of the R² criterion
+# above.
+
+# %%
+fits_txt = "; ".join(
+    f"{f}: slope {fmt(fits[('gd', f)]['slope'])}, R² {r2[('gd', f)]:.2f} (exact: slope "
+    f"{fmt(fits[('exact', f)]['slope'])}, R² {r2[('exact', f)]:.2f}; theory c_f "
+    f"{'∞' if ex_th[f]['huber']['c'] is None else format(ex_th[f]['huber']['c'], '.3g')})"
+    for f in ref_fams)
+recorder.record(
+    "fig2",
+    paper=paper.CLAIM_FIG2,
+    ours=f"{ref_label}: {fits_txt}; α = c_f s within {reg_max:.1%} of the best RMSE",
+    status="reproduced" if linear_gd else "differs",
+    check=linear_gd,
+    anchor="toy-problem-figure2",
+    note=(f"criterion: R² ≥ {R2_THRESHOLD} and slope > 0 for every paper family (GD grid search, "
+          "seed-averaged best α); theory: α* = c_f s exactly"),
+)
+
+# %% [markdown]
+# ## Library functions used
+#
+# {py:func}`klhuber.toy.run`, {py:func}`klhuber.toy.make_data`, {py:func}`klhuber.toy.gd_grid`,
+# {py:func}`klhuber.toy.exact_grid`, {py:func}`klhuber.toy.asymptotic_variance`,
+# {py:func}`klhuber.toy.optimal_alpha_constant`, {py:func}`klhuber.toy.summarize`,
+# {py:func}`klhuber.toy.plot_fig2`, {py:func}`klhuber.toy.plot_rmse_curves`,
+# {py:func}`klhuber.losses.huber`, {py:func}`klhuber.losses.kl_huber`.

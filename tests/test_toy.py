@@ -1,0 +1,347 @@
+"""Tests of klhuber.toy (Section 5 / Figure 2): data, solvers, theory, summaries, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, optimize, sparse, stats
+
+from klhuber import losses, toy
+from klhuber.paper_values import toy as paper
+
+SMALL = dict(n=1500, n_test=400)
+
+
+@pytest.fixture(scope="module")
+def data() -> toy.ToyData:
+    return toy.make_data(("laplace", "cauchy"), (0.5, 2.0), (0, 1), **SMALL)
+
+
+# --------------------------------------------------------------------------------- set-up
+
+
+def test_paper_setup_constants() -> None:
+    assert toy.THETA_STAR == paper.SETUP["theta_star"]
+    assert toy.N_TRAIN == paper.SETUP["n_train"]
+    assert toy.DELTA == paper.SETUP["delta"]
+    assert toy.K_PAPER == paper.SETUP["K"] == paper.SETUP["D"] + 2
+    assert set(paper.SETUP["families"]) == set(toy.PAPER_FAMILIES)
+
+
+def test_ground_truth_polynomial() -> None:
+    x = np.linspace(-2, 2, 9)
+    expected = 6 * x**5 - 3 * x**4 - 25 * x**3 + 15 * x**2 + 20 * x - 10
+    np.testing.assert_allclose(toy.ground_truth(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("basis", toy.BASES)
+def test_theta_star_in_every_basis_reproduces_f(basis: str) -> None:
+    d = toy.make_data(("normal",), (1.0,), (0,), n=50, n_test=50, basis=basis)
+    f = d.phi[0] @ d.theta_star
+    np.testing.assert_allclose(f.numpy(), toy.ground_truth(d.x[0].numpy()), atol=1e-9)
+
+
+def test_legendre_features_are_orthonormal() -> None:
+    # Gauss-Legendre quadrature integrates the products exactly: E[phi phi^T] = I under U[-d, d]
+    nodes, weights = np.polynomial.legendre.leggauss(20)
+    phi = toy.design_matrix(torch.as_tensor(nodes * toy.DELTA), 8, "legendre")
+    gram = phi.T @ (torch.as_tensor(weights / 2)[:, None] * phi)
+    np.testing.assert_allclose(gram.numpy(), np.eye(8), atol=1e-12)
+
+
+def test_data_seeded_and_scaled() -> None:
+    a = toy.make_data(("logistic",), (0.5, 2.0), (3,), n=200, n_test=10)
+    b = toy.make_data(("logistic",), (0.5, 2.0), (3,), n=200, n_test=10)
+    c = toy.make_data(("logistic",), (0.5, 2.0), (4,), n=200, n_test=10)
+    assert torch.equal(a.y, b.y) and not torch.equal(a.y, c.y)
+    # common noise: the noise at scale s is s times the same standard draw
+    cn = toy.make_data(("cauchy",), (0.5, 2.0), (0,), n=200, n_test=10, common_noise=True)
+    eps = cn.y[0, :, 0] - torch.as_tensor(toy.ground_truth(cn.x[0].numpy()))
+    np.testing.assert_allclose((eps[1] / 2.0).numpy(), (eps[0] / 0.5).numpy(), rtol=1e-9)
+
+
+def test_noise_families_have_the_stated_scale() -> None:
+    rng = np.random.default_rng(0)
+    e = toy.sample_standard_noise("laplace", 200_000, rng)
+    assert abs(np.mean(np.abs(e)) - 1.0) < 0.01  # Laplace(b=1): E|e| = b
+    e = toy.sample_standard_noise("cauchy", 200_000, rng)
+    assert abs(np.median(np.abs(e)) - 1.0) < 0.02  # Cauchy(gamma=1): median |e| = gamma
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(families=("gaussian",)), "family"),
+        (dict(families=()), "families"),
+        (dict(scales=(1.0, 0.0)), "scales"),
+        (dict(scales=(-1.0,)), "scales"),
+        (dict(scales=()), "scales"),
+        (dict(seeds=()), "seeds"),
+        (dict(k=5), "k must be >= D"),
+    ],
+)
+def test_bad_input(kwargs: dict, match: str) -> None:
+    args = dict(families=("laplace",), scales=(1.0,), seeds=(0,), n=20, n_test=5)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        toy.make_data(**args)
+
+
+def test_bad_grids(data: toy.ToyData) -> None:
+    with pytest.raises(ValueError, match="alphas"):
+        toy.gd_grid(data, [], [1.0], iterations=2, progress=False)
+    with pytest.raises(ValueError, match="lrs"):
+        toy.gd_grid(data, [1.0], [0.0], iterations=2, progress=False)
+    with pytest.raises(ValueError, match="alphas"):
+        toy.exact_grid(data, [float("nan")], progress=False)
+    with pytest.raises(ValueError, match="loss"):
+        toy.exact_grid(data, [1.0], loss="l3", progress=False)
+    with pytest.raises(ValueError, match="family"):
+        toy.asymptotic_variance("gauss", 1.0)
+    with pytest.raises(ValueError, match="profile"):
+        toy.get_config("huge")
+    with pytest.raises(ValueError, match="k must be"):
+        toy.get_config("quick", k=3)
+
+
+# --------------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("loss", ["huber", "kl"])
+def test_psi_equals_autograd_of_library_loss(loss: str) -> None:
+    r = torch.linspace(-7, 7, 1001, dtype=torch.float64, requires_grad=True)
+    for alpha in (0.05, 0.7, 3.0):
+        value = losses.huber(r, alpha) if loss == "huber" else losses.kl_huber(r, alpha, 1 / alpha)
+        (grad,) = torch.autograd.grad(value.sum(), r)
+        np.testing.assert_allclose(toy.psi(r.detach(), loss, alpha).numpy(), grad.numpy(),
+                                   rtol=1e-12, atol=1e-14)
+        a = torch.full((1,), alpha, dtype=torch.float64)
+        buf = r.detach().clone()[:, None]
+        np.testing.assert_allclose(toy._psi_inplace(buf, loss, a)[:, 0].numpy(), grad.numpy(),
+                                   rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", ["huber", "kl"])
+def test_fast_loss_values_match_library(loss: str) -> None:
+    r = torch.linspace(-9, 9, 2001, dtype=torch.float64)
+    for alpha in (0.05, 1.0, 4.0):
+        ref = toy._loss_value(r, loss, alpha)
+        np.testing.assert_allclose(toy._loss_value_fast(r, loss, alpha).numpy(), ref.numpy(),
+                                   rtol=1e-9, atol=1e-12 * alpha * alpha)
+
+
+# --------------------------------------------------------------------------------- exact solver
+
+
+def _objective_np(theta: np.ndarray, phi: np.ndarray, y: np.ndarray, loss: str, a: float) -> float:
+    r = torch.as_tensor(y - phi @ theta)
+    return float(toy._loss_value(r, loss, a).mean())
+
+
+@pytest.mark.parametrize("loss", ["huber", "kl"])
+def test_exact_solver_is_the_minimiser(data: toy.ToyData, loss: str) -> None:
+    alphas = (0.05, 0.4, 3.0)
+    ex = toy.exact_grid(data, alphas, loss=loss, progress=False)
+    assert ex.converged.all()
+    phi = data.phi[1].numpy()
+    for fi, si, ai in [(0, 0, 0), (1, 1, 1), (1, 0, 2)]:
+        y = data.y[fi, si, 1].numpy()
+        th = ex.theta[fi, si, 1, ai]
+        # stationarity: the gradient of the mean loss vanishes
+        g = phi.T @ toy.psi(torch.as_tensor(y - phi @ th), loss, alphas[ai]).numpy() / len(y)
+        assert np.abs(g).max() < 1e-9 * max(alphas[ai], 1.0)
+        # and no general-purpose optimiser started there finds a lower objective
+        f0 = _objective_np(th, phi, y, loss, alphas[ai])
+        res = optimize.minimize(_objective_np, th + 1e-3, args=(phi, y, loss, alphas[ai]),
+                                method="Nelder-Mead", options={"maxiter": 400})
+        assert f0 <= res.fun + 1e-12
+
+
+def test_continuation_equals_cold_start() -> None:
+    data = toy.make_data(("cauchy",), (1.0,), (0, 1), n=800, n_test=100)
+    alphas = (0.05, 0.3, 2.0)
+    swept = toy.exact_grid(data, alphas, progress=False)
+    for ai, a in enumerate(alphas):
+        cold = toy.exact_grid(data, (a,), progress=False)
+        np.testing.assert_allclose(swept.theta[..., ai, :], cold.theta[..., 0, :], atol=1e-7)
+
+
+def test_exact_l2_is_least_squares_and_l1_is_lad(data: toy.ToyData) -> None:
+    l2 = toy.exact_grid(data, loss="l2", progress=False)
+    phi, y = data.phi[0].numpy(), data.y[0, 0, 0].numpy()
+    np.testing.assert_allclose(l2.theta[0, 0, 0, 0], np.linalg.lstsq(phi, y, rcond=None)[0],
+                               atol=1e-10)
+    l1 = toy.exact_grid(data, loss="l1", progress=False)
+    assert l1.converged.all()
+    n, k = phi.shape
+    a_eq = sparse.hstack([sparse.csr_matrix(phi), sparse.eye(n), -sparse.eye(n)]).tocsr()
+    lp = optimize.linprog(np.r_[np.zeros(k), np.ones(2 * n)] / n, A_eq=a_eq, b_eq=y,
+                          bounds=[(None, None)] * k + [(0, None)] * (2 * n), method="highs")
+    assert l1.objective[0, 0, 0, 0] <= lp.fun * (1 + 1e-9)
+    np.testing.assert_allclose(l1.theta[0, 0, 0, 0], lp.x[:k], atol=1e-6)
+
+
+def test_exact_rmse_is_scale_equivariant() -> None:
+    # common noise: RMSE(alpha * s, s) = s * RMSE(alpha, 1) for the exact minimiser
+    d = toy.make_data(("logistic",), (1.0, 3.0), (0,), common_noise=True, **SMALL)
+    alphas = np.array([0.1, 0.5, 2.0])
+    r1 = toy.exact_grid(d, alphas, progress=False).rmse[0, 0, 0]
+    r3 = toy.exact_grid(d, 3.0 * alphas, progress=False).rmse[0, 1, 0]
+    np.testing.assert_allclose(r3, 3.0 * r1, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------- gradient descent
+
+
+def test_gd_reaches_the_exact_minimiser() -> None:
+    data = toy.make_data(("cauchy",), (1.0,), (0,), n=800, n_test=200)
+    alphas = (0.2, 2.0)
+    gd = toy.gd_grid(data, alphas, (1.0, 16.0), iterations=200, dtype=torch.float64,
+                     progress=False)
+    ex = toy.exact_grid(data, alphas, progress=False)
+    best, _ = gd.best_over_lr()
+    np.testing.assert_allclose(best, ex.rmse, rtol=1e-3)
+
+
+def test_batched_gd_equals_per_config_loop(data: toy.ToyData) -> None:
+    gd = toy.gd_grid(data, (0.3, 1.5), (1.0, 4.0), iterations=40, dtype=torch.float64,
+                     progress=False)
+    for fi, si, se, ai, li in [(0, 0, 0, 0, 0), (1, 1, 1, 1, 1), (0, 1, 1, 0, 1)]:
+        ref = toy.gd_reference_loop(data, (0.3, 1.5)[ai], (1.0, 4.0)[li], family_index=fi,
+                                    scale_index=si, seed_index=se, iterations=40,
+                                    dtype=torch.float64)
+        if not gd.diverged[fi, si, se, ai, li]:
+            np.testing.assert_allclose(gd.theta[fi, si, se, ai, li], ref, rtol=1e-9, atol=1e-9)
+
+
+def test_divergence_is_marked_and_never_scored(data: toy.ToyData) -> None:
+    gd = toy.gd_grid(data, (1.0,), (0.5, 50.0), loss="l2", iterations=60, check_every=10,
+                     progress=False)
+    assert not gd.diverged[..., 0].any() and gd.diverged[..., 1].all()
+    assert np.isnan(gd.rmse[..., 1]).all() and np.isfinite(gd.rmse[..., 0]).all()
+    best, idx = gd.best_over_lr()
+    assert np.isfinite(best).all() and (idx == 0).all()
+    # a curve where every learning rate diverged gives NaN, which the summary leaves out
+    rmse = np.array(best[..., :1].repeat(3, axis=-1))
+    rmse[0, 0, 0, :] = np.nan
+    summ = toy.summarize(rmse, (0.1, 1.0, 10.0), data.scales, data.families)
+    assert summ["laplace"]["n_missing"][0] == 1
+    json.dumps(summ, allow_nan=False)
+
+
+def test_checkpoint_resume(data: toy.ToyData, tmp_path: Path, monkeypatch) -> None:
+    kw = dict(iterations=20, progress=False, checkpoint_dir=tmp_path, max_elements=20_000)
+    first = toy.gd_grid(data, (0.5, 2.0), (1.0,), **kw)
+    assert len(list(tmp_path.glob("gd_huber_*.pt"))) > 1
+
+    def boom(*args, **kwargs):
+        raise AssertionError("should have resumed from the checkpoint")
+
+    monkeypatch.setattr(toy, "_gd_chunk", boom)
+    second = toy.gd_grid(data, (0.5, 2.0), (1.0,), **kw)
+    np.testing.assert_array_equal(first.theta, second.theta)
+
+
+# --------------------------------------------------------------------------------- theory
+
+
+def test_asymptotic_variance_laplace_closed_form() -> None:
+    for a in (0.1, 1.0, 3.0):
+        closed = (2 - 2 * (1 + a) * math.exp(-a)) / (1 - math.exp(-a)) ** 2
+        assert toy.asymptotic_variance("laplace", a) == pytest.approx(closed, rel=1e-9)
+    # limits: alpha -> infinity is the variance (L2), alpha -> 0 is 1/(4 f(0)^2) (L1)
+    assert toy.asymptotic_variance("normal", 40.0) == pytest.approx(1.0, rel=1e-9)
+    assert toy.asymptotic_variance("cauchy", 1e-4) == pytest.approx(math.pi**2 / 4, rel=1e-3)
+
+
+def test_asymptotic_variance_kl_matches_direct_integration() -> None:
+    a = 0.8
+    d = stats.logistic()
+
+    def psi(e: float) -> float:
+        return a * math.copysign(1 - math.exp(-abs(e) / a), e)
+
+    e2 = integrate.quad(lambda e: psi(e) ** 2 * d.pdf(e), -np.inf, np.inf)[0]
+    ep = integrate.quad(lambda e: math.exp(-abs(e) / a) * d.pdf(e), -np.inf, np.inf)[0]
+    assert toy.asymptotic_variance("logistic", a, loss="kl") == pytest.approx(e2 / ep**2,
+                                                                            rel=1e-7)
+
+
+def test_optimal_alpha_scales_linearly() -> None:
+    for fam in ("logistic", "cauchy", "student_t"):
+        c = toy.optimal_alpha_constant(fam)["c"]
+        assert 0 < c < math.inf
+        for s in (0.5, 3.0):
+            v = [toy.asymptotic_variance(fam, c * s * f, s) for f in (0.9, 1.0, 1.1)]
+            assert v[1] < v[0] and v[1] < v[2]  # c * s minimises V at scale s
+            assert toy.asymptotic_variance(fam, c * s, s) == pytest.approx(
+                s * s * toy.asymptotic_variance(fam, c), rel=1e-9)
+    assert toy.optimal_alpha_constant("laplace")["boundary"] == "lower"  # the median is best
+    assert toy.optimal_alpha_constant("normal")["boundary"] == "upper"  # the mean is best
+
+
+def test_theory_predicts_the_exact_solver_rmse() -> None:
+    # Monte Carlo: E[RMSE^2] ~ V(alpha) K / N with orthonormal features
+    d = toy.make_data(("logistic",), (1.0,), tuple(range(24)), n=3000, n_test=3000)
+    ex = toy.exact_grid(d, (2.0,), progress=False)
+    mse = float(np.mean(ex.rmse**2))
+    assert mse == pytest.approx(toy.theory_rmse("logistic", 2.0, 1.0, n=3000) ** 2, rel=0.35)
+
+
+# --------------------------------------------------------------------------------- summaries
+
+
+def test_linear_fit_and_best_alpha() -> None:
+    fit = toy.linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
+    assert fit["slope"] == pytest.approx(2) and fit["intercept"] == pytest.approx(1)
+    assert fit["r2"] == pytest.approx(1)
+    assert toy.linear_fit([1, 2], [1, 1])["r2"] is None  # constant: R^2 undefined
+    assert toy.linear_fit([1, float("nan")], [1, 2])["slope"] is None
+    best, val = toy.best_alpha(np.array([[3.0, 1.0, np.nan], [np.nan] * 3]), [0.1, 1.0, 10.0])
+    assert best[0] == 1.0 and val[0] == 1.0 and np.isnan(best[1])
+
+
+def _tiny_config() -> toy.ToyConfig:
+    return toy.get_config("quick", families=("laplace",), scales=(0.5, 1.5),
+                          seeds=(0, 1), alphas=(0.1, 1.0), lrs=(1.0, 16.0), iterations=30,
+                          n=600, n_test=200, exact_losses=("huber", "kl", "l1", "l2"),
+                          gd_losses=("huber", "l2"), extra_gd_bases=("scaled",))
+
+
+def test_run_payload_is_json_and_complete() -> None:
+    payload = toy.run(config=_tiny_config(), progress=False)
+    text = json.dumps(payload, allow_nan=False)
+    assert "NaN" not in text
+    assert set(payload["methods"]) == {"exact", "gd", "gd_scaled"}
+    s = payload["methods"]["gd"]["huber"]["summary"]["laplace"]
+    assert len(s["curve_best"]) == 2 and set(s["curve_fit"]) == {"slope", "intercept", "r2", "n"}
+    assert payload["theory"]["laplace"]["huber"]["c"] == 0.0
+    assert payload["methods"]["gd"]["huber"]["gd_vs_exact"]["relative_median"] >= 0
+    assert payload["methods"]["exact"]["huber"]["converged_fraction"] == 1.0
+
+
+def test_cli_writes_results_and_figure(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from klhuber import cli
+    from klhuber.results import load_results
+
+    monkeypatch.setitem(toy.PROFILES, "quick", replace(_tiny_config(), extra_gd_bases=()))
+    rc = cli.main(["toy", "--profile", "quick", "--device", "cpu", "--out", str(tmp_path),
+                   "--no-progress"])
+    assert rc == 0
+    doc = load_results(tmp_path / "toy_quick.json")
+    assert doc["provenance"]["device"].startswith("cpu") and doc["profile"] == "quick"
+    assert (tmp_path / "fig2_quick.png").stat().st_size > 0
+    assert (tmp_path / "fig2_quick.svg").exists()
+    assert not (tmp_path / "checkpoints" / "quick").exists()
+    fig = toy.plot_fig2(doc, stat="seeds")
+    toy.plot_rmse_curves(doc, "laplace")
+    assert len(fig.axes) == 1
