@@ -1,0 +1,240 @@
+"""``klhuber detect {train,eval,synth,experiment}``: detectors with the paper's box losses.
+
+Examples::
+
+    klhuber detect synth data/shapes --image-size 128 --num-train 4000 --noise-scale 0.1
+    klhuber detect train --data-root /data/coco --arch fasterrcnn --backbone vgg16 \\
+        --box-loss experiment_c --iters 490000 --lr 0.001 --milestones 350000 --out runs/c
+    torchrun --nproc_per_node 8 -m klhuber detect train --data-root /data/coco ... --device cuda
+    klhuber detect eval runs/c/checkpoint.pt --output results/c.json
+    klhuber detect experiment --profile full --device cuda --jobs 4
+
+``--data-root`` takes a COCO 2017 (``train2017/``, ``val2017/``, ``annotations/``), COCO 2014
+or synthetic layout (:func:`klhuber.detection.data.coco_split_paths`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["configure_parser"]
+
+
+def _command() -> str:
+    return "klhuber detect " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else sys.argv[1:])
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _train(args: argparse.Namespace) -> int:
+    from klhuber.detection.engine import TrainConfig, train
+    from klhuber.detection.evaluate import _ap_text, evaluate_checkpoint
+
+    model_kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    config = TrainConfig(
+        data_root=args.data_root, out_dir=args.out, arch=args.arch, box_loss=args.box_loss,
+        backbone=args.backbone, data_layout=args.layout, weights_path=args.weights,
+        iters=args.iters, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+        weight_decay=args.weight_decay, warmup_iters=args.warmup_iters,
+        warmup_factor=args.warmup_factor, milestones=args.milestones, gamma=args.gamma,
+        amp=args.amp, clip_grad_norm=args.clip_grad_norm, max_nonfinite=args.max_nonfinite,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed,
+        workers=args.workers, cache_images=args.cache_images,
+        max_train_images=args.max_train_images, device=args.device, hflip=args.hflip,
+        min_size=args.min_size, max_size=args.max_size, anchor_sizes=args.anchor_sizes,
+        box_head_dim=args.box_head_dim, model_kwargs=model_kwargs, threads=args.threads,
+        progress=not args.no_progress, resume=args.resume, stop_at=args.stop_at,
+    )
+    summary = train(config, log=lambda m: print(m, file=sys.stderr))
+    summary.pop("model")
+    rank0 = summary.get("world_size", 1) == 1 or _rank() == 0
+    if rank0:
+        print(json.dumps({k: v for k, v in summary.items()}, default=str))
+    if args.eval and summary["finished"] and rank0:
+        payload = evaluate_checkpoint(summary["checkpoint"], device=args.device,
+                                      batch_size=args.eval_batch_size, amp=args.amp,
+                                      output=args.output, command=_command())
+        print(_ap_text(payload["metrics"]))
+    return 0
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from klhuber.detection.evaluate import _ap_text, evaluate_checkpoint
+
+    payload = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, split=args.split,
+                                  layout=args.layout, device=args.device,
+                                  batch_size=args.batch_size, amp=args.amp, output=args.output,
+                                  command=_command(), progress=not args.no_progress)
+    print(_ap_text(payload["metrics"]))
+    if args.output:
+        print(f"results written to {args.output}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from klhuber.detection.synthetic import ShapesSpec, generate_shapes
+
+    spec = ShapesSpec(image_size=args.image_size, num_train=args.num_train,
+                      num_val=args.num_val, noise_scale=args.noise_scale, noise=args.noise,
+                      min_objects=args.min_objects, max_objects=args.max_objects,
+                      min_box=args.min_box, max_box=args.max_box, clutter=args.clutter,
+                      seed=args.seed)
+    info = generate_shapes(args.root, spec, workers=args.workers, progress=True)
+    print(json.dumps(info["files"], indent=2))
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from klhuber.detection import experiments as ex
+
+    if args.list:
+        for spec in ex.profile_runs(args.profile):
+            done = ex.result_path(spec, args.results_dir).exists()
+            print(f"{'done' if done else 'todo'}  {spec.run_id}")
+        return 0
+    shard = None
+    if args.shard:
+        i, n = (int(v) for v in args.shard.split("/"))
+        if not 0 <= i < n:
+            raise SystemExit(f"--shard must be i/n with 0 <= i < n, got {args.shard!r}")
+        shard = (i, n)
+    overrides: dict[str, Any] | None = json.loads(args.overrides) if args.overrides else None
+    results = ex.run_experiment(
+        args.profile, results_dir=args.results_dir, data_dir=args.data_dir,
+        work_dir=args.work_dir, device=args.device, jobs=args.jobs, shard=shard,
+        stop_after_s=args.stop_after_s, archs=args.arch, presets=args.preset,
+        noise=args.noise, seeds=args.seed, overrides=overrides, command=_command(),
+        log=lambda m: print(m, file=sys.stderr, flush=True))
+    if shard is None:
+        total = len(ex._select(ex.profile_runs(args.profile), args.arch, args.preset,
+                               args.noise, args.seed))
+        print(f"{len(results)}/{total} runs of profile {args.profile!r} have results")
+        for r in results:
+            m = r["metrics"]
+            print(f"{r['run_id']:<50} AP {100 * m['AP']:5.1f}  AP50 {100 * m['AP50']:5.1f}"
+                  f"  AP75 {100 * m['AP75']:5.1f}")
+    return 0
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train``, ``eval``, ``synth`` and ``experiment`` sub-commands."""
+    from klhuber.detection.experiments import (
+        DEFAULT_DATA_DIR,
+        DEFAULT_RESULTS_DIR,
+        DEFAULT_WORK_DIR,
+        PROFILES,
+    )
+
+    sub = parser.add_subparsers(dest="detect_command", metavar="SUBCOMMAND")
+
+    t = sub.add_parser("train", help="train a detector (torchrun for several processes)")
+    t.add_argument("--data-root", required=True,
+                   help="COCO 2017/2014 folder or a synthetic set (klhuber detect synth)")
+    t.add_argument("--layout", default="auto", choices=("auto", "2017", "2014", "synthetic"))
+    t.add_argument("--out", default="runs/detection", help="checkpoint / metrics folder")
+    t.add_argument("--arch", default="fasterrcnn", choices=("fasterrcnn", "retinanet"))
+    t.add_argument("--box-loss", default="torchvision",
+                   help="preset of klhuber.interpret (publication, implementation, "
+                        "experiment_a/b/c, appendix_d, appendix_e, torchvision, ...)")
+    t.add_argument("--backbone", default="resnet50_fpn",
+                   help="vgg16, vgg16_bn, resnet101_fpn, resnet50_fpn, resnet18_fpn, "
+                        "mobilenet_v3_fpn")
+    t.add_argument("--weights", default=None, help="local state dict to start from")
+    t.add_argument("--iters", type=int, default=1000)
+    t.add_argument("--batch-size", type=int, default=2, help="images per process")
+    t.add_argument("--lr", type=float, default=0.02)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--warmup-iters", type=int, default=100)
+    t.add_argument("--warmup-factor", type=float, default=0.001)
+    t.add_argument("--milestones", type=_ints, default=(), help="comma-separated iterations")
+    t.add_argument("--gamma", type=float, default=0.1)
+    t.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"))
+    t.add_argument("--clip-grad-norm", type=float, default=None)
+    t.add_argument("--max-nonfinite", type=int, default=20)
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--log-every", type=int, default=20)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=4)
+    t.add_argument("--cache-images", action="store_true", help="keep decoded images in RAM")
+    t.add_argument("--max-train-images", type=int, default=None)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--hflip", type=float, default=0.5)
+    t.add_argument("--min-size", type=int, default=800)
+    t.add_argument("--max-size", type=int, default=1333)
+    t.add_argument("--anchor-sizes", type=_floats, default=None,
+                   help="comma-separated base anchor size per feature level")
+    t.add_argument("--box-head-dim", type=int, default=None)
+    t.add_argument("--model-kwargs", default=None, help="JSON of FasterRCNN/RetinaNet kwargs")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--stop-at", type=int, default=None,
+                   help="stop (with a checkpoint) after this many iterations")
+    t.add_argument("--eval", action="store_true", help="evaluate on val when finished")
+    t.add_argument("--eval-batch-size", type=int, default=8)
+    t.add_argument("--output", default=None, help="results JSON of --eval")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint with COCOeval")
+    e.add_argument("checkpoint")
+    e.add_argument("--data-root", default=None, help="default: the one the model trained on")
+    e.add_argument("--split", default="val", choices=("train", "val"))
+    e.add_argument("--layout", default=None, choices=("auto", "2017", "2014", "synthetic"))
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"))
+    e.add_argument("--output", default=None, help="results JSON (with provenance)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_eval)
+
+    s = sub.add_parser("synth", help="generate a synthetic COCO-format shapes data set")
+    s.add_argument("root")
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--num-train", type=int, default=1000)
+    s.add_argument("--num-val", type=int, default=200)
+    s.add_argument("--noise-scale", type=float, default=0.0,
+                   help="per-edge label noise on train boxes, relative to box size")
+    s.add_argument("--noise", default="laplace", choices=("laplace", "gaussian"))
+    s.add_argument("--min-objects", type=int, default=1)
+    s.add_argument("--max-objects", type=int, default=5)
+    s.add_argument("--min-box", type=float, default=0.12)
+    s.add_argument("--max-box", type=float, default=0.5)
+    s.add_argument("--clutter", type=int, default=4)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=0)
+    s.set_defaults(func=_synth)
+
+    x = sub.add_parser("experiment", help="run / continue a profile's grid of runs")
+    x.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    x.add_argument("--device", default="cpu")
+    x.add_argument("--results-dir", default=str(DEFAULT_RESULTS_DIR))
+    x.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    x.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
+    x.add_argument("--jobs", type=int, default=1, help="worker processes (e.g. 4 on one GPU)")
+    x.add_argument("--shard", default=None, help="i/n: run every n-th pending run from i")
+    x.add_argument("--stop-after-s", type=float, default=None,
+                   help="do not start new runs after this many seconds")
+    x.add_argument("--arch", action="append", default=None)
+    x.add_argument("--preset", action="append", default=None)
+    x.add_argument("--noise", action="append", type=float, default=None)
+    x.add_argument("--seed", action="append", type=int, default=None)
+    x.add_argument("--overrides", default=None,
+                   help='JSON of training-setting overrides, e.g. \'{"iters": 4}\'')
+    x.add_argument("--list", action="store_true", help="list the grid and what is done")
+    x.set_defaults(func=_experiment)

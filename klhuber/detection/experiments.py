@@ -1,0 +1,413 @@
+"""Experiment profiles for Section 7 and Appendices D-E on the synthetic shapes set.
+
+The paper trains Faster R-CNN (VGG-16, COCO 2014, Table 3) and RetinaNet (ResNet-101, COCO
+2017, Table 4) with each preset of Table 1, plus the linear size target (Appendix D, Table 5)
+and :math:`D_{\\alpha/2,1/\\alpha}` in place of :math:`H_\\alpha` (Appendix E, Table 6).  Those runs
+take GPU-days; here the same grid runs on the synthetic shapes set of
+:mod:`klhuber.detection.synthetic`, whose *training* labels carry box-edge noise of a known
+scale, with a small backbone:
+
+* ``quick``: CPU, inside the book build (a few minutes on 2 cores): 64-px images, ResNet-18-FPN,
+  a short schedule: enough to run the whole pipeline and make the tables from real numbers,
+  not enough to rank presets reliably;
+* ``full``: one GPU (about 15 minutes for the whole grid): 128-px images, thousands of
+  training images, every preset for both architectures at two label-noise levels.
+
+Every run writes ``<results_dir>/<profile>/<run_id>.json`` (metrics, config, the preset's
+interpreted label noise, the true noise, data set hash, provenance); a run whose JSON exists is
+skipped, and an interrupted run resumes from its checkpoint, so the grid can be continued across
+sessions (:func:`run_experiment`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from klhuber.results import REPO_ROOT, load_results, save_results
+
+__all__ = [
+    "PROFILES",
+    "Profile",
+    "RunSpec",
+    "TABLE_PRESETS",
+    "interpreted_label_noise",
+    "load_profile_results",
+    "profile_runs",
+    "register_profile",
+    "run_experiment",
+    "run_one",
+]
+
+#: Presets per paper table: Table 3 (Faster R-CNN), Table 4 (RetinaNet), Table 5 (Appendix D,
+#: "Original" = Implementation vs. the linear target), Table 6 (Appendix E, H vs. D).
+TABLE_PRESETS: dict[str, tuple[str, ...]] = {
+    "table3": ("publication", "implementation", "experiment_a", "experiment_b", "experiment_c"),
+    "table4": ("implementation", "experiment_a", "experiment_b"),
+    "table5": ("implementation", "appendix_d"),
+    "table6": ("implementation", "appendix_e"),
+}
+ALL_PRESETS: tuple[str, ...] = (
+    "publication", "implementation", "experiment_a", "experiment_b", "experiment_c",
+    "torchvision", "appendix_d", "appendix_e",
+)
+
+DEFAULT_DATA_DIR = REPO_ROOT / ".cache" / "detection" / "data"
+DEFAULT_WORK_DIR = REPO_ROOT / ".cache" / "detection" / "runs"
+DEFAULT_RESULTS_DIR = REPO_ROOT / "results" / "detection"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A grid of runs: data set, noise levels, (arch, preset) pairs, seeds and schedules."""
+
+    name: str
+    description: str
+    data: dict[str, Any]
+    noise_levels: tuple[float, ...]
+    runs: tuple[tuple[str, str], ...]
+    seeds: tuple[int, ...]
+    train: dict[str, dict[str, Any]]
+    eval_batch_size: int = 16
+    noise: str = "laplace"
+    schedule_note: str = ""
+    #: Explicit ``(arch, preset, noise)`` cells in priority order (overrides the product of
+    #: ``noise_levels`` and ``runs``), so that a time-limited session does the most useful
+    #: runs first and later sessions continue the grid.
+    grid: tuple[tuple[str, str, float], ...] | None = None
+
+
+_FRCNN_SMALL = {
+    "rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 150,
+    "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 60,
+    "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 32,
+    "box_detections_per_img": 30,
+}
+_RETINA_SMALL = {"detections_per_img": 30, "topk_candidates": 200}
+
+_QUICK_TRAIN_COMMON = {
+    "backbone": "resnet18_fpn", "iters": 50, "batch_size": 2, "lr": 0.01, "warmup_iters": 10,
+    "milestones": (40,), "clip_grad_norm": 10.0, "min_size": 64, "max_size": 64,
+    "anchor_sizes": (8, 16, 32, 64, 128), "threads": 2, "checkpoint_every": 1000,
+    "log_every": 10, "cache_images": True, "progress": False,
+}
+QUICK = Profile(
+    name="quick",
+    description="CPU smoke profile: 64-px shapes, ResNet-18-FPN from scratch, 50 iterations",
+    data={"image_size": 64, "num_train": 64, "num_val": 24, "min_objects": 1, "max_objects": 3,
+          "min_box": 0.2, "max_box": 0.6, "max_aspect": 2.0, "clutter": 2, "seed": 0},
+    noise_levels=(0.05,),
+    runs=tuple(("fasterrcnn", p) for p in (
+        "publication", "implementation", "experiment_a", "experiment_b", "experiment_c",
+        "appendix_d", "appendix_e")) + tuple(("retinanet", p) for p in (
+            "implementation", "experiment_a", "experiment_b")),
+    seeds=(0,),
+    train={
+        "fasterrcnn": {**_QUICK_TRAIN_COMMON, "box_head_dim": 128, "model_kwargs": _FRCNN_SMALL},
+        "retinanet": {**_QUICK_TRAIN_COMMON, "model_kwargs": _RETINA_SMALL},
+    },
+    eval_batch_size=24,
+    schedule_note="50 iterations x 2 images (about 1.6 epochs of 64 images), SGD lr 0.01 "
+                  "momentum 0.9 wd 1e-4, warm-up 10, x0.1 at 40, grad-norm clip 10, CPU",
+)
+
+_FULL_ITERS = 200
+_FULL_TRAIN_COMMON = {
+    "backbone": "resnet18_fpn", "iters": _FULL_ITERS, "batch_size": 32, "lr": 0.04,
+    "warmup_iters": 50, "milestones": (150, 185), "clip_grad_norm": 10.0, "amp": "bf16",
+    "min_size": 128, "max_size": 128, "anchor_sizes": (8, 16, 32, 64, 128),
+    "threads": 4, "checkpoint_every": 50, "log_every": 25, "cache_images": True,
+    "workers": 0, "progress": False,
+}
+_T345 = ("publication", "implementation", "experiment_a", "experiment_b", "experiment_c",
+         "appendix_d", "appendix_e")
+_T4 = ("implementation", "experiment_a", "experiment_b")
+_FULL_GRID = (
+    # 1. Tables 3, 5, 6 (Faster R-CNN) and Table 4 (RetinaNet) at label noise 0.1.
+    *(("fasterrcnn", p, 0.1) for p in _T345),
+    *(("retinanet", p, 0.1) for p in _T4),
+    # 2. Controlled noise: presets spanning the interpreted label noise, at both levels.
+    ("fasterrcnn", "torchvision", 0.1),
+    *(("fasterrcnn", p, 0.02) for p in ("torchvision", "experiment_c", "implementation",
+                                        "publication")),
+    # 3. The remaining Table 3-6 cells at noise 0.02.
+    *(("fasterrcnn", p, 0.02) for p in ("experiment_a", "experiment_b", "appendix_d",
+                                        "appendix_e")),
+    *(("retinanet", p, 0.02) for p in _T4),
+    # 4. Every other preset for RetinaNet.
+    *(("retinanet", p, n) for n in (0.1, 0.02)
+      for p in ("publication", "experiment_c", "torchvision", "appendix_d", "appendix_e")),
+)
+FULL = Profile(
+    name="full",
+    description="GPU profile: 128-px shapes (4000 train / 500 val), ResNet-18-FPN from scratch, "
+                "every preset for both architectures at two label-noise levels",
+    data={"image_size": 128, "num_train": 4000, "num_val": 500, "min_objects": 1,
+          "max_objects": 6, "min_box": 0.1, "max_box": 0.5, "max_aspect": 2.5, "clutter": 4,
+          "seed": 0},
+    noise_levels=(0.1, 0.02),
+    runs=tuple(("fasterrcnn", p) for p in ALL_PRESETS)
+    + tuple(("retinanet", p) for p in ALL_PRESETS),
+    seeds=(0,),
+    train={
+        "fasterrcnn": {**_FULL_TRAIN_COMMON, "box_head_dim": 512,
+                       "model_kwargs": {"rpn_post_nms_top_n_train": 600,
+                                        "rpn_post_nms_top_n_test": 300,
+                                        "box_batch_size_per_image": 128,
+                                        "box_detections_per_img": 50}},
+        "retinanet": {**_FULL_TRAIN_COMMON, "lr": 0.02,
+                      "model_kwargs": {"detections_per_img": 50}},
+    },
+    eval_batch_size=64,
+    schedule_note=f"{_FULL_ITERS} iterations x 32 images (1.6 epochs of 4000), SGD lr 0.04 "
+                  "(RetinaNet 0.02) momentum 0.9 wd 1e-4, warm-up 50, x0.1 at 150 and 185, "
+                  "bf16 autocast, grad-norm clip 10; about 40 s per run on one H100",
+    grid=_FULL_GRID,
+)
+
+#: Profiles by name.
+PROFILES: dict[str, Profile] = {"quick": QUICK, "full": FULL}
+
+
+def register_profile(profile: Profile) -> Profile:
+    """Add (or replace) a profile in :data:`PROFILES` (for custom grids and tests)."""
+    if not isinstance(profile, Profile):
+        raise ValueError(f"profile must be a Profile, got {type(profile).__name__}")
+    PROFILES[profile.name] = profile
+    return profile
+
+
+def get_profile(name: str | Profile) -> Profile:
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {name!r}") from None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of a profile's grid."""
+
+    profile: str
+    arch: str
+    preset: str
+    noise: float
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.arch}-{self.preset}-noise{self.noise:g}-seed{self.seed}"
+
+
+def profile_runs(profile: str | Profile) -> list[RunSpec]:
+    """The grid of ``profile`` in priority order (seed, then ``grid`` order, or noise level
+    then (arch, preset) when the profile has no explicit ``grid``)."""
+    profile = get_profile(profile)
+    grid = profile.grid
+    if grid is None:
+        grid = tuple((arch, preset, noise) for noise in profile.noise_levels
+                     for arch, preset in profile.runs)
+    return [RunSpec(profile.name, arch, preset, float(noise), seed)
+            for seed in profile.seeds for arch, preset, noise in grid]
+
+
+def data_root_for(profile: str | Profile, noise: float, data_dir: str | os.PathLike) -> Path:
+    profile = get_profile(profile)
+    return Path(data_dir) / profile.name / f"{profile.noise}-{noise:g}"
+
+
+def prepare_data(profile: str | Profile, noise: float, data_dir: str | os.PathLike,
+                 workers: int = 0) -> dict[str, Any]:
+    """Generate (once) the shapes set of ``profile`` with training-label noise ``noise``."""
+    from klhuber.detection.synthetic import ShapesSpec, generate_shapes
+
+    profile = get_profile(profile)
+    spec = ShapesSpec(**profile.data, noise_scale=noise, noise=profile.noise)
+    return generate_shapes(data_root_for(profile, noise, data_dir), spec, workers=workers)
+
+
+def interpreted_label_noise(arch: str, preset: str) -> dict[str, float]:
+    """Label-noise scales (x*, w*, in units of the anchor width) that ``preset``'s box loss
+    assumes in the stage that produces the final boxes: the RoI head of Faster R-CNN
+    (Table 1 *Detection* column) or RetinaNet's head (*Proposal* column); Table 2's rows
+    :math:`x^*, w^*` (:func:`klhuber.interpret.interpret`)."""
+    from klhuber.detection.box_losses import stage_losses
+
+    stages = stage_losses(preset, arch)
+    loss = stages["roi"] if arch == "fasterrcnn" else stages["retinanet"]
+    factor = {"huber": loss.alpha, "smooth_l1": loss.alpha, "kl": loss.alpha / 2}.get(
+        loss.kind, 0.0)
+    return {"x": factor * loss.sigma[0], "w": factor * loss.sigma[2], "kind": loss.kind}
+
+
+def train_config(spec: RunSpec, data_root: str | os.PathLike, work_dir: str | os.PathLike,
+                 device: str):
+    from klhuber.detection.engine import TrainConfig
+
+    profile = get_profile(spec.profile)
+    values = dict(profile.train[spec.arch])
+    values.update({k: v for k, v in spec.overrides.items() if k not in _EVAL_KEYS})
+    amp = values.pop("amp", "none")
+    return TrainConfig(data_root=str(data_root), out_dir=str(Path(work_dir) / spec.profile
+                                                              / spec.run_id),
+                       arch=spec.arch, box_loss=spec.preset, seed=spec.seed, device=device,
+                       amp=amp if device.startswith("cuda") else "none", resume=True,
+                       **values)
+
+
+#: Override keys that change the evaluation, not the training.
+_EVAL_KEYS = ("eval_max_images",)
+
+
+def result_path(spec: RunSpec, results_dir: str | os.PathLike) -> Path:
+    return Path(results_dir) / spec.profile / f"{spec.run_id}.json"
+
+
+def run_one(spec: RunSpec, *, results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR,
+            data_dir: str | os.PathLike = DEFAULT_DATA_DIR,
+            work_dir: str | os.PathLike = DEFAULT_WORK_DIR, device: str = "cpu",
+            keep_checkpoint: bool = False, command: str | None = None,
+            log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train and evaluate one run (resuming a checkpoint), save its results JSON, return it.
+
+    An existing results JSON is returned as is.
+    """
+    from klhuber.detection.data import CocoDetection, coco_split_paths, dataset_hash
+    from klhuber.detection.engine import train
+    from klhuber.detection.evaluate import evaluate
+    from klhuber.detection.synthetic import equivalent_laplace_scales
+
+    log = log or (lambda message: None)
+    out = result_path(spec, results_dir)
+    if out.exists():
+        return load_results(out)
+    profile = get_profile(spec.profile)
+    start = time.perf_counter()
+    recipe = prepare_data(profile, spec.noise, data_dir)
+    root = Path(recipe["root"])
+    config = train_config(spec, root, work_dir, device)
+    log(f"[detect] {spec.run_id}: training ({config.iters} iterations on {device})")
+    summary = train(config, log=log)
+    model = summary.pop("model")
+    val_img, val_ann = coco_split_paths(root, "val")
+    train_img, train_ann = coco_split_paths(root, "train")
+    val = CocoDetection(val_img, val_ann, train=False, cache=True,
+                        max_images=spec.overrides.get("eval_max_images"))
+    metrics = evaluate(model, val, device=config.device if device.startswith("cuda") else "cpu",
+                       batch_size=profile.eval_batch_size, amp=config.amp)
+    log(f"[detect] {spec.run_id}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
+        f"AP75 {metrics['AP75']:.3f}")
+    hashes = {"train": dataset_hash(train_img, train_ann), "val": dataset_hash(val_img, val_ann)}
+    payload = {
+        "profile": spec.profile,
+        "run_id": spec.run_id,
+        "arch": spec.arch,
+        "preset": spec.preset,
+        "backbone": config.backbone,
+        "seed": spec.seed,
+        "metrics": metrics,
+        "iterations": summary["iterations"],
+        "train": {k: v for k, v in summary.items() if k != "checkpoint"},
+        "config": config.as_dict(),
+        "data": {"generator": "klhuber.detection.synthetic", "spec": recipe["spec"],
+                 "hash": hashes, "true_label_noise": {
+                     "edge_scale": spec.noise, "distribution": profile.noise,
+                     **equivalent_laplace_scales(spec.noise, profile.noise)}},
+        "interpreted_label_noise": interpreted_label_noise(spec.arch, spec.preset),
+        "schedule": profile.schedule_note,
+    }
+    save_results(out, payload, command=command, device=device,
+                 wall_time_s=time.perf_counter() - start,
+                 extra={"iterations": summary["iterations"], "dataset_hash": hashes})
+    if not keep_checkpoint:
+        shutil.rmtree(config.out_dir, ignore_errors=True)
+    return load_results(out)
+
+
+def _select(runs: Sequence[RunSpec], archs: Iterable[str] | None,
+            presets: Iterable[str] | None, noise: Iterable[float] | None,
+            seeds: Iterable[int] | None) -> list[RunSpec]:
+    archs = set(archs) if archs else None
+    presets = set(presets) if presets else None
+    noise = {float(n) for n in noise} if noise else None
+    seeds = set(seeds) if seeds else None
+    return [r for r in runs
+            if (archs is None or r.arch in archs) and (presets is None or r.preset in presets)
+            and (noise is None or r.noise in noise) and (seeds is None or r.seed in seeds)]
+
+
+def run_experiment(profile: str | Profile, *, results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR,
+                   data_dir: str | os.PathLike = DEFAULT_DATA_DIR,
+                   work_dir: str | os.PathLike = DEFAULT_WORK_DIR, device: str = "cpu",
+                   jobs: int = 1, shard: tuple[int, int] | None = None,
+                   stop_after_s: float | None = None, archs: Iterable[str] | None = None,
+                   presets: Iterable[str] | None = None, noise: Iterable[float] | None = None,
+                   seeds: Iterable[int] | None = None, overrides: dict[str, Any] | None = None,
+                   command: str | None = None, log: Callable[[str], None] | None = print
+                   ) -> list[dict[str, Any]]:
+    """Run (or continue) the grid of ``profile``; returns the results of all finished runs.
+
+    Runs whose results JSON exists are skipped, so calling this again after an interruption
+    (or in a later session, with the committed ``results/``) continues the grid.  ``jobs > 1``
+    starts that many worker processes (``klhuber detect experiment --shard i/jobs``), useful to
+    keep one GPU busy with small models; ``shard=(i, n)`` runs every n-th pending run from i.
+    ``stop_after_s`` stops *starting* new runs after that many seconds (an interrupted run
+    resumes from its last checkpoint next time).  ``overrides`` replace training settings
+    (e.g. ``{"iters": 4}`` for a smoke test).
+    """
+    profile = get_profile(profile)
+    log = log or (lambda message: None)
+    runs = _select(profile_runs(profile), archs, presets, noise, seeds)
+    if overrides:
+        runs = [replace(r, overrides=dict(overrides)) for r in runs]
+    for level in sorted({r.noise for r in runs}):
+        prepare_data(profile, level, data_dir, workers=min(8, os.cpu_count() or 1))
+    pending = [r for r in runs if not result_path(r, results_dir).exists()]
+    start = time.perf_counter()
+    if jobs > 1 and shard is None:
+        procs = []
+        for i in range(jobs):
+            args = [sys.executable, "-m", "klhuber", "detect", "experiment",
+                    "--profile", profile.name, "--results-dir", str(results_dir),
+                    "--data-dir", str(data_dir), "--work-dir", str(work_dir),
+                    "--device", device, "--shard", f"{i}/{jobs}"]
+            if stop_after_s is not None:
+                args += ["--stop-after-s", str(stop_after_s)]
+            for flag, values in (("--arch", archs), ("--preset", presets), ("--noise", noise),
+                                 ("--seed", seeds)):
+                for value in values or ():
+                    args += [flag, str(value)]
+            if overrides:
+                args += ["--overrides", json.dumps(overrides)]
+            procs.append(subprocess.Popen(args, cwd=str(REPO_ROOT)))
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            log(f"[detect] worker exit codes {codes}")
+    else:
+        mine = pending if shard is None else pending[shard[0]::shard[1]]
+        for spec in mine:
+            if stop_after_s is not None and time.perf_counter() - start > stop_after_s:
+                log(f"[detect] stop-after-s {stop_after_s} reached; {spec.run_id} and later "
+                    "runs left for the next call")
+                break
+            run_one(spec, results_dir=results_dir, data_dir=data_dir, work_dir=work_dir,
+                    device=device, command=command, log=log)
+    return [load_results(result_path(r, results_dir)) for r in runs
+            if result_path(r, results_dir).exists()]
+
+
+def load_profile_results(results_dir: str | os.PathLike, profile: str) -> list[dict[str, Any]]:
+    """All run results of ``profile`` under ``results_dir`` (sorted by run id)."""
+    folder = Path(results_dir) / profile
+    return [load_results(p) for p in sorted(folder.glob("*.json"))]
