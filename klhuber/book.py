@@ -56,7 +56,10 @@ API_PAGES: dict[str, tuple[str, ...]] = {
     "symbolic": ("klhuber.symbolic",),
     "interpret": ("klhuber.interpret",),
     "toy": ("klhuber.toy",),
-    "detection": ("klhuber.detection.models", "klhuber.detection.box_losses"),
+    "detection": ("klhuber.detection.models", "klhuber.detection.box_losses",
+                  "klhuber.detection.synthetic", "klhuber.detection.data",
+                  "klhuber.detection.engine", "klhuber.detection.evaluate",
+                  "klhuber.detection.experiments"),
     "related": ("klhuber.related.barron", "klhuber.related.harmonic"),
     "infrastructure": ("klhuber.book", "klhuber.results", "klhuber.scorecard", "klhuber.plotting"),
 }

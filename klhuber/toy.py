@@ -130,9 +130,9 @@ K_PAPER = len(THETA_STAR) + 2
 PAPER_FAMILIES = ("laplace", "logistic", "cauchy")
 #: All supported noise families (Normal and Student-t are extensions).
 FAMILIES = ("laplace", "logistic", "cauchy", "normal", "student_t")
-#: Degrees of freedom of the Student-t family.
+#: Degrees of freedom of the Student-t noise family.
 STUDENT_T_DF = 3.0
-#: Losses: H_alpha, D_{alpha,1/alpha}, and the limits L1, L2.
+#: The losses scored (H_alpha, D_{alpha,1/alpha}, and the limits L1, L2).
 LOSSES = ("huber", "kl", "l1", "l2")
 ALPHA_LOSSES = ("huber", "kl")
 #: Feature bases.
@@ -212,7 +212,7 @@ def sample_standard_noise(family: str, n: int, rng: np.random.Generator) -> np.n
 
     The scale parameter multiplies these draws: Laplace scale :math:`b`, Logistic scale
     :math:`s`, Cauchy scale :math:`\\gamma`, Normal standard deviation :math:`\\sigma`, and the
-    scale of a Student-t with :data:`STUDENT_T_DF` degrees of freedom.
+    scale of a Student-t with ``STUDENT_T_DF`` degrees of freedom.
     """
     _check_family(family)
     n = _check_positive_int(n, "n")
@@ -877,7 +877,7 @@ def exact_grid(
     Newton step and the IRLS / MM step (weights :math:`\psi(r)/r`, never an increase).  It stops
     when the step is below ``tol`` relative to :math:`1 + \|\theta\|` or no candidate lowers the
     objective.  ``l2`` is solved in closed form, ``l1`` by at most ``l1_iterations`` of IRLS
-    finished by an LP-certified vertex (:func:`_l1_irls`; alphas are ignored for both).
+    finished by an LP-certified vertex (``_l1_irls``; alphas are ignored for both).
     """
     from tqdm.auto import tqdm
 
@@ -1183,6 +1183,7 @@ class ToyConfig:
         return self
 
 
+#: The ``quick`` and ``full`` configurations.
 PROFILES: dict[str, ToyConfig] = {
     "quick": ToyConfig(
         scales=(0.5, 1.0, 2.0, 3.0),

@@ -15,7 +15,7 @@
 # Section 7 and Appendices D–E of {cite}`meyer2021huber` train Faster R-CNN {cite}`ren2015faster`
 # and RetinaNet {cite}`lin2017focal` on MS-COCO with each box-loss preset of Table 1 and report
 # Tables 3–6. This chapter trains torchvision's detectors with the same presets
-# ({py:func}`klhuber.detection.build_model`) on a **synthetic stand-in** for COCO: the shapes set
+# ({py:func}`klhuber.detection.models.build_model`) on a **synthetic stand-in** for COCO: the shapes set
 # of {py:mod}`klhuber.detection.synthetic`, whose training boxes carry edge noise of a *known*
 # scale. It shows the paper's tables next to ours, the AP at every IoU threshold, and a test the
 # paper could not do: does the preset whose interpreted label noise (Table 2) matches the true
@@ -377,7 +377,7 @@ if profile == "quick":
 # %% [markdown]
 # ## Library functions used
 #
-# {py:func}`klhuber.detection.build_model`, {py:func}`klhuber.detection.engine.train`,
+# {py:func}`klhuber.detection.models.build_model`, {py:func}`klhuber.detection.engine.train`,
 # {py:func}`klhuber.detection.evaluate.evaluate`,
 # {py:func}`klhuber.detection.synthetic.generate_shapes`,
 # {py:func}`klhuber.detection.experiments.run_experiment`,

@@ -41,7 +41,7 @@ exactly as torchvision computes it (so that the ``torchvision`` preset reproduce
 * RPN: :math:`N` = number of *sampled* anchors (positives and negatives) in the batch,
   256 per image by default;
 * RoI heads: :math:`N` = number of *sampled* proposals in the batch (torchvision's default is
-  512 per image; the ``vgg16`` backbone of :func:`klhuber.detection.build_model` uses
+  512 per image; the ``vgg16`` backbone of :func:`klhuber.detection.models.build_model` uses
   py-faster-rcnn's 128);
 * RetinaNet: per image, :math:`N` = number of foreground anchors of that image, then the mean
   over images.
@@ -188,7 +188,7 @@ def loss_kinds() -> tuple[str, ...]:
     return tuple(_KINDS)
 
 
-#: Built-in kinds: the paper's (``huber``, ``kl``), the frameworks' (``smooth_l1``, ``l1``) and
+#: The built-in kinds, the paper's (``huber``, ``kl``), the frameworks' (``smooth_l1``, ``l1``) and
 #: the HIoU loss of the related work (``hiou``, γ = ``alpha`` in [0, 1], per box).
 LOSS_KINDS = ("huber", "kl", "smooth_l1", "l1", "hiou")
 

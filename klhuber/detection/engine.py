@@ -205,7 +205,7 @@ def _anchor_generator(arch: str, backbone: str, sizes: tuple[float, ...]):
 
 
 def build_detector(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The model of ``config`` through :func:`klhuber.detection.build_model`."""
+    """The model of ``config`` through :func:`klhuber.detection.models.build_model`."""
     from klhuber.detection import build_model
 
     kwargs: dict[str, Any] = {"min_size": config.min_size, "max_size": config.max_size}

@@ -47,8 +47,8 @@ __all__ = [
     "run_one",
 ]
 
-#: Presets per paper table: Table 3 (Faster R-CNN), Table 4 (RetinaNet), Table 5 (Appendix D,
-#: "Original" = Implementation vs. the linear target), Table 6 (Appendix E, H vs. D).
+#: The presets of each paper table (Table 3 (Faster R-CNN), Table 4 (RetinaNet), Table 5 (Appendix D,
+#: "Original" = Implementation vs. the linear target), Table 6 (Appendix E, H vs. D)).
 TABLE_PRESETS: dict[str, tuple[str, ...]] = {
     "table3": ("publication", "implementation", "experiment_a", "experiment_b", "experiment_c"),
     "table4": ("implementation", "experiment_a", "experiment_b"),

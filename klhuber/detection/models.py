@@ -745,7 +745,7 @@ def build_model(
             :math:`1/\\sigma` of ``box_loss``.
 
     Returns:
-        The model, in training mode: ``model(images, targets)`` returns the loss dict
+        A model in training mode; ``model(images, targets)`` returns the loss dict
         (``loss_classifier``, ``loss_box_reg``, ``loss_objectness``, ``loss_rpn_box_reg`` or
         ``classification``, ``bbox_regression``); in eval mode, detections.  With
         ``backbone="resnet50_fpn"`` (and ``"mobilenet_v3_fpn"`` for Faster R-CNN) the
