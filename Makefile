@@ -45,9 +45,12 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium is missing and this is not root: the browser tests will be skipped (install the 'chromium' package)"; fi
 
+# Unit tests run on $(PYTEST_WORKERS) workers; the whole-book build (marked slow) runs after them
+# in one process, since it executes every notebook and wants all cores to itself.
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow"
+	$(BIN)/python -m pytest -m slow
 
 clean:
 	rm -rf book/_build

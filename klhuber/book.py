@@ -353,14 +353,14 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
         "paper; *ours* columns were computed by the notebook named in the row, at the profile and "
         "on the device shown. A row marked verified fails the build when its check fails.",
         "",
-        "| artefact | where | paper | ours | status | profile / device |",
+        "| artefact | status | where | paper | ours | profile / device |",
         "|---|---|---|---|---|---|",
     ]
     for artefact in ARTEFACTS:
         found = by_key.get(artefact.key, [])
         if not found:
             counts["missing"] = counts.get("missing", 0) + 1
-            lines.append(f"| {_cell(artefact.title)} | — | — | — | ✗ not recorded by any chapter | — |")
+            lines.append(f"| {_cell(artefact.title)} | ✗ not recorded by any chapter | — | — | — | — |")
             continue
         for row in found:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -369,12 +369,12 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
             if row.get("anchor"):
                 where = f"{{ref}}`{row['chapter']} <{row['anchor']}>`"
             lines.append(
-                f"| {_cell(artefact.title)} | {where} | {_cell(row['paper'])} | {_cell(row['ours'])} "
-                f"| {_STATUS_BADGE.get(row['status'], row['status'])} "
+                f"| {_cell(artefact.title)} | {_STATUS_BADGE.get(row['status'], row['status'])} "
+                f"| {where} | {_cell(row['paper'])} | {_cell(row['ours'])} "
                 f"| {row['profile']} / {row['device']} |")
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     summary_line = f"**Summary:** {len(ARTEFACTS)} artefacts of the paper map; rows: {summary}."
-    lines[4:4] = [summary_line, ""]
+    lines[5:5] = [summary_line, ""]
     lines += ["", "## Chapter run times", "",
               "Measured when each notebook was last executed for this build.", "",
               "| chapter | profile | device | seconds | executed (UTC) |", "|---|---|---|---|---|"]

@@ -2,7 +2,7 @@
 in a real browser (headless Chromium, network off).
 
 The build executes every notebook, so it is the slowest part of the suite; all tests here share
-one build (one xdist group). Set ``KLHUBER_TEST_BOOK_OUTPUT`` to an existing build's output folder
+one build; `make test` runs them in a separate, serial pytest run. Set ``KLHUBER_TEST_BOOK_OUTPUT`` to an existing build's output folder
 to check that build instead of making a new one.
 """
 
@@ -20,7 +20,7 @@ import pytest
 from klhuber import book
 from klhuber.scorecard import ARTEFACTS
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
+pytestmark = pytest.mark.slow
 
 REMOTE_PATTERN = re.compile(
     r"https?://(?:[\w-]+\.)*(?:unpkg\.com|jsdelivr\.net|cdnjs\.cloudflare\.com|googleapis\.com|"
