@@ -6,9 +6,10 @@ of each notebook; it also switches the inline backend to SVG where IPython is ru
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["PALETTE", "STYLE_PATH", "color", "use_style"]
+__all__ = ["PALETTE", "STYLE_PATH", "MarkdownTable", "color", "markdown_table", "use_style"]
 
 STYLE_PATH = Path(__file__).with_name("klhuber.mplstyle")
 
@@ -28,6 +29,24 @@ PALETTE: tuple[str, ...] = (
 def color(i: int) -> str:
     """The ``i``-th colour of :data:`PALETTE` (cycling)."""
     return PALETTE[i % len(PALETTE)]
+
+
+class MarkdownTable(str):
+    """A Markdown table: a ``str`` that Jupyter displays as Markdown."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def markdown_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -> MarkdownTable:
+    """The Markdown of a table with a ``header`` row and ``rows`` of cells (``str()`` of each).
+
+    The result is a string (it can be concatenated with prose) that notebooks display as a table.
+    """
+    header = [str(h) for h in header]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return MarkdownTable("\n".join(lines))
 
 
 def use_style(svg: bool = True) -> None:

@@ -46,6 +46,7 @@ from scipy import integrate
 from klhuber import losses, toy
 from klhuber.paper_values import related as paper
 from klhuber.plotting import color, use_style
+from klhuber.plotting import markdown_table as md_table
 from klhuber.related import barron
 from klhuber.scorecard import Recorder
 
@@ -63,11 +64,6 @@ F64 = torch.float64
 t_start = time.perf_counter()
 
 
-def md_table(header, rows):
-    """A markdown table from a header tuple and row tuples."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return Markdown("\n".join(lines))
 
 
 # %% [markdown]

@@ -45,6 +45,7 @@ from matplotlib.patches import Rectangle
 from klhuber import interpret as ki
 from klhuber.paper_values import tables as paper
 from klhuber.plotting import color, use_style
+from klhuber.plotting import markdown_table as md_table
 from klhuber.scorecard import Recorder
 
 use_style()
@@ -57,11 +58,6 @@ settings
 
 
 # %%
-def md_table(header, rows):
-    """A markdown table from a header list and a list of row lists."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return Markdown("\n".join(lines))
 
 
 # %% [markdown]

@@ -45,6 +45,7 @@ from IPython.display import Markdown, display
 from klhuber.detection import experiments as ex
 from klhuber.paper_values import detection as paper
 from klhuber.plotting import color, use_style
+from klhuber.plotting import markdown_table as md_table
 from klhuber.scorecard import Recorder
 
 use_style()
@@ -52,10 +53,6 @@ recorder = Recorder("detectors", artefacts_dir, profile, device)
 detection_results = Path(results_dir) / "detection"
 
 
-def md_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def pct(value):

@@ -44,6 +44,7 @@ from IPython.display import Markdown, display
 
 from klhuber import toy
 from klhuber.paper_values import toy as paper
+from klhuber.plotting import markdown_table as table
 from klhuber.plotting import use_style
 from klhuber.results import load_results
 from klhuber.scorecard import Recorder
@@ -53,11 +54,6 @@ recorder = Recorder("toy_problem", artefacts_dir, profile, device)
 R2_THRESHOLD = 0.8  # "near linear": R² of the line through the best α per scale, every family
 
 
-def table(header, rows):
-    """A markdown table from a header and rows of already formatted cells."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return Markdown("\n".join(lines))
 
 
 def fmt(v, spec=".3g"):
