@@ -1561,6 +1561,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=None)
     parser.add_argument("--iterations", type=int, default=None, help="GD iterations")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds")
+    parser.add_argument("--no-gd", action="store_true",
+                        help="exact solver and theory only (the part of 'full' a CPU runs in "
+                             "minutes); writes toy_<profile>_exact.json")
     parser.add_argument("--no-resume", action="store_true",
                         help="ignore GD checkpoints of an earlier interrupted run")
     parser.add_argument("--no-progress", action="store_true")
@@ -1583,10 +1586,13 @@ def _cli_main(args: argparse.Namespace) -> int:
         overrides["iterations"] = args.iterations
     if args.seeds is not None:
         overrides["seeds"] = tuple(range(_check_positive_int(args.seeds, "--seeds")))
+    if args.no_gd:
+        overrides.update(gd_losses=(), extra_gd_bases=())
     cfg = get_config(args.profile, **overrides)
+    stem = args.profile + ("_exact" if args.no_gd else "")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoints" / args.profile
+    ckpt = out / "checkpoints" / stem
     if args.no_resume and ckpt.exists():
         shutil.rmtree(ckpt)
     t0 = time.perf_counter()
@@ -1595,7 +1601,7 @@ def _cli_main(args: argparse.Namespace) -> int:
     payload["profile"] = args.profile
     wall = time.perf_counter() - t0
     command = "klhuber toy " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "klhuber toy"
-    path = save_results(out / f"toy_{args.profile}.json", payload, command=command,
+    path = save_results(out / f"toy_{stem}.json", payload, command=command,
                         device=device, wall_time_s=wall)
     import matplotlib
 
@@ -1603,10 +1609,10 @@ def _cli_main(args: argparse.Namespace) -> int:
     from klhuber.plotting import use_style
 
     use_style(svg=False)
-    figures = {f"fig2_{args.profile}": plot_fig2(
+    figures = {f"fig2_{stem}": plot_fig2(
         payload, title=f"Figure 2 ({args.profile} profile, {device})")}
     if set(cfg.families) - set(PAPER_FAMILIES):
-        figures[f"fig2_all_families_{args.profile}"] = plot_fig2(
+        figures[f"fig2_all_families_{stem}"] = plot_fig2(
             payload, families=cfg.families, title=f"All noise families ({args.profile} profile)")
     for stem, fig in figures.items():
         for ext in ("png", "svg"):
