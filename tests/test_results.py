@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import pytest
 
@@ -54,3 +56,12 @@ def test_atomic_write_keeps_old_content_when_writing_fails(tmp_path):
         results.atomic_write_bytes(path, Boom())  # not bytes: fails before replacing
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["r.txt"]
+
+
+def test_atomic_write_gives_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = results.atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
