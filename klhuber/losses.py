@@ -768,9 +768,14 @@ def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
 
 
 def _reduce(val: Tensor, reduction: str) -> Tensor:
+    """``reduction`` as torch does it: 'none', 'sum', or 'mean' (NaN for an empty input)."""
     if reduction == "none":
         return val
-    return val.sum() if reduction == "sum" else val.mean()
+    if reduction == "sum":
+        return val.sum()
+    if reduction == "mean":
+        return val.mean()
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
 def _loss_plain(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: ParamLike,

@@ -59,6 +59,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from klhuber.losses import _check_reduction, _reduce
+
 __all__ = [
     "ALPHA_RANGE_NLL",
     "AdaptiveLoss",
@@ -127,16 +129,6 @@ def _check_alpha_nll(alpha: Tensor) -> None:
         raise ValueError(
             f"alpha must be in [{lo}, {hi}] for the density / adaptive loss (the density is not "
             f"normalisable for alpha < 0 and Z(alpha) is tabulated up to {hi}); got {alpha}")
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
 
 
 def _exprel(u: Tensor) -> Tensor:
@@ -396,7 +388,7 @@ class GeneralLoss(nn.Module):
             raise ValueError("alpha must be a real number in [-inf, inf]; got NaN")
         if not (scale > 0 and math.isfinite(scale)):
             raise ValueError(f"scale must be finite and > 0; got {scale}")
-        _reduce(torch.zeros(1), reduction)
+        _check_reduction(reduction)
         self.alpha, self.scale, self.reduction = float(alpha), float(scale), reduction
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -438,7 +430,7 @@ class AdaptiveLoss(nn.Module):
             raise ValueError(f"scale_init must be >= scale_lo = {scale_lo}; got {scale_init}")
         if num_dims < 1:
             raise ValueError(f"num_dims must be >= 1; got {num_dims}")
-        _reduce(torch.zeros(1), reduction)
+        _check_reduction(reduction)
         dtype = dtype or torch.get_default_dtype()
         self.alpha_lo, self.alpha_hi = float(alpha_lo), float(alpha_hi)
         self.scale_lo, self.scale_init = float(scale_lo), float(scale_init)

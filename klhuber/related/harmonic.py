@@ -43,6 +43,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from klhuber.losses import _check_reduction, _reduce
+
 __all__ = [
     "DETACH_CHOICES",
     "HIoULoss",
@@ -55,16 +57,6 @@ __all__ = [
 ]
 
 DETACH_CHOICES = ("none", "both", "beta_r", "beta_c")
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
 
 
 def harmonic_factors(ce: Tensor, reg_loss: Tensor, detach: str = "none") -> tuple[Tensor, Tensor]:
@@ -180,7 +172,7 @@ class HarmonicLoss(nn.Module):
         super().__init__()
         if detach not in DETACH_CHOICES:
             raise ValueError(f"detach must be one of {DETACH_CHOICES}; got {detach!r}")
-        _reduce(torch.zeros(1), reduction)
+        _check_reduction(reduction)
         self.detach, self.reduction = detach, reduction
 
     def forward(self, cls_logits: Tensor, labels: Tensor, reg_loss: Tensor) -> Tensor:
@@ -194,7 +186,7 @@ class HIoULoss(nn.Module):
     def __init__(self, gamma: float = 0.5, reduction: str = "mean") -> None:
         super().__init__()
         _check_gamma(gamma)
-        _reduce(torch.zeros(1), reduction)
+        _check_reduction(reduction)
         self.gamma, self.reduction = float(gamma), reduction
 
     def forward(self, pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:
