@@ -10,6 +10,7 @@ came from.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -32,7 +33,9 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
 def _umask() -> int:
+    """The process umask, read once (reading it means setting it, which is not thread-safe)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -110,6 +110,7 @@ __all__ = [
     "optimal_alpha_constant",
     "plot_fig2",
     "plot_rmse_curves",
+    "plot_rmse_panels",
     "psi",
     "run",
     "sample_standard_noise",
@@ -1548,6 +1549,18 @@ def plot_rmse_curves(results: dict[str, Any], family: str, *, scale_indices: Seq
     return ax
 
 
+def plot_rmse_panels(results: dict[str, Any], families: Sequence[str], *, loss: str = "huber"
+                     ) -> Any:
+    """One :func:`plot_rmse_curves` panel per family, side by side; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4))
+    for ax, family in zip(np.atleast_1d(axes), families):
+        plot_rmse_curves(results, family, loss=loss, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
@@ -1614,11 +1627,11 @@ def _cli_main(args: argparse.Namespace) -> int:
     if set(cfg.families) - set(PAPER_FAMILIES):
         figures[f"fig2_all_families_{stem}"] = plot_fig2(
             payload, families=cfg.families, title=f"All noise families ({args.profile} profile)")
-    for stem, fig in figures.items():
+    for name, fig in figures.items():
         for ext in ("png", "svg"):
             buf = io.BytesIO()
             fig.savefig(buf, format=ext, dpi=150)
-            atomic_write_bytes(out / f"{stem}.{ext}", buf.getvalue())
+            atomic_write_bytes(out / f"{name}.{ext}", buf.getvalue())
     shutil.rmtree(ckpt, ignore_errors=True)
     print(json.dumps({"results": str(path), "wall_time_s": round(wall, 1),
                       "timings": {k: round(v, 1) for k, v in payload["timings"].items()}}))

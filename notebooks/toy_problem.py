@@ -229,10 +229,7 @@ display(table(["family", "method", "slope", "intercept", "R²", "slope (per seed
 # around their minimum, which is why the best α of a finite experiment scatters.
 
 # %%
-fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4))
-for ax, fam in zip(np.atleast_1d(axes), families):
-    toy.plot_rmse_curves(results, fam, ax=ax)
-fig.tight_layout()
+toy.plot_rmse_panels(results, families)
 plt.show()
 
 # %% [markdown]
@@ -354,9 +351,7 @@ if full is not None:
         plt.show()
     display(table(["family", "method", "slope", "intercept", "R²", "slope (per seed)",
                    "R² (per seed)"], slopes_rows(full, full["config"]["families"])))
-    fig, axes = plt.subplots(1, len(fams_full), figsize=(4.2 * len(fams_full), 3.2))
-    for ax, fam in zip(np.atleast_1d(axes), fams_full):
-        toy.plot_rmse_curves(full, fam, ax=ax)
+    toy.plot_rmse_panels(full, fams_full)
     plt.show()
 elif profile == "full":
     full = results
@@ -465,5 +460,5 @@ recorder.record(
 # {py:func}`klhuber.toy.run`, {py:func}`klhuber.toy.make_data`, {py:func}`klhuber.toy.gd_grid`,
 # {py:func}`klhuber.toy.exact_grid`, {py:func}`klhuber.toy.asymptotic_variance`,
 # {py:func}`klhuber.toy.optimal_alpha_constant`, {py:func}`klhuber.toy.summarize`,
-# {py:func}`klhuber.toy.plot_fig2`, {py:func}`klhuber.toy.plot_rmse_curves`,
+# {py:func}`klhuber.toy.plot_fig2`, {py:func}`klhuber.toy.plot_rmse_panels`,
 # {py:func}`klhuber.losses.huber`, {py:func}`klhuber.losses.kl_huber`.

@@ -345,3 +345,23 @@ def test_cli_writes_results_and_figure(tmp_path: Path, monkeypatch) -> None:
     fig = toy.plot_fig2(doc, stat="seeds")
     toy.plot_rmse_curves(doc, "laplace")
     assert len(fig.axes) == 1
+    assert len(toy.plot_rmse_panels(doc, doc["config"]["families"]).axes) == len(
+        doc["config"]["families"])
+
+
+def test_cli_no_gd_writes_exact_only_file(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from klhuber import cli
+    from klhuber.results import load_results
+
+    monkeypatch.setitem(toy.PROFILES, "quick", replace(_tiny_config(), extra_gd_bases=()))
+    rc = cli.main(["toy", "--profile", "quick", "--no-gd", "--out", str(tmp_path),
+                   "--no-progress"])
+    assert rc == 0
+    doc = load_results(tmp_path / "toy_quick_exact.json")
+    assert not (tmp_path / "toy_quick.json").exists()
+    assert doc["methods"]["gd"] == {} and doc["config"]["gd_losses"] == []
+    assert doc["methods"]["exact"]["huber"]["converged_fraction"] == 1.0
+    assert (tmp_path / "fig2_quick_exact.png").stat().st_size > 0
