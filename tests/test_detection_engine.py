@@ -9,6 +9,7 @@ processes with gloo through torchrun.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -75,6 +76,21 @@ def test_lr_schedule_and_flip():
         engine.TrainConfig(amp="fp8")
     with pytest.raises(ValueError, match="milestones"):
         engine.TrainConfig(milestones=(5, 3))
+
+
+def test_cosine_schedule_after_warmup():
+    f = [engine.lr_factor(i, 2, 0.5, (3,), 0.1, "cosine", 10) for i in range(12)]
+    assert f[0] == pytest.approx(0.5)  # warm-up factor times cos(0) = 1
+    assert f[1] == pytest.approx(0.75 * 0.5 * (1 + math.cos(math.pi / 10)))
+    assert f[5] == pytest.approx(0.5)  # half-way; milestones ignored
+    assert f[10] == pytest.approx(0.0, abs=1e-15) and f[11] == pytest.approx(0.0, abs=1e-15)
+    assert all(a >= b for a, b in zip(f[2:], f[3:]))
+    with pytest.raises(ValueError, match="total_iters"):
+        engine.lr_factor(1, 0, 1.0, (), 0.1, "cosine", None)
+    with pytest.raises(ValueError, match="schedule"):
+        engine.lr_factor(1, 0, 1.0, (), 0.1, "linear", 10)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        engine.TrainConfig(lr_schedule="linear")
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(shapes, tmp_path):

@@ -46,7 +46,8 @@ def _train(args: argparse.Namespace) -> int:
         iters=args.iters, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, warmup_iters=args.warmup_iters,
         warmup_factor=args.warmup_factor, milestones=args.milestones, gamma=args.gamma,
-        amp=args.amp, clip_grad_norm=args.clip_grad_norm, max_nonfinite=args.max_nonfinite,
+        lr_schedule=args.lr_schedule, amp=args.amp, clip_grad_norm=args.clip_grad_norm,
+        max_nonfinite=args.max_nonfinite,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed,
         workers=args.workers, cache_images=args.cache_images,
         max_train_images=args.max_train_images, device=args.device, hflip=args.hflip,
@@ -153,7 +154,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "experiment_a/b/c, appendix_d, appendix_e, torchvision, ...)")
     t.add_argument("--backbone", default="resnet50_fpn",
                    help="vgg16, vgg16_bn, resnet101_fpn, resnet50_fpn, resnet18_fpn, "
-                        "mobilenet_v3_fpn")
+                        "mobilenet_v3_fpn, convnet4_fpn (small, for CPUs)")
     t.add_argument("--weights", default=None, help="local state dict to start from")
     t.add_argument("--iters", type=int, default=1000)
     t.add_argument("--batch-size", type=int, default=2, help="images per process")
@@ -164,6 +165,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--warmup-factor", type=float, default=0.001)
     t.add_argument("--milestones", type=_ints, default=(), help="comma-separated iterations")
     t.add_argument("--gamma", type=float, default=0.1)
+    t.add_argument("--lr-schedule", default="step", choices=("step", "cosine"),
+                   help="after warm-up: x gamma at each milestone, or cosine decay to 0")
     t.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"))
     t.add_argument("--clip-grad-norm", type=float, default=None)
     t.add_argument("--max-nonfinite", type=int, default=20)

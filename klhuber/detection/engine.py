@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16", "auto")
+#: Learning-rate schedules after the warm-up (:func:`lr_factor`).
+LR_SCHEDULES = ("step", "cosine")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
@@ -88,6 +90,7 @@ class TrainConfig:
     warmup_factor: float = 0.001
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    lr_schedule: str = "step"
     amp: str = "none"
     clip_grad_norm: float | None = None
     max_nonfinite: int = 20
@@ -128,6 +131,9 @@ class TrainConfig:
             raise ValueError(f"warmup_factor must be in (0, 1], got {self.warmup_factor!r}")
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing, got {self.milestones!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{self.lr_schedule!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
@@ -158,14 +164,24 @@ class TrainConfig:
 
 
 def lr_factor(iteration: int, warmup_iters: int, warmup_factor: float,
-              milestones: tuple[int, ...], gamma: float) -> float:
-    """Learning-rate multiplier at ``iteration``: linear warm-up from ``warmup_factor`` to 1
-    over ``warmup_iters`` (torchvision references' ``LinearLR``), times ``gamma`` per passed
-    milestone (``MultiStepLR``)."""
+              milestones: tuple[int, ...], gamma: float, schedule: str = "step",
+              total_iters: int | None = None) -> float:
+    r"""Learning-rate multiplier at ``iteration``: linear warm-up from ``warmup_factor`` to 1
+    over ``warmup_iters`` (torchvision references' ``LinearLR``), times either ``gamma`` per
+    passed milestone (``schedule="step"``, ``MultiStepLR``) or the cosine decay
+    :math:`\tfrac12(1 + \cos(\pi\,i/T))` over ``total_iters`` :math:`T`
+    (``schedule="cosine"``, ``CosineAnnealingLR`` to 0; milestones are then ignored)."""
     factor = 1.0
     if iteration < warmup_iters:
         alpha = iteration / warmup_iters
         factor = warmup_factor * (1 - alpha) + alpha
+    if schedule == "cosine":
+        if total_iters is None or total_iters < 1:
+            raise ValueError(f"total_iters must be an int >= 1 for the cosine schedule, "
+                             f"got {total_iters!r}")
+        return factor * 0.5 * (1.0 + math.cos(math.pi * min(iteration, total_iters) / total_iters))
+    if schedule != "step":
+        raise ValueError(f"schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     passed = sum(1 for m in milestones if iteration >= m)
     return factor * gamma**passed
 
@@ -192,6 +208,10 @@ def random_horizontal_flip(images: list[Tensor], targets: list[dict[str, Tensor]
 def _anchor_generator(arch: str, backbone: str, sizes: tuple[float, ...]):
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
+    if backbone == "convnet4_fpn":
+        from klhuber.detection.backbones import convnet4_anchor_generator
+
+        return convnet4_anchor_generator(arch, sizes)
     if arch == "retinanet":
         per_level = tuple(tuple(int(round(s * 2 ** (k / 3))) for k in range(3)) for s in sizes)
         return AnchorGenerator(per_level, ((0.5, 1.0, 2.0),) * len(sizes))
@@ -221,7 +241,7 @@ def build_detector(config: TrainConfig, num_classes: int) -> nn.Module:
         # A narrower two-layer box head (torchvision's is 1024 wide): cheap CPU profiles.
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
-        channels = 512 if config.backbone.startswith("vgg16") else 256
+        channels = model.backbone.out_channels
         model.roi_heads.box_head = TwoMLPHead(channels * 7 * 7, config.box_head_dim)
         model.roi_heads.box_predictor = FastRCNNPredictor(config.box_head_dim, num_classes)
     if config.weights_path is not None:
@@ -366,7 +386,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
-        schedule = (config.warmup_iters, config.warmup_factor, config.milestones, config.gamma)
+        schedule = (config.warmup_iters, config.warmup_factor, config.milestones, config.gamma,
+                    config.lr_schedule, config.iters)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda it: lr_factor(it, *schedule))
         amp_dtype = _amp_dtype(config.amp, device)

@@ -26,6 +26,7 @@ Class-count convention is torchvision's: ``num_classes`` *includes* the backgrou
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from torchvision.models.detection import (
 )
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.retinanet import (
     RetinaNetClassificationHead,
     RetinaNetHead,
@@ -52,6 +53,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from klhuber.detection.backbones import convnet4_anchor_generator, convnet4_fpn
 from klhuber.detection.box_losses import BoxRegressionLoss, resolve_box_loss, stage_losses
 
 __all__ = [
@@ -75,7 +77,9 @@ HARMONIC_CHOICES = ("none", "both", "beta_r", "beta_c")
 #: Backbone names.  ``vgg16`` is the paper's Faster R-CNN backbone (conv5_3, stride 16, one
 #: feature map, no FPN); ``resnet101_fpn`` the paper's RetinaNet backbone; ``mobilenet_v3_fpn``
 #: and ``resnet18_fpn`` are small ones for CPU runs and tests.  ``vgg16_bn`` is VGG-16 with
-#: batch norm, easier to train from scratch.
+#: batch norm, easier to train from scratch.  ``convnet4_fpn`` is a 4-stage 32-128-channel
+#: ConvNet with a 64-channel FPN (:mod:`klhuber.detection.backbones`), sized for 64-px images
+#: on a CPU: the backbone of the ``cpu`` experiment profile.
 BACKBONES = (
     "vgg16",
     "vgg16_bn",
@@ -83,6 +87,7 @@ BACKBONES = (
     "resnet50_fpn",
     "resnet18_fpn",
     "mobilenet_v3_fpn",
+    "convnet4_fpn",
 )
 
 #: py-faster-rcnn's end-to-end training/test settings (``experiments/cfgs/faster_rcnn_end2end``
@@ -545,6 +550,8 @@ def _build_fasterrcnn(
         return FasterRCNN(_mobilenet_body(trainable, pretrained), num_classes, **kwargs)
     if backbone.startswith("resnet"):
         return FasterRCNN(_resnet_body(backbone, trainable, pretrained), num_classes, **kwargs)
+    if backbone == "convnet4_fpn":
+        return _build_convnet4_fasterrcnn(num_classes, trainable, kwargs, pretrained)
     # vgg16 / vgg16_bn: py-faster-rcnn's network on conv5_3 (one map, stride 16).
     features, classifier = _vgg_parts(backbone, trainable, pretrained)
     defaults = dict(PY_FASTER_RCNN_DEFAULTS)
@@ -562,6 +569,31 @@ def _build_fasterrcnn(
     return FasterRCNN(features, None, box_head=box_head, box_predictor=box_predictor, **kwargs)
 
 
+def _no_pretrained_convnet4(trainable: int | None, pretrained: bool) -> None:
+    if pretrained:
+        raise ValueError("backbone 'convnet4_fpn' has no pretrained weights; train it from scratch")
+    if trainable is not None:
+        raise ValueError("trainable_backbone_layers does not apply to 'convnet4_fpn' (all layers "
+                         "train)")
+
+
+def _build_convnet4_fasterrcnn(num_classes: int, trainable: int | None, kwargs: dict,
+                               pretrained: bool) -> FasterRCNN:
+    """Faster R-CNN on :class:`~klhuber.detection.backbones.ConvNet4FPN`: its anchors and a
+    two-layer box head 256 wide (torchvision's is 1024) unless ``kwargs`` give others."""
+    _no_pretrained_convnet4(trainable, pretrained)
+    body = convnet4_fpn(extra_pool=True)
+    defaults: dict[str, Any] = {"rpn_anchor_generator": convnet4_anchor_generator("fasterrcnn")}
+    if kwargs.get("box_head") is None and kwargs.get("box_predictor") is None:
+        defaults["box_head"] = TwoMLPHead(body.out_channels * 7 * 7, 256)
+        defaults["box_predictor"] = FastRCNNPredictor(256, num_classes)
+        num_classes_arg = None
+    else:
+        num_classes_arg = num_classes
+    merged = {**defaults, **{k: v for k, v in kwargs.items() if v is not None}}
+    return FasterRCNN(body, num_classes_arg, **merged)
+
+
 def _build_retinanet(
     backbone: str,
     num_classes: int,
@@ -570,6 +602,7 @@ def _build_retinanet(
     loss: BoxRegressionLoss,
     pretrained: bool,
 ) -> RetinaNet:
+    head_norm = None
     if backbone == "resnet50_fpn" and not pretrained:
         model = retinanet_resnet50_fpn(
             weights=None,
@@ -592,6 +625,11 @@ def _build_retinanet(
             extra_blocks=LastLevelP6P7(256, 256),
         )
         anchors = _retinanet_anchors(5, 8)
+    elif backbone == "convnet4_fpn":
+        _no_pretrained_convnet4(trainable, pretrained)
+        body = convnet4_fpn(extra_pool=False)
+        anchors = convnet4_anchor_generator("retinanet")
+        head_norm = partial(nn.GroupNorm, 16)  # GroupNorm in the head: stable from scratch
     elif backbone == "mobilenet_v3_fpn":
         # The last two stages (stride 16, 32) + P6/P7: 4 levels.
         body = _mobilenet_body(trainable, pretrained, extra_blocks=LastLevelP6P7(256, 256))
@@ -608,7 +646,8 @@ def _build_retinanet(
     head = kwargs.pop("head", None)
     if head is None:
         head = KLRetinaNetHead(
-            body.out_channels, anchors.num_anchors_per_location()[0], num_classes, box_loss=loss
+            body.out_channels, anchors.num_anchors_per_location()[0], num_classes,
+            norm_layer=head_norm, box_loss=loss
         )
     elif not isinstance(head.regression_head, KLRetinaNetRegressionHead):
         head.regression_head = KLRetinaNetRegressionHead.from_torchvision(
