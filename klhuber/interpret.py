@@ -95,6 +95,8 @@ __all__ = [
     "from_detectron2",
     "from_huber_loss",
     "from_smooth_l1",
+    "SWEEP_PREFIX",
+    "alpha_sweep_preset",
     "get_preset",
     "interpret",
     "interpret_config",
@@ -396,15 +398,70 @@ def _build_presets() -> dict[str, BoxLossConfig]:
 PRESETS: dict[str, BoxLossConfig] = _build_presets()
 
 
+#: Prefix of the names of :func:`alpha_sweep_preset`'s configurations.
+SWEEP_PREFIX = "sweep_alpha"
+
+
+def alpha_sweep_preset(alpha: Number, *, lam: Number = 1,
+                       sigma: Sequence[Number] = _IMPL_DET_SIGMA) -> BoxLossConfig:
+    r"""A box loss :math:`(\lambda/\alpha) H_\alpha` with a chosen :math:`\alpha` in both stages
+    (the controlled-label-noise experiment of the detectors chapter).
+
+    ``alpha = 0`` gives the L1 limit (``kind="l1"``).  :math:`\lambda` and :math:`\sigma` are
+    held fixed, so in the KL reading (Table 2) only the label-noise scale
+    :math:`\alpha\sigma w_a` changes; the prediction-noise scale :math:`\sigma w_a/\lambda`
+    stays.  The name, ``"sweep_alpha<alpha>"`` (e.g. ``sweep_alpha0.70711``), is understood by
+    :func:`get_preset`, so a training config can store it as a string.
+    """
+    alpha = _number(alpha, "alpha", allow_zero=True)
+    sig = _four(sigma, "sigma")
+    if sig == _IMPL_DET_SIGMA and lam == 1:
+        name = f"{SWEEP_PREFIX}{float(alpha):.5g}"
+    else:
+        name = (f"{SWEEP_PREFIX}{float(alpha):.5g}-lam{float(lam):.5g}-sigma"
+                + ",".join(f"{float(v):.5g}" for v in sig))
+    stage = StageLoss("l1", lam, 0, sig) if alpha == 0 else StageLoss("huber", lam, alpha, sig)
+    return BoxLossConfig(name, stage, stage,
+                         "α sweep (controlled label noise): (λ/α)·H_α with λ and σ fixed in "
+                         "both stages; α = 0 is the L1 limit.")
+
+
+def _parse_sweep_name(name: str) -> BoxLossConfig:
+    body = name[len(SWEEP_PREFIX):]
+    parts = body.split("-")
+    try:
+        alpha = float(parts[0])
+        lam: Number = 1
+        sigma: Sequence[Number] = _IMPL_DET_SIGMA
+        for part in parts[1:]:
+            if part.startswith("lam"):
+                lam = float(part[3:])
+            elif part.startswith("sigma"):
+                sigma = tuple(float(v) for v in part[5:].split(","))
+            else:
+                raise ValueError(part)
+    except ValueError:
+        raise ValueError(f"unknown box-loss preset {name!r}: a sweep name is "
+                         f"'{SWEEP_PREFIX}<alpha>[-lam<lam>][-sigma<sx>,<sy>,<sw>,<sh>]', e.g. "
+                         f"'{SWEEP_PREFIX}0.5'") from None
+    config = alpha_sweep_preset(alpha, lam=lam, sigma=sigma)
+    return replace(config, name=name)
+
+
 def get_preset(name: str | BoxLossConfig) -> BoxLossConfig:
-    """The preset called ``name`` (a :class:`BoxLossConfig` is returned unchanged)."""
+    """The preset called ``name`` (a :class:`BoxLossConfig` is returned unchanged).
+
+    Besides :data:`PRESETS`, names of :func:`alpha_sweep_preset` (``"sweep_alpha<alpha>"``) are
+    understood."""
     if isinstance(name, BoxLossConfig):
         return name
+    if isinstance(name, str) and name.startswith(SWEEP_PREFIX):
+        return _parse_sweep_name(name)
     try:
         return PRESETS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown box-loss preset {name!r}; valid names: "
-                         f"{', '.join(PRESETS)}") from None
+                         f"{', '.join(PRESETS)}, or {SWEEP_PREFIX}<alpha>") from None
 
 
 # ----------------------------------------------------------------------------- interpret

@@ -436,3 +436,31 @@ def test_stage_loss_low_precision(dtype, kind, alpha):
     assert low.dtype == dtype and torch.isfinite(low).all()
     tolerance = {torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
     torch.testing.assert_close(low.double(), reference, rtol=tolerance, atol=tolerance)
+
+
+# ----------------------------------------------------------------------------- α-sweep presets
+
+
+def test_alpha_sweep_preset_round_trips_through_its_name():
+    config = ki.alpha_sweep_preset(0.70711)
+    assert config.name == "sweep_alpha0.70711"
+    assert ki.get_preset(config.name) == config
+    for stage in (config.proposal, config.detection):
+        assert stage.kind == "huber" and stage.lam == 1 and stage.alpha == 0.70711
+        assert stage.sigma == (F(1, 10), F(1, 10), F(1, 5), F(1, 5))
+    # Table 2 reading: label scale alpha * sigma_x, prediction scale sigma_x / lambda
+    interp = ki.interpret(config.detection)
+    assert float(interp.label_noise[0]) == pytest.approx(0.070711)
+    assert float(interp.prediction_noise[2]) == pytest.approx(0.2)
+    l1 = ki.get_preset("sweep_alpha0")
+    assert l1.detection.kind == "l1" and l1.detection.alpha == 0
+    other = ki.alpha_sweep_preset(2, lam=F(1, 2), sigma=(1, 1, 2, 2))
+    assert other.name == "sweep_alpha2-lam0.5-sigma1,1,2,2"
+    assert ki.get_preset(other.name).detection == other.detection
+
+
+@pytest.mark.parametrize("name", ["sweep_alpha", "sweep_alphax", "sweep_alpha1-mu3",
+                                  "sweep_alpha-1"])
+def test_bad_sweep_names_are_rejected(name):
+    with pytest.raises(ValueError, match="alpha|preset"):
+        ki.get_preset(name)
