@@ -320,6 +320,7 @@ _STATUS_BADGE = {
     "verified": "✓ verified",
     "reproduced": "✓ reproduced",
     "differs": "≠ differs",
+    "inconclusive": "? inconclusive",
     "not run at this profile": "– not run at this profile",
 }
 
@@ -333,7 +334,7 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
 
     Raises :class:`BookError` when a row marked verified/reproduced carries a failing check.
     """
-    from klhuber.scorecard import ARTEFACTS, load_rows
+    from klhuber.scorecard import ARTEFACTS, EXTENSIONS, load_rows
 
     rows = load_rows(paths.artefacts) if paths.artefacts.exists() else []
     failing = [r for r in rows if r["status"] in ("verified", "reproduced") and r["check"] is not True]
@@ -356,7 +357,9 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
         "| artefact | status | where | paper | ours | profile / device |",
         "|---|---|---|---|---|---|",
     ]
-    for artefact in ARTEFACTS:
+    for artefact in ARTEFACTS + EXTENSIONS:
+        if artefact is EXTENSIONS[0]:
+            lines.append("| **Beyond the paper** | | | | | |")
         found = by_key.get(artefact.key, [])
         if not found:
             counts["missing"] = counts.get("missing", 0) + 1
@@ -373,7 +376,8 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
                 f"| {where} | {_cell(row['paper'])} | {_cell(row['ours'])} "
                 f"| {row['profile']} / {row['device']} |")
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    summary_line = f"**Summary:** {len(ARTEFACTS)} artefacts of the paper map; rows: {summary}."
+    summary_line = (f"**Summary:** {len(ARTEFACTS)} artefacts of the paper map and "
+                    f"{len(EXTENSIONS)} beyond it; rows: {summary}.")
     lines[5:5] = [summary_line, ""]
     lines += ["", "## Chapter run times", "",
               "Measured when each notebook was last executed for this build.", "",
@@ -387,17 +391,18 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
     downloads = sorted(p for p in paths.results.rglob("*.json")) if paths.results.exists() else []
     if downloads:
         lines += ["", "## Committed results", "",
-                  "Full-profile runs made on a GPU, each with its provenance block.", ""]
+                  "Long runs (CPU grids and GPU runs), each with a provenance block that "
+                  "names its command, commit and device.", ""]
         for path in downloads:
             relative = path.relative_to(paths.results).as_posix()
             lines.append(f"- {{download}}`results/{relative} <results/{relative}>`")
     target = paths.site / "book" / "scorecard.md"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, "\n".join(lines) + "\n")
-    rows_for = {a.key: by_key.get(a.key, []) for a in ARTEFACTS}
+    rows_for = {a.key: by_key.get(a.key, []) for a in ARTEFACTS + EXTENSIONS}
     landing = [summary_line, "",
                "| artefact | status |", "|---|---|"]
-    for artefact in ARTEFACTS:
+    for artefact in ARTEFACTS + EXTENSIONS:
         statuses = sorted({_STATUS_BADGE.get(r["status"], r["status"]) for r in rows_for[artefact.key]})
         landing.append(f"| {_cell(artefact.title.split(':')[0])} "
                        f"| {', '.join(statuses) or '✗ not recorded'} |")

@@ -17,10 +17,11 @@ from typing import Any
 
 from klhuber.results import atomic_write_text
 
-__all__ = ["ARTEFACTS", "STATUSES", "Artefact", "Recorder", "figures_dir", "load_rows"]
+__all__ = ["ARTEFACTS", "EXTENSIONS", "STATUSES", "Artefact", "Recorder", "figures_dir", "load_rows"]
 
-#: The statuses a scorecard row can have.
-STATUSES = ("verified", "reproduced", "differs", "not run at this profile")
+#: The statuses a scorecard row can have.  ``inconclusive``: the experiment ran, but its
+#: confidence interval excludes neither the claim nor its opposite.
+STATUSES = ("verified", "reproduced", "differs", "inconclusive", "not run at this profile")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,14 @@ ARTEFACTS: tuple[Artefact, ...] = (
              "closed forms of the special cases"),
     Artefact("seed004", "Harmonic loss and HIoU loss", "sympy"),
 )
-_KEYS = {artefact.key for artefact in ARTEFACTS}
+#: Questions the paper raises but could not test, answered by this book's own experiments;
+#: listed after the paper map on the scorecard.
+EXTENSIONS: tuple[Artefact, ...] = (
+    Artefact("label-noise", "Beyond the paper: which α localises best under known label noise",
+             "α sweep of detectors trained on labels with controlled noise; 95% CIs over "
+             "paired seeds"),
+)
+_KEYS = {artefact.key for artefact in ARTEFACTS + EXTENSIONS}
 
 
 @dataclass

@@ -42,7 +42,9 @@ def test_scorecard_page_lists_every_artefact_and_refuses_failing_verified(tmp_pa
     for artefact in scorecard.ARTEFACTS:
         assert artefact.title.split(":")[0].replace("|", "\\|") in page
     assert "✓ reproduced" in page
-    assert page.count("not recorded by any chapter") == len(scorecard.ARTEFACTS) - 1
+    assert page.count("not recorded by any chapter") == (
+        len(scorecard.ARTEFACTS) + len(scorecard.EXTENSIONS) - 1)
+    assert "Beyond the paper" in page
     # a sidecar edited to claim a failing check as verified fails the build
     import json
 

@@ -1,0 +1,337 @@
+"""Tables 3-6 and the controlled-label-noise test from finished detector runs, with CIs.
+
+The detectors chapter and the scorecard read everything they say about the detector
+experiments from this module, so that every claim gets one verdict, computed once:
+
+* :func:`load_runs` reads the run JSONs of one profile (written by
+  :func:`klhuber.detection.experiments.run_one`) and refuses mixtures: another profile, another
+  data set, or a file half-written by a crash each get a :class:`ResultsError` naming the file;
+* :func:`estimate` and :func:`paired_difference` give the mean over seeds with a 95 % Student-t
+  interval; runs of one seed share their initialisation and data order across presets (a
+  paired design), so a difference between two presets is estimated per seed;
+* :data:`CLAIMS` states each table's claim as comparisons between presets and
+  :func:`claim_verdicts` decides them: ``"reproduced"`` only when every comparison's interval
+  excludes the opposite, ``"differs"`` when one excludes the claim, else ``"inconclusive"``;
+* :func:`alpha_sweep` summarises the α sweep against the two predictions of the best α: Table
+  2's reading (interpreted label noise = true label noise) and the asymptotic theory of the toy
+  chapter (:func:`klhuber.toy.optimal_alpha_constant` for the edge-noise distribution).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CLAIMS",
+    "METRICS",
+    "Claim",
+    "Comparison",
+    "Estimate",
+    "ResultsError",
+    "SweepSummary",
+    "alpha_sweep",
+    "claim_verdicts",
+    "estimate",
+    "load_runs",
+    "paired_difference",
+    "run_noise",
+    "sweep_alpha_of",
+]
+
+#: COCO metrics reported by the paper's tables, in their column order.
+METRICS: tuple[str, ...] = ("AP50", "AP75", "AP")
+_REQUIRED = ("profile", "run_id", "arch", "preset", "seed", "metrics", "data",
+             "interpreted_label_noise", "config")
+
+
+class ResultsError(ValueError):
+    """Committed detector results that cannot be used as they are (the message says why)."""
+
+
+def _load_one(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(
+            f"{path} is not valid JSON ({exc.__class__.__name__}: {exc}); it was probably "
+            "half-written by a crash: delete it and run the experiment again to redo that run"
+        ) from None
+    if not isinstance(payload, dict):
+        raise ResultsError(f"{path} holds a {type(payload).__name__}, not a run result")
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise ResultsError(f"{path} is not a detector run result: it lacks {missing}")
+    return payload
+
+
+def run_noise(run: dict[str, Any]) -> float:
+    """The true training-label edge-noise scale of ``run``."""
+    return float(run["data"]["true_label_noise"]["edge_scale"])
+
+
+def load_runs(results_dir: str | Path, profile: str) -> list[dict[str, Any]]:
+    """All runs of ``profile`` under ``results_dir/<profile>/``, sorted by run id.
+
+    Raises :class:`ResultsError` when the folder is missing or empty, when a file is not a
+    complete run result, when a run belongs to another profile, or when the runs come from
+    different data sets (another generator recipe, or other validation images).
+    """
+    folder = Path(results_dir) / profile
+    if not folder.is_dir():
+        raise ResultsError(
+            f"no results folder {folder} for profile {profile!r}; run `klhuber detect experiment "
+            f"--profile {profile} --results-dir {Path(results_dir)}` first")
+    runs = [_load_one(p) for p in sorted(folder.glob("*.json"))]
+    if not runs:
+        raise ResultsError(f"{folder} holds no run results for profile {profile!r}")
+    for run in runs:
+        if run["profile"] != profile:
+            raise ResultsError(f"run {run['run_id']} in {folder} belongs to profile "
+                               f"{run['profile']!r}, not {profile!r}; tables never mix profiles")
+    recipes = {json.dumps({k: v for k, v in run["data"]["spec"].items() if k != "noise_scale"},
+                          sort_keys=True) for run in runs}
+    val_hashes = {run["data"]["hash"]["val"] for run in runs}
+    if len(recipes) > 1 or len(val_hashes) > 1:
+        raise ResultsError(f"the runs in {folder} come from {max(len(recipes), len(val_hashes))} "
+                           "different data sets; results of different data sets are never "
+                           "compared in one table")
+    return sorted(runs, key=lambda r: r["run_id"])
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean over seeds with a two-sided Student-t interval (``low``/``high`` are NaN for n < 2)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    values: tuple[float, ...] = ()
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def text(self, scale: float = 100.0, digits: int = 1) -> str:
+        """``"61.2 ± 1.3"`` (``scale`` 100 gives AP points); ``"61.2"`` for a single seed."""
+        if self.n == 0:
+            return "–"
+        if self.n < 2:
+            return f"{scale * self.mean:.{digits}f}"
+        return f"{scale * self.mean:.{digits}f} ± {scale * self.half_width:.{digits}f}"
+
+
+def _t_quantile(p: float, df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(p, df))
+
+
+def estimate(values: Iterable[float], level: float = 0.95) -> Estimate:
+    """Mean of ``values`` with its ``level`` Student-t confidence interval."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    vals = tuple(float(v) for v in values)
+    n = len(vals)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    mean = math.fsum(vals) / n
+    if n < 2:
+        return Estimate(mean, math.nan, math.nan, 1, vals)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = _t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    return Estimate(mean, mean - half, mean + half, n, vals)
+
+
+def _select(runs: Sequence[dict[str, Any]], arch: str, preset: str, noise: float
+            ) -> dict[int, dict[str, Any]]:
+    return {int(r["seed"]): r for r in runs if r["arch"] == arch and r["preset"] == preset
+            and math.isclose(run_noise(r), noise, abs_tol=1e-12)}
+
+
+def cell(runs: Sequence[dict[str, Any]], arch: str, preset: str, noise: float, metric: str,
+         level: float = 0.95) -> Estimate:
+    """``metric`` of (``arch``, ``preset``) at label noise ``noise``, over the seeds run."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return estimate([r["metrics"][metric] for r in _select(runs, arch, preset, noise).values()],
+                    level)
+
+
+def paired_difference(runs: Sequence[dict[str, Any]], arch: str, preset: str, reference: str,
+                      noise: float, metric: str, level: float = 0.95) -> Estimate:
+    """``metric(preset) - metric(reference)`` per seed (seeds run for both), with its CI."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    a = _select(runs, arch, preset, noise)
+    b = _select(runs, arch, reference, noise)
+    seeds = sorted(set(a) & set(b))
+    return estimate([a[s]["metrics"][metric] - b[s]["metrics"][metric] for s in seeds], level)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``preset`` against ``reference`` in ``metric``: ``">"`` (better), ``"<"`` (worse) or
+    ``"~"`` (within ``margin`` AP, as a fraction: 0.01 = one point)."""
+
+    preset: str
+    reference: str
+    metric: str
+    relation: str
+    margin: float = 0.0
+
+    def text(self) -> str:
+        if self.relation == "~":
+            return (f"{self.preset} within {100 * self.margin:g} points of {self.reference} "
+                    f"in {self.metric}")
+        word = "above" if self.relation == ">" else "below"
+        return f"{self.preset} {word} {self.reference} in {self.metric}"
+
+    def verdict(self, diff: Estimate) -> str:
+        """``reproduced`` / ``differs`` / ``inconclusive`` from the paired difference's CI."""
+        if diff.n < 2 or math.isnan(diff.low):
+            return "inconclusive"
+        if self.relation == ">":
+            return "reproduced" if diff.low > 0 else "differs" if diff.high < 0 else "inconclusive"
+        if self.relation == "<":
+            return "reproduced" if diff.high < 0 else "differs" if diff.low > 0 else "inconclusive"
+        inside = -self.margin <= diff.low and diff.high <= self.margin
+        outside = diff.low > self.margin or diff.high < -self.margin
+        return "reproduced" if inside else "differs" if outside else "inconclusive"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A table's claim as comparisons (all must hold) on one architecture."""
+
+    key: str
+    arch: str
+    text: str
+    comparisons: tuple[Comparison, ...]
+
+
+#: The claims of Tables 3-6 as the paper states them (Section 7, Appendices D-E).
+CLAIMS: tuple[Claim, ...] = (
+    Claim("table3", "fasterrcnn",
+          "Implementation beats Publication in AP, and Experiments A-C (smaller interpreted "
+          "label noise) beat Implementation in AP75",
+          (Comparison("implementation", "publication", "AP", ">"),
+           Comparison("experiment_a", "implementation", "AP75", ">"),
+           Comparison("experiment_b", "implementation", "AP75", ">"),
+           Comparison("experiment_c", "implementation", "AP75", ">"))),
+    Claim("table4", "retinanet",
+          "Experiment A beats Implementation in AP75; Experiment B loses AP50",
+          (Comparison("experiment_a", "implementation", "AP75", ">"),
+           Comparison("experiment_b", "implementation", "AP50", "<"))),
+    Claim("table5", "fasterrcnn",
+          "the linear size target (Appendix D) is within one AP point of the log target",
+          (Comparison("appendix_d", "implementation", "AP", "~", 0.01),)),
+    Claim("table6", "fasterrcnn",
+          "D_{α/2,1/α} (Appendix E) is within one AP point of H_α",
+          (Comparison("appendix_e", "implementation", "AP", "~", 0.01),)),
+)
+
+
+def claim_verdicts(runs: Sequence[dict[str, Any]], noise: float, level: float = 0.95
+                   ) -> dict[str, dict[str, Any]]:
+    """Each claim of :data:`CLAIMS` at label noise ``noise``: its comparisons (paired
+    difference, verdict) and the overall verdict (``reproduced`` only if all comparisons are,
+    ``differs`` if one is, ``not run`` when a needed cell has no run, else ``inconclusive``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for claim in CLAIMS:
+        parts = []
+        for comp in claim.comparisons:
+            diff = paired_difference(runs, claim.arch, comp.preset, comp.reference, noise,
+                                     comp.metric, level)
+            parts.append({"comparison": comp, "difference": diff,
+                          "verdict": "not run" if diff.n == 0 else comp.verdict(diff)})
+        verdicts = [p["verdict"] for p in parts]
+        if "not run" in verdicts:
+            overall = "not run"
+        elif all(v == "reproduced" for v in verdicts):
+            overall = "reproduced"
+        elif "differs" in verdicts:
+            overall = "differs"
+        else:
+            overall = "inconclusive"
+        seeds = min((p["difference"].n for p in parts), default=0)
+        out[claim.key] = {"claim": claim, "comparisons": parts, "verdict": overall,
+                          "seeds": seeds}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The α sweep
+
+
+def sweep_alpha_of(preset: str) -> float | None:
+    """The α of a sweep preset name (``"sweep_alpha0.5"`` -> 0.5; L1 is 0), else ``None``."""
+    from klhuber.interpret import SWEEP_PREFIX, get_preset
+
+    if not preset.startswith(SWEEP_PREFIX):
+        return None
+    stage = get_preset(preset).detection
+    return float(stage.alpha)
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """The α sweep at one true noise level.
+
+    ``alphas`` sorted (0 = L1); ``metric`` estimates per α; ``vs_l1`` paired differences to
+    the L1 limit; ``best_alpha`` the α of the highest mean; ``table2_alpha`` Table 2's reading
+    (interpreted x* scale = true x* scale: :math:`\\alpha = b_x/\\sigma_x`); ``theory_alpha``
+    the asymptotic theory's :math:`c_f\\,b/\\sigma_x` for the edge-noise distribution.
+    """
+
+    arch: str
+    noise: float
+    metric: str
+    alphas: tuple[float, ...]
+    estimates: tuple[Estimate, ...]
+    vs_l1: tuple[Estimate, ...]
+    best_alpha: float
+    table2_alpha: float
+    theory_alpha: float
+    seeds: int
+
+
+def alpha_sweep(runs: Sequence[dict[str, Any]], *, arch: str = "retinanet",
+                metric: str = "AP75", level: float = 0.95) -> list[SweepSummary]:
+    """One :class:`SweepSummary` per true noise level among the sweep runs of ``arch``."""
+    from klhuber.interpret import get_preset
+    from klhuber.toy import optimal_alpha_constant
+
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    sweep = [r for r in runs if r["arch"] == arch and sweep_alpha_of(r["preset"]) is not None]
+    out = []
+    for noise in sorted({run_noise(r) for r in sweep}):
+        at = [r for r in sweep if math.isclose(run_noise(r), noise, abs_tol=1e-12)]
+        by_alpha: dict[float, str] = {}
+        for r in at:
+            by_alpha[sweep_alpha_of(r["preset"])] = r["preset"]
+        alphas = tuple(sorted(by_alpha))
+        ests = tuple(cell(at, arch, by_alpha[a], noise, metric, level) for a in alphas)
+        l1 = by_alpha.get(0.0)
+        vs = tuple(paired_difference(at, arch, by_alpha[a], l1, noise, metric, level)
+                   if l1 is not None else Estimate(math.nan, math.nan, math.nan, 0)
+                   for a in alphas)
+        best = alphas[max(range(len(alphas)), key=lambda i: ests[i].mean)]
+        first = at[0]
+        sigma_x = float(get_preset(first["preset"]).detection.sigma[0])
+        true_x = float(first["data"]["true_label_noise"]["x"])
+        distribution = first["data"]["true_label_noise"]["distribution"]
+        family = {"laplace": "laplace", "gaussian": "normal"}[distribution]
+        c_f = float(optimal_alpha_constant(family)["c"])
+        edge = float(first["data"]["true_label_noise"]["edge_scale"])
+        out.append(SweepSummary(arch, noise, metric, alphas, ests, vs, best,
+                                table2_alpha=true_x / sigma_x,
+                                theory_alpha=c_f * edge / sigma_x,
+                                seeds=min(e.n for e in ests)))
+    return out

@@ -1,0 +1,135 @@
+"""Tests of klhuber.detection.report: loading committed runs, CIs, paired claims, the α sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from klhuber.detection import report as rp
+
+SPEC = {"image_size": 64, "num_train": 10, "num_val": 5, "noise_scale": 0.1, "seed": 0}
+
+
+def run(arch, preset, noise, seed, ap50=0.8, ap75=0.5, ap=0.45, profile="cpu", val="v1",
+        interp_x=0.1):
+    return {
+        "profile": profile, "run_id": f"{arch}-{preset}-noise{noise:g}-seed{seed}",
+        "arch": arch, "preset": preset, "seed": seed,
+        "metrics": {"AP50": ap50, "AP75": ap75, "AP": ap},
+        "data": {"spec": {**SPEC, "noise_scale": noise}, "hash": {"train": "t", "val": val},
+                 "true_label_noise": {"edge_scale": noise, "distribution": "laplace",
+                                      "x": noise / math.sqrt(2), "w": noise * math.sqrt(2)}},
+        "interpreted_label_noise": {"x": interp_x, "w": 2 * interp_x, "kind": "huber"},
+        "config": {},
+    }
+
+
+def write(folder, runs):
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in runs:
+        (folder / f"{r['run_id']}.json").write_text(json.dumps(r))
+
+
+def test_estimate_matches_student_t():
+    est = rp.estimate([1.0, 2.0, 3.0])
+    assert est.mean == 2.0 and est.n == 3
+
+    assert est.half_width == pytest.approx(4.30265 / math.sqrt(3), rel=1e-6)  # t_{0.975,2}
+    single = rp.estimate([0.4])
+    assert single.n == 1 and math.isnan(single.low) and single.text() == "40.0"
+    assert rp.estimate([]).text() == "–"
+    assert rp.estimate([0.5, 0.7]).text() == "60.0 ± 127.1"
+    with pytest.raises(ValueError, match="level"):
+        rp.estimate([1.0, 2.0], level=1.5)
+
+
+def test_paired_difference_uses_matching_seeds_only():
+    runs = [run("retinanet", "a", 0.1, s, ap=0.5 + 0.01 * s) for s in (0, 1, 2)]
+    runs += [run("retinanet", "b", 0.1, s, ap=0.4 + 0.02 * s) for s in (0, 1)]
+    diff = rp.paired_difference(runs, "retinanet", "a", "b", 0.1, "AP")
+    assert diff.n == 2
+    assert diff.values == pytest.approx((0.1, 0.09))
+    with pytest.raises(ValueError, match="metric"):
+        rp.paired_difference(runs, "retinanet", "a", "b", 0.1, "AR")
+
+
+@pytest.mark.parametrize(("relation", "values", "expected"), [
+    (">", (0.02, 0.03, 0.025), "reproduced"),
+    (">", (-0.02, -0.03, -0.025), "differs"),
+    (">", (-0.02, 0.03, 0.0), "inconclusive"),
+    ("<", (-0.02, -0.03, -0.025), "reproduced"),
+    ("<", (0.02, 0.03, 0.025), "differs"),
+    ("~", (0.001, -0.001, 0.0), "reproduced"),
+    ("~", (0.05, 0.06, 0.055), "differs"),
+    ("~", (0.0, 0.02, 0.01), "inconclusive"),
+])
+def test_comparison_verdicts_need_the_interval_to_exclude_the_opposite(relation, values,
+                                                                       expected):
+    comp = rp.Comparison("a", "b", "AP", relation, margin=0.01)
+    assert comp.verdict(rp.estimate(values)) == expected
+    assert comp.verdict(rp.estimate(values[:1])) == "inconclusive"
+
+
+def test_claim_verdicts_on_a_constructed_grid():
+    runs = []
+    for s in range(3):
+        jitter = 0.001 * s
+        for preset, ap75, ap in (("publication", 0.40, 0.30), ("implementation", 0.45, 0.40),
+                                 ("experiment_a", 0.50 + jitter, 0.41),
+                                 ("experiment_b", 0.51 + jitter, 0.41),
+                                 ("experiment_c", 0.52 - jitter, 0.41),
+                                 ("appendix_d", 0.45, 0.40 + jitter),
+                                 ("appendix_e", 0.45, 0.45 + jitter)):
+            runs.append(run("fasterrcnn", preset, 0.1, s, ap75=ap75, ap=ap + jitter))
+    out = rp.claim_verdicts(runs, 0.1)
+    assert out["table3"]["verdict"] == "reproduced"
+    assert out["table5"]["verdict"] == "reproduced"
+    assert out["table6"]["verdict"] == "differs"  # five points apart, not within one
+    assert out["table4"]["verdict"] == "not run"
+    assert out["table3"]["seeds"] == 3
+
+
+def test_load_runs_refuses_mixtures_and_broken_files(tmp_path):
+    with pytest.raises(rp.ResultsError, match="no results folder"):
+        rp.load_runs(tmp_path, "cpu")
+    (tmp_path / "cpu").mkdir()
+    with pytest.raises(rp.ResultsError, match="no run results"):
+        rp.load_runs(tmp_path, "cpu")
+    write(tmp_path / "cpu", [run("retinanet", "a", 0.1, 0), run("retinanet", "a", 0.0, 1)])
+    assert [r["seed"] for r in rp.load_runs(tmp_path, "cpu")] == [1, 0]  # sorted by run id
+    write(tmp_path / "cpu", [run("retinanet", "b", 0.1, 0, val="other")])
+    with pytest.raises(rp.ResultsError, match="different data sets"):
+        rp.load_runs(tmp_path, "cpu")
+    (tmp_path / "cpu" / "retinanet-b-noise0.1-seed0.json").unlink()
+    write(tmp_path / "cpu", [run("retinanet", "c", 0.1, 0, profile="quick")])
+    with pytest.raises(rp.ResultsError, match="belongs to profile 'quick'"):
+        rp.load_runs(tmp_path, "cpu")
+    (tmp_path / "cpu" / "retinanet-c-noise0.1-seed0.json").unlink()
+    (tmp_path / "cpu" / "broken.json").write_text('{"profile": "cpu", "run_')
+    with pytest.raises(rp.ResultsError, match="half-written"):
+        rp.load_runs(tmp_path, "cpu")
+    (tmp_path / "cpu" / "broken.json").write_text('{"profile": "cpu"}')
+    with pytest.raises(rp.ResultsError, match="lacks"):
+        rp.load_runs(tmp_path, "cpu")
+
+
+def test_alpha_sweep_summary():
+    alphas = (0.0, 0.17678, 0.70711, 2.8284)
+    runs = []
+    for s in range(3):
+        for a, ap75 in zip(alphas, (0.60, 0.62, 0.65, 0.55)):
+            runs.append(run("retinanet", f"sweep_alpha{a:.5g}", 0.1, s, ap75=ap75 + 0.001 * s))
+    runs.append(run("retinanet", "implementation", 0.1, 0))  # not a sweep run: ignored
+    (summary,) = rp.alpha_sweep(runs)
+    assert summary.alphas == alphas
+    assert summary.best_alpha == 0.70711
+    assert summary.seeds == 3
+    assert summary.vs_l1[0].mean == 0.0
+    assert summary.vs_l1[2].mean == pytest.approx(0.05)
+    # Table 2: true centre scale 0.1/sqrt(2) over sigma_x = 0.1; theory: c_f = 0 for Laplace
+    assert summary.table2_alpha == pytest.approx(1 / math.sqrt(2))
+    assert summary.theory_alpha == 0.0
+    assert rp.sweep_alpha_of("sweep_alpha0") == 0.0
+    assert rp.sweep_alpha_of("implementation") is None
