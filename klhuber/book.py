@@ -56,10 +56,11 @@ API_PAGES: dict[str, tuple[str, ...]] = {
     "symbolic": ("klhuber.symbolic",),
     "interpret": ("klhuber.interpret",),
     "toy": ("klhuber.toy",),
-    "detection": ("klhuber.detection.models", "klhuber.detection.box_losses",
-                  "klhuber.detection.synthetic", "klhuber.detection.data",
-                  "klhuber.detection.engine", "klhuber.detection.evaluate",
-                  "klhuber.detection.experiments"),
+    "detection": ("klhuber.detection.models", "klhuber.detection.backbones",
+                  "klhuber.detection.box_losses", "klhuber.detection.synthetic",
+                  "klhuber.detection.data", "klhuber.detection.engine",
+                  "klhuber.detection.evaluate", "klhuber.detection.experiments",
+                  "klhuber.detection.report"),
     "related": ("klhuber.related.barron", "klhuber.related.harmonic"),
     "infrastructure": ("klhuber.book", "klhuber.results", "klhuber.scorecard", "klhuber.plotting"),
 }
@@ -427,6 +428,22 @@ def _write_api_pages(paths: BookPaths) -> None:
     atomic_write_text(folder / "index.md", "\n".join(index) + "\n")
 
 
+#: Cell tags whose cells a reader never sees (papermill's parameters and the values it
+#: injected, which hold machine paths).
+READER_HIDDEN_TAGS = ("parameters", "injected-parameters")
+
+
+def _stage_notebook(executed: Path, target: Path) -> None:
+    """Copy an executed notebook into the site with its parameters cells removed
+    (the ``remove-cell`` tag of myst-nb)."""
+    notebook = json.loads(executed.read_text(encoding="utf-8"))
+    for cell in notebook.get("cells", []):
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if any(t in READER_HIDDEN_TAGS for t in tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    atomic_write_text(target, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+
+
 def stage_site(paths: BookPaths = BookPaths()) -> Path:
     """Assemble the Jupyter Book source: config, toc, static pages, executed notebooks."""
     site = paths.site
@@ -446,7 +463,7 @@ def stage_site(paths: BookPaths = BookPaths()) -> Path:
         executed = paths.executed / f"{stem}.ipynb"
         if not executed.exists():
             raise BookError(f"notebook '{stem}' has not been executed; run `klhuber book run {stem}`")
-        shutil.copy2(executed, site / "book" / "nb" / f"{stem}.ipynb")
+        _stage_notebook(executed, site / "book" / "nb" / f"{stem}.ipynb")
     if paths.results.exists():
         shutil.copytree(paths.results, site / "book" / "results",
                         ignore=shutil.ignore_patterns(".*", "*.pt", "*.pth"))

@@ -123,3 +123,20 @@ def test_every_toc_page_exists_in_the_repo_or_is_generated():
 def test_api_pages_in_toc_match_the_generator():
     listed = {e[len("book/api/"):] for e in book.toc_files() if e.startswith("book/api/")}
     assert listed == set(book.API_PAGES) | {"index"}
+
+
+def test_staged_notebooks_hide_parameters_cells(tmp_path):
+    import json
+
+    executed = tmp_path / "in.ipynb"
+    cells = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "a = 1",
+              "outputs": []},
+             {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+              "source": "artefacts_dir = '/tmp/x'", "outputs": []},
+             {"cell_type": "code", "metadata": {}, "source": "print(a)", "outputs": []}]
+    executed.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
+                                    "nbformat_minor": 5}))
+    target = tmp_path / "out.ipynb"
+    book._stage_notebook(executed, target)
+    staged = json.loads(target.read_text())["cells"]
+    assert [("remove-cell" in c["metadata"]["tags"]) for c in staged] == [True, True, False]

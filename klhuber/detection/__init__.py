@@ -3,7 +3,10 @@ the paper's interpretable box-regression losses.
 
 * :func:`build_model` / :func:`attach_box_loss` - :mod:`klhuber.detection.models`;
 * :class:`BoxRegressionLoss`, :class:`LinearWHBoxCoder`, :func:`stage_losses` -
-  :mod:`klhuber.detection.box_losses`.
+  :mod:`klhuber.detection.box_losses`;
+* the small CPU backbone ``convnet4_fpn`` - :mod:`klhuber.detection.backbones`;
+* experiment profiles and grids - :mod:`klhuber.detection.experiments`; tables, confidence
+  intervals and verdicts from finished runs - :mod:`klhuber.detection.report`.
 
 Everything is imported lazily: ``import klhuber.detection`` imports neither torchvision nor the
 training / data modules (``klhuber.detection.data``, ``engine``, ``evaluate``, ``cli``, ...),
@@ -40,6 +43,7 @@ _EXPORTS = {
     "stage_losses": "box_losses",
 }
 _SUBMODULES = (
+    "backbones",
     "box_losses",
     "models",
     "data",
@@ -48,6 +52,7 @@ _SUBMODULES = (
     "evaluate",
     "cli",
     "experiments",
+    "report",
 )
 
 __all__ = sorted(_EXPORTS)
