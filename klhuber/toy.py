@@ -95,6 +95,7 @@ __all__ = [
     "THETA_STAR",
     "ExactResult",
     "GDResult",
+    "StoppedEarly",
     "ToyConfig",
     "ToyData",
     "asymptotic_variance",
@@ -436,8 +437,12 @@ def _psi_inplace(r: Tensor, loss: str, alpha: Tensor) -> Tensor:
 class GDResult:
     """GD over (family, scale, seed, alpha, lr); arrays shaped (F, S, seeds, A, L[, K]).
 
-    ``status``: 0 ran to the end, 2 diverged (never scored: its ``rmse`` is NaN).
-    ``objective``: final mean loss; ``rmse``: test RMSE; ``theta``: final coefficients (basis).
+    ``status``: 0 ran to the end, 1 converged early (retired: continuing could not have moved
+    the test RMSE by more than ``retire_tol`` relative), 2 diverged (never scored: its ``rmse``
+    is NaN).  ``stop_iteration``: the iteration at which the configuration stopped
+    (``iterations`` for status 0).  ``objective``: final mean loss; ``rmse``: test RMSE;
+    ``theta``: final coefficients (basis); ``step_reference``: the eigenvalue the relative
+    learning rates divide, per (F, S, seeds, A) (see ``lr_reference`` of :func:`gd_grid`).
     """
 
     loss: str
@@ -451,10 +456,19 @@ class GDResult:
     status: np.ndarray
     theta: np.ndarray
     wall_time_s: float
+    stop_iteration: np.ndarray | None = None
+    step_reference: np.ndarray | None = None
+    lr_reference: str = "gram"
+    retire_tol: float = 0.0
+    backend: str = "torch"
 
     @property
     def diverged(self) -> np.ndarray:
         return self.status == 2
+
+    @property
+    def converged_early(self) -> np.ndarray:
+        return self.status == 1
 
     def best_over_lr(self) -> tuple[np.ndarray, np.ndarray]:
         """(rmse, lr index) of the best non-diverged learning rate per (F, S, seed, A); NaN if none."""
@@ -466,53 +480,402 @@ class GDResult:
         return best, idx
 
 
+class StoppedEarly(RuntimeError):
+    """Raised by :func:`gd_grid` / :func:`run` when ``deadline`` passed before a new chunk started.
+
+    Every finished chunk is in the checkpoint folder, so the same call resumes.
+    """
+
+
 def _lr_reference(phi: Tensor) -> Tensor:
     """:math:`\\lambda_{\\max}(\\Phi^\\top\\Phi/N)` per seed (float64)."""
     gram = phi.mT @ phi / phi.shape[-2]
     return torch.linalg.eigvalsh(gram)[..., -1]
 
 
-def _gd_chunk(phi: Tensor, y: Tensor, alpha: Tensor, lr: Tensor, loss: str, iterations: int,
-              check_every: int, div_factor: float,
-              tick: Callable[[int], None] | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """GD on one chunk.  phi (seeds, N, K); y (seeds, N, M); alpha (M,); lr (seeds, M).
+def _curvature_reference(data: ToyData, alphas: np.ndarray, loss: str) -> np.ndarray:
+    r""":math:`\lambda_{\max}(H_\alpha)`, :math:`H_\alpha = \Phi^\top \mathrm{diag}(\psi_\alpha'(\hat r))
+    \Phi / N`, per (pair, seed, alpha): the curvature of the mean loss at a robust pilot fit.
 
-    Returns theta (seeds, K, M), objective (seeds, M), grad_norm (seeds, M), diverged (seeds, M).
+    :math:`\hat r` are the residuals of a least-absolute-deviations pilot (30 IRLS iterations of
+    :func:`_l1_irls`, float64).  ``psi'`` is :math:`1\{|r| \le \alpha\}` for ``huber`` and
+    :math:`e^{-|r|/\alpha}` for ``kl``; the result is floored at :math:`10^{-4}
+    \lambda_{\max}(\Phi^\top\Phi/N)`.  Other losses: :math:`\lambda_{\max}` of the Gram matrix.
     """
-    seeds, n, k = phi.shape
-    m = y.shape[-1]
-    phit = phi.mT.contiguous()
-    theta = torch.zeros(seeds, k, m, dtype=phi.dtype, device=phi.device)
-    step = lr / n  # mean loss: grad = -phi^T psi / N
-    diverged = torch.zeros(seeds, m, dtype=torch.bool, device=phi.device)
-    obj0 = obj = None
-    r = torch.empty_like(y)
-    g = torch.empty(seeds, k, m, dtype=phi.dtype, device=phi.device)
-    done = 0
-    for it in range(iterations + 1):
-        torch.baddbmm(y, phi, theta, beta=1.0, alpha=-1.0, out=r)
-        if it % check_every == 0 or it == iterations:
-            obj = _loss_value(r, loss, alpha).mean(dim=1)
-            if obj0 is None:
-                obj0 = obj.clone()
-            bad = ~torch.isfinite(obj) | (obj > div_factor * obj0) | ~torch.isfinite(theta).all(1)
-            if bool(bad.any()):
-                diverged |= bad
-                theta.masked_fill_(diverged[:, None, :], 0.0)
-                step = step.masked_fill(diverged, 0.0)
-                torch.baddbmm(y, phi, theta, beta=1.0, alpha=-1.0, out=r)
-            if tick is not None and it > done:
-                tick(it - done)
-                done = it
-        _psi_inplace(r, loss, alpha)
-        torch.bmm(phit, r, out=g)
-        if it == iterations:
+    phi = data.phi.to(torch.float64)
+    nseed, n, k = phi.shape
+    pairs = len(data.families) * len(data.scales)
+    lam_g = _lr_reference(phi)  # (seeds,)
+    out = np.broadcast_to(lam_g.numpy()[None, :, None], (pairs, nseed, len(alphas))).copy()
+    if loss not in ALPHA_LOSSES:
+        return out
+    iu = torch.triu_indices(k, k)
+    quad = (phi[..., iu[0]] * phi[..., iu[1]]).contiguous()
+    y = data.y.reshape(pairs, nseed, n).permute(1, 2, 0).to(torch.float64).contiguous()
+    pilot, *_ = _l1_irls(phi, quad, y, 30)
+    r = torch.baddbmm(y, phi, pilot, alpha=-1.0).abs()  # (seeds, N, pairs)
+    for ai, a in enumerate(alphas):
+        w = (r <= a).to(torch.float64) if loss == "huber" else torch.exp(-r / float(a))
+        hq = torch.bmm(w.mT, quad) / n  # (seeds, pairs, K(K+1)/2)
+        h = torch.zeros(nseed, pairs, k, k, dtype=torch.float64)
+        h[:, :, iu[0], iu[1]] = hq
+        h[:, :, iu[1], iu[0]] = hq
+        lam = torch.linalg.eigvalsh(h)[..., -1]  # (seeds, pairs)
+        out[:, :, ai] = torch.maximum(lam, 1e-4 * lam_g[:, None]).mT.numpy()
+    return out
+
+
+# --- fused CPU kernel -------------------------------------------------------------------------
+
+#: C++ source of the fused float32 CPU kernel of :func:`gd_grid` (``backend="kernel"``).  One
+#: tile is ``W = 8`` configurations sharing a design matrix and a target vector; per iteration
+#: one pass over the N rows computes :math:`r = y - \phi_i^\top\Theta`, :math:`\psi(r)` and
+#: :math:`g \mathrel{+}= \phi_i \psi(r)` with :math:`\Theta` and :math:`g` in registers, so
+#: nothing of size N x configurations is ever stored (compute-bound, not memory-bound).
+_KERNEL_SRC = r"""
+#include <cmath>
+#include <math.h>
+#include <stdint.h>
+#define W 8
+typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+static inline v8 vmin(v8 a, v8 b) { return a < b ? a : b; }
+static inline v8 vmax(v8 a, v8 b) { return a > b ? a : b; }
+/* exp(x) for x <= 0, inline (no call that would spill the registers): x = n ln2 + f,
+   |f| <= ln2/2, exp(f) by its degree-6 Taylor polynomial (relative error < 2e-7). */
+static inline v8 vexp(v8 x) {
+  const v8 z = {0};
+  x = vmax(x, z - 87.0f);
+  v8 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  v8 f = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  v8 p = z + 1.0f / 720.0f;
+  p = p * f + 1.0f / 120.0f; p = p * f + 1.0f / 24.0f; p = p * f + 1.0f / 6.0f;
+  p = p * f + 0.5f; p = p * f + 1.0f; p = p * f + 1.0f;
+  v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
+  return p * (v8)e;
+}
+static inline v8 vabs(v8 a) { return a < 0 ? -a : a; }
+static inline v8 vpsi(v8 r, v8 a, v8 ia, int loss) {
+  const v8 zero = {0}, one = zero + 1.0f;
+  if (loss == 0) return vmin(vmax(r, -a), a);
+  if (loss == 1) { v8 m = a - a * vexp(-vabs(r) * ia); return r > 0 ? m : (r < 0 ? -m : zero); }
+  if (loss == 2) return r > 0 ? one : (r < 0 ? -one : zero);
+  return r;
+}
+static inline double rho1(float r, float a, int loss) {
+  double x = fabs((double)r);
+  if (loss == 0) { double h = x < a ? x : a; return h * (x - 0.5 * h); }
+  if (loss == 1) { double u = x / a; return (double)a * a * (u + expm1(-u)); }
+  if (loss == 2) return x;
+  return 0.5 * x * x;
+}
+static inline v8 resid(const float* p, float yi, const v8* t) {
+  v8 r = (v8){0} + yi, r2 = (v8){0};
+  int k = 0;
+  for (; k + 1 < KK; k += 2) { r -= p[k] * t[k]; r2 -= p[k + 1] * t[k + 1]; }
+  if (KK & 1) r -= p[KK - 1] * t[KK - 1];
+  return r + r2;
+}
+template <int LOSS>
+static void tile(int n, const float* phi, const float* y, float* th, const float* al,
+                 const float* st, int iters, float* grad, double* obj, float* last) {
+  v8 t[KK], g[KK], d[KK], a, s, ia;
+  for (int k = 0; k < KK; k++) for (int w = 0; w < W; w++) { t[k][w] = th[k * W + w]; d[k][w] = 0; }
+  for (int w = 0; w < W; w++) { a[w] = al[w]; s[w] = st[w]; ia[w] = 1.0f / al[w]; }
+  for (int it = 0; it <= iters; it++) {
+    for (int k = 0; k < KK; k++) g[k] = (v8){0};
+    for (int i = 0; i < n; i++) {
+      const float* p = phi + (int64_t)i * KK;
+      v8 r = vpsi(resid(p, y[i], t), a, ia, LOSS);
+      for (int k = 0; k < KK; k++) g[k] += p[k] * r;
+    }
+    if (it == iters) break;
+    for (int k = 0; k < KK; k++) { v8 nt = t[k] + s * g[k]; d[k] = nt - t[k]; t[k] = nt; }
+  }
+  double o[W];
+  for (int w = 0; w < W; w++) o[w] = 0.0;
+  for (int i = 0; i < n; i++) {
+    v8 r = resid(phi + (int64_t)i * KK, y[i], t);
+    for (int w = 0; w < W; w++) o[w] += rho1(r[w], a[w], LOSS);
+  }
+  for (int k = 0; k < KK; k++) for (int w = 0; w < W; w++) {
+    th[k * W + w] = t[k][w]; grad[k * W + w] = g[k][w]; last[k * W + w] = d[k][w];
+  }
+  for (int w = 0; w < W; w++) obj[w] = o[w] / n;
+}
+extern "C" int kernel_k(void) { return KK; }
+extern "C" void gd_tiles(int n, int loss, const float* phi, const float* y, int t0, int t1,
+                         const int* tile_seed, const int* tile_y, float* theta, const float* alpha,
+                         const float* step, int iters, float* grad, double* obj, float* last) {
+  for (int t = t0; t < t1; t++) {
+    const float* p = phi + (int64_t)tile_seed[t] * n * KK;
+    const float* yy = y + (int64_t)tile_y[t] * n;
+    int64_t o = (int64_t)t * KK * W, q = (int64_t)t * W;
+    switch (loss) {
+      case 0: tile<0>(n, p, yy, theta + o, alpha + q, step + q, iters, grad + o, obj + q, last + o); break;
+      case 1: tile<1>(n, p, yy, theta + o, alpha + q, step + q, iters, grad + o, obj + q, last + o); break;
+      case 2: tile<2>(n, p, yy, theta + o, alpha + q, step + q, iters, grad + o, obj + q, last + o); break;
+      default: tile<3>(n, p, yy, theta + o, alpha + q, step + q, iters, grad + o, obj + q, last + o);
+    }
+  }
+}
+"""
+_KERNEL_W = 8
+_LOSS_CODE = {"huber": 0, "kl": 1, "l1": 2, "l2": 3}
+
+
+@functools.cache
+def _cpu_kernel(k: int) -> Any:
+    """The compiled fused kernel for K = ``k`` (ctypes library), or None without a C++ compiler.
+
+    Compiled once per source, K and CPU with ``-O3 -march=native`` (no ``-ffast-math``, which
+    would change the floating-point mode of the whole process) and cached in
+    ``$KLHUBER_CACHE`` (default ``~/.cache/klhuber``).  ``KLHUBER_NO_KERNEL=1`` disables it.
+    """
+    import ctypes
+    import os
+    import platform
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.environ.get("KLHUBER_NO_KERNEL"):
+        return None
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        return None
+    try:
+        cpu = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        cpu = ""
+    tag = hashlib.sha256("\0".join([_KERNEL_SRC, str(k), cxx, platform.machine(), cpu]).encode())
+    cache = Path(os.environ.get("KLHUBER_CACHE", Path.home() / ".cache" / "klhuber"))
+    so = cache / f"toy_gd_kernel_{tag.hexdigest()[:16]}.so"
+    if not so.exists():
+        base = [cxx, "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared",
+                "-fPIC", f"-DKK={k}"]
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                src = Path(tmp) / "kernel.cpp"
+                src.write_text(_KERNEL_SRC)
+                out = Path(tmp) / "kernel.so"
+                proc = subprocess.run(base + ["-o", str(out), str(src), "-lm"], capture_output=True,
+                                      timeout=300)
+                if proc.returncode != 0:
+                    return None
+                os.replace(out, so)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    lib = ctypes.CDLL(str(so))
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.gd_tiles.argtypes = [i, i, p, p, i, i, p, p, p, p, p, i, p, p, p]
+    lib.gd_tiles.restype = None
+    return lib if lib.kernel_k() == k else None
+
+
+class _KernelBackend:
+    """Runs windows of GD on the active configurations with the fused CPU kernel (float32)."""
+
+    name = "kernel"
+
+    def __init__(self, lib: Any, phi: Tensor, y: Tensor, loss: str, threads: int) -> None:
+        self.lib, self.loss, self.threads = lib, _LOSS_CODE[loss], max(1, threads)
+        self.phi = np.ascontiguousarray(phi.to(torch.float32).numpy())  # (S, N, K)
+        self.npair = y.shape[1]
+        self.y = np.ascontiguousarray(y.to(torch.float32).numpy()).reshape(-1, y.shape[-1])
+        self.n, self.k = self.phi.shape[1], self.phi.shape[2]
+
+    def advance(self, seed: np.ndarray, pair: np.ndarray, alpha: np.ndarray, step: np.ndarray,
+                theta: np.ndarray, iters: int) -> tuple[np.ndarray, ...]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        w, k = _KERNEL_W, self.k
+        group = seed.astype(np.int64) * self.npair + pair  # sorted: columns ordered by group
+        starts = np.r_[0, np.flatnonzero(np.diff(group)) + 1]
+        counts = np.diff(np.r_[starts, group.size])
+        tiles_per = -(-counts // w)
+        first_tile = np.r_[0, np.cumsum(tiles_per)[:-1]]
+        rank = np.arange(group.size) - np.repeat(starts, counts)
+        tile = np.repeat(first_tile, counts) + rank // w
+        lane = rank % w
+        nt = int(tiles_per.sum())
+        th = np.zeros((nt, k, w), np.float32)
+        al = np.ones((nt, w), np.float32)
+        st = np.zeros((nt, w), np.float32)
+        th[tile, :, lane] = theta
+        al[tile, lane] = alpha
+        st[tile, lane] = step
+        t_seed = np.ascontiguousarray(np.repeat(seed[starts], tiles_per), np.int32)
+        t_y = np.ascontiguousarray(np.repeat(group[starts], tiles_per), np.int32)
+        grad = np.zeros_like(th)
+        last = np.zeros_like(th)
+        obj = np.zeros((nt, w), np.float64)
+
+        def call(span: tuple[int, int]) -> None:
+            self.lib.gd_tiles(self.n, self.loss, self.phi.ctypes.data, self.y.ctypes.data,
+                              span[0], span[1], t_seed.ctypes.data, t_y.ctypes.data,
+                              th.ctypes.data, al.ctypes.data, st.ctypes.data, int(iters),
+                              grad.ctypes.data, obj.ctypes.data, last.ctypes.data)
+
+        # small spans handed out dynamically (balanced when another process shares the cores)
+        nthreads = min(self.threads, nt)
+        size = max(1, -(-nt // (8 * nthreads)))
+        spans = [(a, min(a + size, nt)) for a in range(0, nt, size)]
+        if nthreads == 1:
+            for span in spans:
+                call(span)
+        else:  # ctypes releases the GIL: one Python thread per core
+            with ThreadPoolExecutor(nthreads) as pool:
+                list(pool.map(call, spans))
+        return (th[tile, :, lane].astype(np.float64), grad[tile, :, lane].astype(np.float64),
+                obj[tile, lane], last[tile, :, lane].astype(np.float64))
+
+
+class _TorchBackend:
+    """Runs windows of GD with torch (any device and dtype), blocked over rows.
+
+    Per row block: ``r = y[pair] - Phi_blk Theta`` (one ``baddbmm`` for all configurations of a
+    seed), :math:`\\psi` in place, ``g += Phi_blk^T psi(r)``; the block is sized so that ``r``
+    has at most ``block_elements`` entries (a cache-sized block on the CPU, all rows on CUDA).
+    """
+
+    name = "torch"
+
+    def __init__(self, phi: Tensor, y: Tensor, loss: str, block_elements: int) -> None:
+        self.phi, self.loss, self.block = phi, loss, block_elements
+        self.n = phi.shape[1]
+        self.phit = phi.mT.contiguous()
+        self.yt = y.permute(0, 2, 1).contiguous()  # (S, N, pairs)
+
+    def advance(self, seed: np.ndarray, pair: np.ndarray, alpha: np.ndarray, step: np.ndarray,
+                theta: np.ndarray, iters: int) -> tuple[np.ndarray, ...]:
+        phi, dt, dev = self.phi, self.phi.dtype, self.phi.device
+        nseed, n, k = phi.shape
+        order = np.argsort(seed, kind="stable")
+        counts = np.bincount(seed, minlength=nseed)
+        m = int(counts.max())
+        pos = np.arange(seed.size) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
+        s_idx, p_idx = seed[order], pos
+        th = torch.zeros(nseed, k, m, dtype=dt)
+        al = torch.ones(nseed, 1, m, dtype=dt)
+        st = torch.zeros(nseed, 1, m, dtype=dt)
+        pr = torch.zeros(nseed, 1, m, dtype=torch.long)
+        th[s_idx, :, p_idx] = torch.as_tensor(theta[order], dtype=dt)
+        al[s_idx, 0, p_idx] = torch.as_tensor(alpha[order], dtype=dt)
+        st[s_idx, 0, p_idx] = torch.as_tensor(step[order], dtype=dt)
+        pr[s_idx, 0, p_idx] = torch.as_tensor(pair[order])
+        th, al, st, pr = (v.to(dev) for v in (th, al, st, pr))
+        nb = max(1, min(n, self.block // max(nseed * m, 1)))
+        g = torch.zeros(nseed, k, m, dtype=dt, device=dev)
+        last = torch.zeros_like(th)
+        obj = torch.zeros(nseed, m, dtype=torch.float64, device=dev)
+        for it in range(iters + 1):
+            g.zero_()
+            for r0 in range(0, n, nb):
+                r1 = min(n, r0 + nb)
+                yb = torch.gather(self.yt[:, r0:r1], 2, pr.expand(nseed, r1 - r0, m))
+                r = torch.baddbmm(yb, phi[:, r0:r1], th, alpha=-1.0)
+                if it == iters:
+                    obj += _loss_value(r, self.loss, al).sum(1, dtype=torch.float64)
+                _psi_inplace(r, self.loss, al)
+                g.baddbmm_(self.phit[:, :, r0:r1], r)
+            if it == iters:
+                break
+            new = th + st * g
+            last = new - th
+            th = new
+        obj /= n
+
+        def back(v: Tensor) -> np.ndarray:
+            return v.cpu().double().numpy()
+
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.size)
+        s_o, p_o = s_idx[inv], p_idx[inv]
+        return (back(th)[s_o, :, p_o], back(g)[s_o, :, p_o], back(obj)[s_o, p_o],
+                back(last)[s_o, :, p_o])
+
+
+def _check_iterations(iterations: int, check_every: int) -> list[int]:
+    """Iterations after which divergence and convergence are checked: early ones (10, 30) for
+    divergence, then every ``check_every``, and the last."""
+    its = {c for c in (10, 30) if c < iterations}
+    its |= set(range(check_every, iterations, check_every))
+    return sorted(its | {iterations})
+
+
+def _gd_chunk(backend: Any, seed: np.ndarray, pair: np.ndarray, alpha: np.ndarray,
+              step: np.ndarray, obj0: np.ndarray, loss: str, iterations: int, check_every: int,
+              div_factor: float, retire_tol: float, gram: np.ndarray, theta_star: np.ndarray,
+              tick: Callable[[int], None] | None) -> dict[str, np.ndarray]:
+    r"""GD for C configurations (arrays over columns, ordered by (seed, pair)); returns per column
+    ``theta`` (C, K), ``obj``, ``grad_norm``, ``status``, ``stop``.
+
+    After each check iteration (:func:`_check_iterations`) a configuration is *diverged* (status
+    2) if its objective or coefficients are not finite, or its objective is above
+    ``div_factor`` times its initial value (or, at the end, above its initial value).  It is
+    *converged* (status 1) if the rest of the run cannot move the fit by more than
+    ``retire_tol`` times its current test RMSE (so the test RMSE cannot change by more than that,
+    relative): with :math:`v` the net displacement of :math:`\theta` over the last window (in
+    the test-Gram norm, i.e. function space) per iteration and :math:`\rho \le 1` the
+    per-iteration contraction of :math:`v` over the last windows (the larger of the last two),
+    the remaining movement is estimated by :math:`v \sum_{j=1}^{R} \rho^j` (:math:`v R` when
+    it does not contract).  A last step of exactly zero is a fixed point of the iteration
+    (rounding included): continuing would change nothing.  Retired configurations leave the
+    batch (compaction), so a window only costs what is still running.
+    """
+    c, k = seed.size, theta_star.size
+    theta = np.zeros((c, k))
+    prev = np.zeros((c, k))
+    obj = obj0.copy()
+    grad_norm = np.full(c, np.nan)
+    status = np.zeros(c, np.int8)
+    stop = np.full(c, iterations, np.int32)
+    prev_v = np.full(c, np.nan)
+    prev_rho = np.ones(c)
+    active = np.arange(c)
+    it, prev_w = 0, 0
+    for nxt in _check_iterations(iterations, check_every):
+        if active.size == 0:
             break
-        theta.addcmul_(g, step[:, None, :])
-    grad_norm = g.norm(dim=1) / n
-    # a run that ends worse than where it started is diverged too (bounded-gradient oscillation)
-    diverged |= ~torch.isfinite(obj) | (obj > obj0)
-    return theta, obj, grad_norm, diverged
+        th, g, ob, last = backend.advance(seed[active], pair[active], alpha[active],
+                                          step[active], theta[active], nxt - it)
+        if tick is not None:
+            tick(nxt - it)
+        w, it = nxt - it, nxt
+        theta[active], obj[active] = th, ob
+        grad_norm[active] = np.linalg.norm(g, axis=1) / backend.n
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            bad = (~np.isfinite(ob) | (ob > div_factor * obj0[active])
+                   | ~np.isfinite(th).all(1) | ~np.isfinite(g).all(1))
+            if it == iterations:
+                bad |= ob > obj0[active]
+            gm = gram[seed[active]]
+            disp = th - prev[active]
+            v = np.sqrt(np.clip(np.einsum("ci,cij,cj->c", disp, gm, disp), 0, None)) / w
+            d = th - theta_star
+            rmse = np.sqrt(np.clip(np.einsum("ci,cij,cj->c", d, gm, d), 0, None))
+            pv = prev_v[active]
+            rho = np.where(pv > 0, (v / pv) ** (2.0 / (w + prev_w)), 1.0)
+            rho = np.minimum(np.where(np.isfinite(rho), rho, 1.0), 1.0)
+            rho_use = np.maximum(rho, prev_rho[active])
+            rem = iterations - it
+            geo = np.where(rho_use < 1, rho_use * (1 - rho_use**rem)
+                           / np.maximum(1 - rho_use, 1e-300), rem)
+            fixed = (last == 0).all(1)
+            conv = ~bad & (it < iterations) & (fixed | (v * geo <= retire_tol * rmse))
+        prev_v[active], prev_rho[active], prev[active] = v, rho, th
+        prev_w = w
+        done = bad | conv
+        status[active[bad]] = 2
+        status[active[conv]] = 1
+        stop[active[done]] = it
+        theta[active[bad]] = 0.0
+        active = active[~done]
+    if tick is not None and it < iterations:
+        tick(iterations - it)
+    return {"theta": theta, "obj": obj, "grad_norm": grad_norm, "status": status, "stop": stop}
 
 
 def _default_max_elements(device: torch.device, dtype: torch.dtype, copies: int,
@@ -530,6 +893,12 @@ def _chunks(total: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, total)) for i in range(0, total, size)]
 
 
+def _initial_objective(y: Tensor, alphas: np.ndarray, loss: str) -> np.ndarray:
+    """Mean loss at :math:`\\theta = 0` per (pairs, seeds, alpha), float64."""
+    y = y.to(torch.float64)
+    return np.stack([_loss_value(y, loss, float(a)).mean(-1).numpy() for a in alphas], -1)
+
+
 def gd_grid(
     data: ToyData,
     alphas: Sequence[float],
@@ -544,19 +913,33 @@ def gd_grid(
     max_elements: int | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    lr_reference: str = "gram",
+    retire_tol: float = 1e-6,
+    backend: str = "auto",
+    deadline: float | None = None,
 ) -> GDResult:
     """Gradient descent on the mean loss for every (family, scale, seed, alpha, lr) at once.
 
-    All seeds, alphas and learning rates of a block of (family, scale) pairs are one batched
-    tensor program (``baddbmm``/``bmm``); blocks are sized so that the residual tensor has at
-    most ``max_elements`` entries.  ``lrs`` are relative to :math:`1/\\lambda_{\\max}` of the
-    training Gram matrix.  Every ``check_every`` iterations the objective is evaluated with
-    :mod:`klhuber.losses`; a configuration whose objective is not finite or exceeds
-    ``div_factor`` times its initial value, or which ends above its initial value, is marked
-    diverged (status 2, RMSE NaN).  For ``l1``/``l2`` pass ``alphas=[1.0]`` (unused).
+    The update of every configuration is :math:`\\theta \\mathrel{+}= \\eta / N\\,
+    \\Phi^\\top\\psi(y - \\Phi\\theta)` from :math:`\\theta = 0`, with :math:`\\eta =` ``lr`` /
+    :math:`\\lambda`: ``lr_reference="gram"`` takes :math:`\\lambda = \\lambda_{\\max}(\\Phi^\\top
+    \\Phi/N)` (per seed), ``"curvature"`` the largest eigenvalue of the loss Hessian at
+    :math:`\\alpha` at a robust pilot fit (:func:`_curvature_reference`, per family, scale, seed
+    and alpha; for ``l1``/``l2`` the Gram matrix), so that a relative rate of 1 is the classic
+    step of the local quadratic at every alpha.
 
-    With ``checkpoint_dir`` each finished block is saved atomically and reused on a re-run with
-    the same inputs (resume).
+    Backends: ``"kernel"`` (CPU, float32) a fused C++ kernel compiled on first use that keeps
+    the coefficients and gradients of 8 configurations in registers while it streams the rows;
+    ``"torch"`` (any device/dtype) one ``baddbmm`` per block of rows for all configurations of
+    a seed (``r`` never exceeds a cache-sized block on the CPU); ``"auto"`` takes the kernel when
+    it applies and compiles.  Configurations retire when they diverge or converge (status 1/2,
+    see :func:`_gd_chunk`); they are then removed from the batch.  For ``l1``/``l2`` pass
+    ``alphas=[1.0]`` (unused).
+
+    Work is split into chunks of whole (family, scale) pairs (or alpha slices) with at most
+    ``max_elements`` = configurations x N; with ``checkpoint_dir`` each finished chunk is saved
+    atomically under a key of all inputs and reused on a re-run (resume).  With ``deadline`` (a
+    :func:`time.monotonic` value) no chunk starts after it: :class:`StoppedEarly` is raised.
     """
     from tqdm.auto import tqdm
 
@@ -567,67 +950,97 @@ def gd_grid(
     lrs = _check_positive_grid(lrs, "lrs")
     iterations = _check_positive_int(iterations, "iterations")
     check_every = _check_positive_int(check_every, "check_every")
+    if lr_reference not in ("gram", "curvature"):
+        raise ValueError(f"lr_reference must be 'gram' or 'curvature', got {lr_reference!r}")
+    if backend not in ("auto", "kernel", "torch"):
+        raise ValueError(f"backend must be 'auto', 'kernel' or 'torch', got {backend!r}")
+    if not (retire_tol >= 0):
+        raise ValueError(f"retire_tol must be >= 0, got {retire_tol}")
     device = torch.device(device)
     nf, ns, nseed = len(data.families), len(data.scales), len(data.seeds)
     na, nl, k, n = len(alphas), len(lrs), data.k, data.n
+    lib = None
+    if backend != "torch" and device.type == "cpu" and dtype == torch.float32:
+        lib = _cpu_kernel(k)
+    if backend == "kernel" and lib is None:
+        raise RuntimeError("backend='kernel' needs device='cpu', dtype=float32 and a C++ compiler")
+    backend_name = "kernel" if lib is not None else "torch"
     if max_elements is None:
-        max_elements = _default_max_elements(device, dtype, 14, 12_000_000)
+        max_elements = _default_max_elements(device, dtype, 4, 24_000_000)
     per_pair = nseed * n * na * nl
     pairs = nf * ns
     block = max(1, min(pairs, max_elements // max(per_pair, 1)))
-    # blocks of whole (family, scale) pairs; if one pair is too big, split alphas instead
     a_block = na if per_pair <= max_elements else max(1, max_elements // (nseed * n * nl))
-    phi = data.phi.to(device=device, dtype=dtype)
-    lr_ref = _lr_reference(data.phi).to(device=device, dtype=dtype)  # (seeds,)
-    y_all = data.y.reshape(pairs, nseed, n)
-    theta_out = np.zeros((pairs, nseed, na, nl, k))
-    obj_out = np.full((pairs, nseed, na, nl), np.nan)
-    gn_out = np.full((pairs, nseed, na, nl), np.nan)
-    div_out = np.zeros((pairs, nseed, na, nl), dtype=bool)
     tasks = [(p0, p1, a0, a1) for p0, p1 in _chunks(pairs, block) for a0, a1 in _chunks(na, a_block)]
     key = None
     if checkpoint_dir is not None:
         h = hashlib.sha256()
         for part in (data.y.numpy().tobytes(), data.phi.numpy().tobytes(), alphas.tobytes(),
                      lrs.tobytes(), repr((loss, iterations, check_every, div_factor, str(dtype),
-                                          block, a_block)).encode()):
+                                          block, a_block, lr_reference, retire_tol,
+                                          backend_name, "v2")).encode()):
             h.update(part)
         key = h.hexdigest()[:16]
         checkpoint_dir = Path(checkpoint_dir)
     t0 = time.perf_counter()
+    y_all = data.y.reshape(pairs, nseed, n)
+    if lr_reference == "curvature":
+        lam = _curvature_reference(data, alphas, loss)  # (pairs, seeds, A)
+    else:
+        lam = np.broadcast_to(_lr_reference(data.phi).numpy()[None, :, None],
+                              (pairs, nseed, na)).copy()
+    gram = data.gram_test.numpy()
+    theta_star = data.theta_star.numpy()
+    theta_out = np.zeros((pairs, nseed, na, nl, k))
+    obj_out = np.full((pairs, nseed, na, nl), np.nan)
+    gn_out = np.full((pairs, nseed, na, nl), np.nan)
+    status_out = np.zeros((pairs, nseed, na, nl), dtype=np.int8)
+    stop_out = np.zeros((pairs, nseed, na, nl), dtype=np.int32)
+    phi_dev = data.phi.to(device=device, dtype=dtype)
+    block_elements = 1 << 18 if device.type == "cpu" else max_elements
     bar = tqdm(total=len(tasks) * iterations, desc=f"GD {loss}", unit="it", disable=not progress,
                leave=False)
+    names = ("theta", "obj", "grad_norm", "status", "stop")
     for ti, (p0, p1, a0, a1) in enumerate(tasks):
         ckpt = None if key is None else checkpoint_dir / f"gd_{loss}_{key}_{ti:04d}.pt"
+        npair, nal = p1 - p0, a1 - a0
+        shape = (nseed, npair, nal, nl)
         if ckpt is not None and ckpt.exists():
             saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-            th, ob, gn, dv = (saved[s] for s in ("theta", "obj", "grad_norm", "diverged"))
+            out = {name: saved[name].numpy() for name in names}
             bar.update(iterations)
         else:
-            npair, nal = p1 - p0, a1 - a0
-            m = npair * nal * nl
-            a_vec = torch.as_tensor(alphas[a0:a1], dtype=dtype, device=device)
-            a_vec = a_vec[None, :, None].expand(npair, nal, nl).reshape(m)
-            lr_vec = torch.as_tensor(lrs, dtype=dtype, device=device)[None, None, :]
-            lr_vec = (lr_vec.expand(npair, nal, nl).reshape(1, m) / lr_ref[:, None])
-            y = y_all[p0:p1].to(device=device, dtype=dtype)  # (npair, seeds, N)
-            y = y.permute(1, 2, 0)[:, :, :, None].expand(nseed, n, npair, nal * nl)
-            y = y.reshape(nseed, n, m).contiguous()
-            th, ob, gn, dv = _gd_chunk(phi, y, a_vec, lr_vec.contiguous(), loss, iterations,
-                                       check_every, div_factor, bar.update)
-            del y
-            shape = (nseed, npair, nal, nl)
-            th = th.permute(0, 2, 1).reshape(*shape, k).permute(1, 0, 2, 3, 4).cpu().double()
-            ob, gn, dv = (v.reshape(shape).permute(1, 0, 2, 3).cpu() for v in (ob, gn, dv))
-            ob, gn = ob.double(), gn.double()
+            if deadline is not None and time.monotonic() >= deadline:
+                bar.close()
+                raise StoppedEarly(f"GD {loss}: deadline reached before chunk {ti + 1}/"
+                                   f"{len(tasks)}; {ti} chunks done")
+            # columns ordered (seed, pair, alpha, lr): one group per (seed, pair)
+            s_i, p_i, a_i, l_i = (v.ravel() for v in np.meshgrid(
+                np.arange(nseed), np.arange(p0, p1), np.arange(a0, a1), np.arange(nl),
+                indexing="ij"))
+            y = y_all[p0:p1].permute(1, 0, 2)  # (seeds, npair, N)
+            step = lrs[l_i] / lam[p_i, s_i, a_i] / n
+            obj0 = _initial_objective(y_all[p0:p1], alphas[a0:a1], loss)[p_i - p0, s_i, a_i - a0]
+            if lib is not None:
+                be: Any = _KernelBackend(lib, data.phi, y, loss, torch.get_num_threads())
+            else:
+                be = _TorchBackend(phi_dev, y.to(device=device, dtype=dtype), loss,
+                                   block_elements)
+            res = _gd_chunk(be, s_i, p_i - p0, alphas[a_i], step, obj0, loss, iterations,
+                            check_every, div_factor, retire_tol, gram, theta_star, bar.update)
+            # back to (pairs, seeds, alphas, lrs) order
+            out = {name: v.reshape(*shape, *v.shape[1:]).swapaxes(0, 1)
+                   for name, v in res.items()}
             if ckpt is not None:
                 buf = io.BytesIO()
-                torch.save({"theta": th, "obj": ob, "grad_norm": gn, "diverged": dv}, buf)
+                torch.save({name: torch.as_tensor(np.ascontiguousarray(v))
+                            for name, v in out.items()}, buf)
                 atomic_write_bytes(ckpt, buf.getvalue())
-        theta_out[p0:p1, :, a0:a1] = th.numpy()
-        obj_out[p0:p1, :, a0:a1] = ob.numpy()
-        gn_out[p0:p1, :, a0:a1] = gn.numpy()
-        div_out[p0:p1, :, a0:a1] = dv.numpy()
+        theta_out[p0:p1, :, a0:a1] = out["theta"]
+        obj_out[p0:p1, :, a0:a1] = out["obj"]
+        gn_out[p0:p1, :, a0:a1] = out["grad_norm"]
+        status_out[p0:p1, :, a0:a1] = out["status"]
+        stop_out[p0:p1, :, a0:a1] = out["stop"]
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -635,11 +1048,13 @@ def gd_grid(
     shape = (nf, ns, nseed, na, nl)
     theta_t = torch.as_tensor(theta_out.reshape(*shape, k))
     rmse = _test_rmse(theta_t, data, seed_dim=2).numpy()
-    div = div_out.reshape(shape)
-    rmse = np.where(div, np.nan, rmse)
-    status = np.where(div, 2, 0).astype(np.int8)
+    status = status_out.reshape(shape)
+    rmse = np.where(status == 2, np.nan, rmse)
     return GDResult(loss, data.basis, alphas, lrs, iterations, rmse, obj_out.reshape(shape),
-                    gn_out.reshape(shape), status, theta_out.reshape(*shape, k), wall)
+                    gn_out.reshape(shape), status, theta_out.reshape(*shape, k), wall,
+                    stop_iteration=stop_out.reshape(shape),
+                    step_reference=lam.reshape(nf, ns, nseed, na), lr_reference=lr_reference,
+                    retire_tol=float(retire_tol), backend=backend_name)
 
 
 def gd_reference_loop(data: ToyData, alpha: float, lr: float, *, family_index: int = 0,
@@ -1178,7 +1593,25 @@ def _curve_best(rmse: np.ndarray, alphas: Sequence[float], n_boot: int,
 
 @dataclass(frozen=True)
 class ToyConfig:
-    """Every choice of the experiment (see the module docstring for the defaults' reasons)."""
+    r"""Every choice of the experiment (see the module docstring for the defaults' reasons).
+
+    Learning rates (the paper gives none).  ``lrs`` are relative rates: the step of a
+    configuration is ``lr / lambda / N`` on the summed gradient.  With ``lr_reference="gram"``
+    :math:`\lambda = \lambda_{\max}(\Phi^\top\Phi/N)` for every alpha, so at small alpha, where
+    only the fraction :math:`\approx 2 f(0)\alpha` of points inside the quadratic zone
+    contributes curvature, rate 1 crawls and only the largest rates converge, while at large
+    alpha every rate above 2 diverges: most of a fixed grid is redundant.  The ``full`` profile
+    therefore uses ``lr_reference="curvature"``: :math:`\lambda = \lambda_{\max}(H_\alpha)`,
+    the largest eigenvalue of the loss Hessian :math:`\Phi^\top\mathrm{diag}(\psi_\alpha'(\hat
+    r))\Phi/N` at a robust (least-absolute-deviations) pilot fit, per family, scale, seed and
+    alpha, and three rates ``(0.25, 1.0, 1.8)`` of it: 1 is the classic step of the local
+    quadratic, 1.8 close to its stability limit 2, 0.25 a safety margin if the pilot
+    underestimates the curvature.  ``l1`` (sign gradient, no curvature) scans ``l1_lrs``
+    relative to the Gram matrix (empty: ``lrs`` times the smallest alpha), ``l2`` ``l_lrs``.
+
+    ``retire_tol``: a GD configuration stops early (status 1) once the rest of its run could
+    not change its test RMSE by more than this relative amount (see :func:`gd_grid`).
+    """
 
     families: tuple[str, ...] = PAPER_FAMILIES
     scales: tuple[float, ...] = tuple(np.round(np.linspace(0.25, 3.0, 12), 6).tolist())
@@ -1200,6 +1633,9 @@ class ToyConfig:
     l1_iterations: int = 120
     l_lrs: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 1.9)
     extra_gd_bases: tuple[str, ...] = ()
+    lr_reference: str = "gram"
+    l1_lrs: tuple[float, ...] = ()
+    retire_tol: float = 1e-6
 
     def validate(self) -> ToyConfig:
         _check_families(self.families)
@@ -1219,6 +1655,12 @@ class ToyConfig:
                 raise ValueError(f"extra_gd_bases must be in {BASES}, got {b!r}")
         if self.gd_dtype not in ("float32", "float64"):
             raise ValueError(f"gd_dtype must be 'float32' or 'float64', got {self.gd_dtype!r}")
+        if self.lr_reference not in ("gram", "curvature"):
+            raise ValueError(f"lr_reference must be 'gram' or 'curvature', got {self.lr_reference!r}")
+        if self.l1_lrs:
+            _check_positive_grid(self.l1_lrs, "l1_lrs")
+        if not self.retire_tol >= 0:
+            raise ValueError(f"retire_tol must be >= 0, got {self.retire_tol}")
         return self
 
 
@@ -1236,7 +1678,8 @@ PROFILES: dict[str, ToyConfig] = {
         l1_iterations=80,
         exact_losses=("huber", "kl", "l1", "l2"),
     ),
-    "full": ToyConfig(families=FAMILIES, extra_gd_bases=("monomial",)),
+    "full": ToyConfig(families=FAMILIES, extra_gd_bases=("monomial",), lrs=(0.25, 1.0, 1.8),
+                      lr_reference="curvature", l1_lrs=(0.01, 0.04, 0.16, 0.64, 2.56)),
 }
 
 
@@ -1251,12 +1694,30 @@ def get_config(profile: str = "quick", **overrides: Any) -> ToyConfig:
 
 def _gd_summary(res: GDResult, exact: ExactResult | None, data: ToyData) -> dict[str, Any]:
     rmse, lr_idx = res.best_over_lr()  # (F, S, seeds, A)
+    families = data.families
+    stop = res.stop_iteration if res.stop_iteration is not None else np.full(
+        res.status.shape, res.iterations)
     out: dict[str, Any] = {
         "rmse": _finite_or_none(rmse),
         "best_lr_index": lr_idx.tolist(),
         "diverged_fraction": float(res.diverged.mean()),
         "diverged_count": int(res.diverged.sum()),
+        "diverged_fraction_by_family": {f: float(res.diverged[fi].mean())
+                                        for fi, f in enumerate(families)},
         "unscored_curves": int(np.isnan(rmse).sum()),
+        "unscored_curves_by_family": {f: int(np.isnan(rmse[fi]).sum())
+                                      for fi, f in enumerate(families)},
+        "best_alpha_rule": ("best learning rate per alpha among the non-diverged runs (status "
+                            "2 excluded); an alpha whose every rate diverged has no RMSE (None) "
+                            "and is left out of the best-alpha search"),
+        "status_counts": {name: int((res.status == code).sum()) for code, name in
+                          ((0, "ran_to_end"), (1, "converged_early"), (2, "diverged"))},
+        "converged_early_fraction": float(res.converged_early.mean()),
+        "stop_iteration_mean": float(stop.mean()),
+        "stop_iteration_median": float(np.median(stop)),
+        "lr_reference": res.lr_reference,
+        "retire_tol": res.retire_tol,
+        "backend": res.backend,
         "wall_time_s": res.wall_time_s,
         "iterations": res.iterations,
     }
@@ -1281,15 +1742,20 @@ def _gd_summary(res: GDResult, exact: ExactResult | None, data: ToyData) -> dict
 
 def run(profile: str = "quick", device: str = "cpu", *, config: ToyConfig | None = None,
         progress: bool = True, checkpoint_dir: str | Path | None = None,
-        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        log: Callable[[str], None] | None = None, deadline: float | None = None) -> dict[str, Any]:
     """Run the whole experiment of ``profile`` (or ``config``) and return a JSON-able payload.
 
     The payload holds the configuration, the theory constants, per method and loss the RMSE
     curves, the best alpha per (family, scale, seed), their summaries and linear fits, the
-    GD-vs-exact distances, divergence counts and timings.  Non-finite numbers are ``None``.
+    GD-vs-exact distances, divergence counts (overall and per family), early-stopping counts
+    and timings.  Non-finite numbers are ``None``.  ``deadline`` (a :func:`time.monotonic`
+    value): no GD chunk starts after it; :class:`StoppedEarly` is raised (finished chunks stay
+    in ``checkpoint_dir``).
     """
     cfg = (config or get_config(profile)).validate()
     log = log or (lambda s: None)
+    if cfg.gd_losses and deadline is not None and time.monotonic() >= deadline:
+        raise StoppedEarly("deadline reached before the run started")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -1330,11 +1796,13 @@ def run(profile: str = "quick", device: str = "cpu", *, config: ToyConfig | None
         lrs = cfg.lrs if loss in ALPHA_LOSSES else cfg.l_lrs
         if loss == "l1":
             # sign-gradient descent: the step does not shrink, so scan the rates of the Huber grid
-            lrs = tuple(np.asarray(cfg.lrs) * min(cfg.alphas))
+            lrs = cfg.l1_lrs or tuple(np.asarray(cfg.lrs) * min(cfg.alphas))
         d_b = data if basis == data.basis else data.with_basis(basis)
         res = gd_grid(d_b, alphas, lrs, loss=loss, iterations=cfg.iterations,
                       check_every=cfg.check_every, device=device, dtype=dtype,
-                      checkpoint_dir=checkpoint_dir, progress=progress)
+                      checkpoint_dir=checkpoint_dir, progress=progress,
+                      lr_reference=cfg.lr_reference if loss in ALPHA_LOSSES else "gram",
+                      retire_tol=cfg.retire_tol, deadline=deadline)
         if basis != data.basis:  # coefficients back to the reference basis: theta_ref = T theta_b
             tmat = torch.linalg.lstsq(data.phi[0], d_b.phi[0]).solution.numpy()
             res.theta = np.einsum("ij,...j->...i", tmat, res.theta)
@@ -1348,7 +1816,9 @@ def run(profile: str = "quick", device: str = "cpu", *, config: ToyConfig | None
         else:
             entry["rmse"] = _finite_or_none(res.best_over_lr()[0][..., 0])
         methods.setdefault(method, {})[loss] = entry
-        log(f"{method} {loss}: {res.wall_time_s:.1f} s, diverged {entry['diverged_fraction']:.3f}")
+        log(f"{method} {loss}: {res.wall_time_s:.1f} s, diverged {entry['diverged_fraction']:.3f}, "
+            f"converged early {entry['converged_early_fraction']:.3f}, mean stop iteration "
+            f"{entry['stop_iteration_mean']:.0f}")
     timings["gd"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     cfg_dict = asdict(cfg)
@@ -1580,6 +2050,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true",
                         help="ignore GD checkpoints of an earlier interrupted run")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--stop-after-s", type=float, default=None, metavar="SECONDS",
+                        help="start no new GD chunk after SECONDS; finished chunks stay in the "
+                             "checkpoints (re-run the same command to resume) and the final "
+                             "JSON is not written")
     parser.set_defaults(func=_cli_main)
 
 
@@ -1609,8 +2083,19 @@ def _cli_main(args: argparse.Namespace) -> int:
     if args.no_resume and ckpt.exists():
         shutil.rmtree(ckpt)
     t0 = time.perf_counter()
-    payload = run(args.profile, device, config=cfg, progress=not args.no_progress,
-                  checkpoint_dir=ckpt, log=lambda s: print(s, flush=True))
+    deadline = None
+    if args.stop_after_s is not None:
+        if not args.stop_after_s >= 0:
+            raise SystemExit(f"--stop-after-s must be >= 0, got {args.stop_after_s}")
+        deadline = time.monotonic() + args.stop_after_s
+    try:
+        payload = run(args.profile, device, config=cfg, progress=not args.no_progress,
+                      checkpoint_dir=ckpt, log=lambda s: print(s, flush=True), deadline=deadline)
+    except StoppedEarly as exc:
+        print(f"stopped early after {time.perf_counter() - t0:.0f} s (--stop-after-s "
+              f"{args.stop_after_s:g}): {exc}. Checkpoints kept in {ckpt}; run the same command "
+              f"again to resume. {out / f'toy_{stem}.json'} was NOT written.", flush=True)
+        return 0
     payload["profile"] = args.profile
     wall = time.perf_counter() - t0
     command = "klhuber toy " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "klhuber toy"

@@ -224,6 +224,8 @@ def test_divergence_is_marked_and_never_scored(data: toy.ToyData) -> None:
     gd = toy.gd_grid(data, (1.0,), (0.5, 50.0), loss="l2", iterations=60, check_every=10,
                      progress=False)
     assert not gd.diverged[..., 0].any() and gd.diverged[..., 1].all()
+    assert (gd.status[..., 1] == 2).all() and (gd.stop_iteration[..., 1] <= 10).all()
+    assert (gd.status[..., 0] != 2).all()
     assert np.isnan(gd.rmse[..., 1]).all() and np.isfinite(gd.rmse[..., 0]).all()
     best, idx = gd.best_over_lr()
     assert np.isfinite(best).all() and (idx == 0).all()
@@ -246,6 +248,100 @@ def test_checkpoint_resume(data: toy.ToyData, tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(toy, "_gd_chunk", boom)
     second = toy.gd_grid(data, (0.5, 2.0), (1.0,), **kw)
     np.testing.assert_array_equal(first.theta, second.theta)
+    np.testing.assert_array_equal(first.status, second.status)
+    np.testing.assert_array_equal(first.stop_iteration, second.stop_iteration)
+
+
+def test_deadline_stops_between_chunks_and_resumes(data: toy.ToyData, tmp_path: Path,
+                                                   monkeypatch) -> None:
+    import time
+
+    kw = dict(iterations=20, progress=False, checkpoint_dir=tmp_path, max_elements=20_000)
+    real = toy._gd_chunk
+    calls = []
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        time.sleep(0.3)  # the deadline passes during the first chunk
+        return out
+
+    monkeypatch.setattr(toy, "_gd_chunk", slow)
+    with pytest.raises(toy.StoppedEarly, match="deadline"):
+        toy.gd_grid(data, (0.5, 2.0), (1.0,), deadline=time.monotonic() + 0.1, **kw)
+    assert len(calls) == 1 and len(list(tmp_path.glob("gd_huber_*.pt"))) == 1
+    resumed = toy.gd_grid(data, (0.5, 2.0), (1.0,), **kw)
+    n_chunks = len(list(tmp_path.glob("gd_huber_*.pt")))
+    assert n_chunks >= 2 and len(calls) == n_chunks  # the first chunk was not recomputed
+    fresh = toy.gd_grid(data, (0.5, 2.0), (1.0,), iterations=20, progress=False)
+    np.testing.assert_array_equal(resumed.theta, fresh.theta)
+
+
+@pytest.fixture
+def one_thread():
+    """Small torch ops: one thread (two spin-waiting threads crawl when the cores are shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _kernel_available() -> bool:
+    return toy._cpu_kernel(toy.K_PAPER) is not None
+
+
+def test_float32_agrees_with_float64(data: toy.ToyData, one_thread) -> None:
+    kw = dict(iterations=150, progress=False, retire_tol=0.0)
+    f32 = toy.gd_grid(data, (0.2, 1.0), (1.0, 8.0), **kw)
+    f64 = toy.gd_grid(data, (0.2, 1.0), (1.0, 8.0), dtype=torch.float64, **kw)
+    assert f64.backend == "torch"
+    # (float32 may retire a configuration that reached an exact fixed point: status 1, not 0)
+    np.testing.assert_array_equal(f32.status == 2, f64.status == 2)
+    ok = f64.status != 2
+    np.testing.assert_allclose(f32.rmse[ok], f64.rmse[ok], rtol=1e-4)
+    np.testing.assert_allclose(f32.theta[ok], f64.theta[ok], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not _kernel_available(), reason="no C++ compiler for the fused kernel")
+@pytest.mark.parametrize("loss", toy.LOSSES)
+def test_kernel_equals_torch_backend(data: toy.ToyData, loss: str, one_thread) -> None:
+    alphas = (0.3, 2.0) if loss in toy.ALPHA_LOSSES else (1.0,)
+    lrs = (0.01, 0.1) if loss == "l1" else (0.5, 1.5)
+    kw = dict(loss=loss, iterations=60, progress=False, retire_tol=0.0)
+    ker = toy.gd_grid(data, alphas, lrs, backend="kernel", **kw)
+    ref = toy.gd_grid(data, alphas, lrs, backend="torch", **kw)
+    assert ker.backend == "kernel" and ref.backend == "torch"
+    np.testing.assert_allclose(ker.theta, ref.theta, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ker.objective, ref.objective, rtol=1e-4)
+
+
+def test_retired_converged_equals_running_on(one_thread) -> None:
+    # float64: a configuration retired as converged ends where running all iterations ends,
+    # to the stated tolerance (retire_tol relative test RMSE)
+    data = toy.make_data(("laplace", "cauchy"), (0.5,), (0,), n=800, n_test=200)
+    kw = dict(iterations=400, check_every=20, dtype=torch.float64, progress=False,
+              lr_reference="curvature")
+    tol = 1e-6
+    early = toy.gd_grid(data, (0.1, 1.0, 5.0), (0.25, 1.0), retire_tol=tol, **kw)
+    full = toy.gd_grid(data, (0.1, 1.0, 5.0), (0.25, 1.0), retire_tol=0.0, **kw)
+    conv = early.status == 1
+    assert conv.mean() > 0.5 and (early.stop_iteration[conv] < 400).all()
+    assert (full.stop_iteration[full.status == 0] == 400).all()
+    np.testing.assert_allclose(early.rmse[conv], full.rmse[conv], rtol=tol)
+
+
+def test_curvature_learning_rates_reach_the_exact_minimiser(one_thread) -> None:
+    data = toy.make_data(("logistic",), (1.0,), (0,), n=800, n_test=200)
+    alphas = (0.05, 0.5, 5.0)
+    gd = toy.gd_grid(data, alphas, (0.25, 1.0, 1.8), iterations=400, dtype=torch.float64,
+                     lr_reference="curvature", progress=False)
+    ex = toy.exact_grid(data, alphas, progress=False)
+    lam_gram = float(toy._lr_reference(data.phi)[0])
+    # the curvature at small alpha is a fraction of the Gram matrix's: larger steps there
+    assert gd.step_reference[..., 0].max() < 0.5 * lam_gram
+    assert gd.step_reference.max() <= lam_gram * (1 + 1e-9)
+    best, _ = gd.best_over_lr()
+    np.testing.assert_allclose(best, ex.rmse, rtol=1e-4)
 
 
 # --------------------------------------------------------------------------------- theory
@@ -324,6 +420,10 @@ def test_run_payload_is_json_and_complete() -> None:
     assert payload["theory"]["laplace"]["huber"]["c"] == 0.0
     assert payload["methods"]["gd"]["huber"]["gd_vs_exact"]["relative_median"] >= 0
     assert payload["methods"]["exact"]["huber"]["converged_fraction"] == 1.0
+    gd = payload["methods"]["gd"]["huber"]
+    assert set(gd["diverged_fraction_by_family"]) == {"laplace"}
+    assert sum(gd["status_counts"].values()) == 2 * 2 * 2 * 2
+    assert "diverged" in gd["best_alpha_rule"]
 
 
 def test_cli_writes_results_and_figure(tmp_path: Path, monkeypatch) -> None:
@@ -347,6 +447,21 @@ def test_cli_writes_results_and_figure(tmp_path: Path, monkeypatch) -> None:
     assert len(fig.axes) == 1
     assert len(toy.plot_rmse_panels(doc, doc["config"]["families"]).axes) == len(
         doc["config"]["families"])
+
+
+def test_cli_stop_after_s_exits_cleanly_without_results(tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    # the resume itself is tested on gd_grid (test_deadline_stops_between_chunks_and_resumes)
+    from klhuber import cli
+
+    monkeypatch.setitem(toy.PROFILES, "quick", replace(_tiny_config(), extra_gd_bases=()))
+    rc = cli.main(["toy", "--profile", "quick", "--out", str(tmp_path), "--no-progress",
+                   "--stop-after-s", "0"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "stopped early" in out and "NOT written" in out
+    assert not (tmp_path / "toy_quick.json").exists()
+    assert not list(tmp_path.glob("fig2_*"))
 
 
 def test_cli_no_gd_writes_exact_only_file(tmp_path: Path, monkeypatch) -> None:
