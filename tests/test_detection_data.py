@@ -178,3 +178,95 @@ def test_coco_metrics_perfect_shifted_and_empty(tmp_path):
     assert s["AP75"] == pytest.approx(0.0) and s["AP"] < 0.5
     assert s["AP_per_iou"][0] == pytest.approx(1.0) and s["AP_per_iou"][-1] == 0.0
     assert coco_metrics(ds.coco, [])["AP"] == 0.0
+
+
+# ------------------------------------------------------------- data checked at load time (#22)
+
+
+def _hand_written(root, *, undeclared=False, wrong_size=False):
+    """Category ids 1, 3, 90; images of several sizes and modes (L, RGBA, RGB; PNG, JPEG), a
+    unicode file name and an image without annotations."""
+    (root / "val").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    specs = [("L", (32, 24), "a.png"), ("RGBA", (40, 30), "b.png"), ("RGB", (20, 36), "ü.jpg")]
+    images = []
+    for i, (mode, size, name) in enumerate(specs):
+        Image.new(mode, size).save(root / "val" / name)
+        width, height = size
+        if wrong_size and i == 1:
+            width += 8
+        images.append({"id": i + 1, "file_name": name, "width": width, "height": height})
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 8], "area": 80,
+         "iscrowd": 0},
+        {"id": 2, "image_id": 2, "category_id": 90, "bbox": [5, 5, 30, 20], "area": 600,
+         "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 7 if undeclared else 3, "bbox": [1, 1, 6, 6],
+         "area": 36, "iscrowd": 0},
+    ]
+    cats = [{"id": 1, "name": "one"}, {"id": 3, "name": "three"}, {"id": 90, "name": "ninety"}]
+    ann = root / "annotations" / "instances_val.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}),
+                   encoding="utf-8")
+    return root / "val", ann
+
+
+def test_undeclared_category_is_an_error_at_load_time(tmp_path):
+    img_dir, ann = _hand_written(tmp_path, undeclared=True)
+    with pytest.raises(ValueError, match=r"category_id.*declared categories \[1, 3, 90\]: 7"):
+        dd.CocoDetection(img_dir, ann, train=True)
+
+
+def test_image_sizes_are_checked_against_the_files(tmp_path):
+    img_dir, ann = _hand_written(tmp_path, wrong_size=True)
+    with pytest.raises(ValueError, match=r"b\.png\) is 40x30 but declared 48x30.*--fix-sizes"):
+        dd.CocoDetection(img_dir, ann)
+    ds = dd.CocoDetection(img_dir, ann, fix_sizes=True)
+    assert ds.coco.imgs[2]["width"] == 40
+    image, target = ds[1]
+    assert image.shape == (3, 30, 40)
+    assert float(target["boxes"][:, 2].max()) <= 40  # clipped to the real image
+    good_dir, good_ann = _hand_written(tmp_path / "good")
+    ds = dd.CocoDetection(good_dir, good_ann, train=False)
+    assert ds.label_to_cat == {1: 1, 2: 3, 3: 90} and len(ds) == 3
+    assert [ds[i][0].shape[0] for i in range(3)] == [3, 3, 3]  # L, RGBA -> RGB
+
+
+def test_eval_checks_the_checkpoints_label_mapping(tmp_path):
+    from klhuber.detection.evaluate import check_label_mapping
+
+    img_dir, ann = _hand_written(tmp_path)
+    ds = dd.CocoDetection(img_dir, ann)
+    same = {"label_to_cat": {"1": 1, "2": 3, "3": 90}, "class_names": ["one", "three", "ninety"]}
+    check_label_mapping(ds, same)
+    check_label_mapping(ds, {})  # an old checkpoint without a mapping is not checked
+    with pytest.raises(ValueError, match=r"category ids \[1, 3, 90\].*trained on \[1, 3, 91\]"):
+        check_label_mapping(ds, {**same, "label_to_cat": {"1": 1, "2": 3, "3": 91}})
+    with pytest.raises(ValueError, match="names category 1 'one'.*as 'person'"):
+        check_label_mapping(ds, {**same, "class_names": ["person", "three", "ninety"]})
+
+
+def test_score_a_predictions_file(tmp_path, capsys):
+    from klhuber import cli
+    from klhuber.detection.evaluate import score_predictions
+
+    _, ann = _hand_written(tmp_path)
+    gt = json.loads(ann.read_text(encoding="utf-8"))
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                "score": 0.9} for a in gt["annotations"]]
+    predictions = tmp_path / "dt.json"
+    predictions.write_text(json.dumps(perfect))
+    assert score_predictions(ann, predictions)["AP"] == pytest.approx(1.0)
+    assert cli.main(["detect", "score", "--gt", str(ann), "--predictions", str(predictions),
+                     "--output", str(tmp_path / "scored.json")]) == 0
+    assert capsys.readouterr().out.startswith("AP 100.0")
+    assert json.loads((tmp_path / "scored.json").read_text())["metrics"]["AP"] == pytest.approx(1)
+    predictions.write_text(json.dumps([{**perfect[0], "category_id": 7}]))
+    assert cli.main(["detect", "score", "--gt", str(ann), "--predictions",
+                     str(predictions)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("klhuber detect score: error:") and "category_id 7" in err
+    with pytest.raises(ValueError, match="image_id 99"):
+        score_predictions(ann, [{**perfect[0], "image_id": 99}])
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        score_predictions(ann, tmp_path / "nope.json")

@@ -203,3 +203,138 @@ def test_torchrun_two_cpu_processes_with_gloo(shapes, tmp_path):
     assert state["iteration"] == 2 and state["final"]
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[-1])["iter"] == 2
+
+
+# ------------------------------------------------------------------ runs are never lost (#22)
+
+
+def test_existing_run_is_refused_unless_resume_or_overwrite(shapes, tmp_path):
+    out = tmp_path / "run"
+    engine.train(_config(shapes, out, iters=2))
+    checkpoint, metrics = out / "checkpoint.pt", out / "metrics.jsonl"
+    before = (checkpoint.read_bytes(), metrics.read_text())
+    with pytest.raises(engine.RunExistsError, match="--resume.*--overwrite"):
+        engine.train(_config(shapes, out, iters=2))
+    assert (checkpoint.read_bytes(), metrics.read_text()) == before  # nothing touched
+    # --resume with other options names them and refuses, before any training
+    resume = _config(shapes, out, iters=2, resume=True).as_dict()
+    with pytest.raises(engine.RunExistsError) as info:
+        engine.train(engine.TrainConfig(**{**resume, "box_loss": "publication",
+                                           "min_size": 80, "max_size": 80}))
+    message = str(info.value)
+    assert "box_loss" in message and "min_size" in message and "max_size" in message
+    assert "iters" not in message.replace("max_size", "")
+    with pytest.raises(engine.RunExistsError, match="arch"):
+        engine.train(engine.TrainConfig(**{**resume, "arch": "retinanet"}))
+    assert checkpoint.read_bytes() == before[0]
+    # runtime options may change on resume (a finished run returns at once)
+    again = engine.train(_config(shapes, out, iters=2, resume=True, log_every=5, threads=1))
+    assert again["iterations"] == 2
+    # --overwrite replaces the run
+    replaced = engine.train(_config(shapes, out, iters=1, overwrite=True))
+    assert replaced["iterations"] == 1
+    assert engine.load_checkpoint(checkpoint)["iteration"] == 1
+    assert [json.loads(x)["iter"] for x in metrics.read_text().splitlines()] == [1]
+    with pytest.raises(ValueError, match="resume and overwrite"):
+        _config(shapes, out, resume=True, overwrite=True)
+
+
+def test_config_paths_are_absolute_and_ranges_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = engine.TrainConfig(data_root="data", weights_path="w.pt")
+    assert config.data_root == str(tmp_path / "data")
+    assert config.weights_path == str(tmp_path / "w.pt")
+    for bad in ({"lr": 0}, {"lr": float("inf")}, {"momentum": 5}, {"momentum": -0.1},
+                {"gamma": -5}, {"gamma": 0}, {"weight_decay": -1},
+                {"amp": "bf16", "device": "cpu"}, {"amp": "fp16"}):
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=name):
+            engine.TrainConfig(**bad)
+    engine.TrainConfig(amp="bf16", device="cuda")  # checked when the run starts
+    engine.TrainConfig(amp="auto", device="cpu")  # auto is none off CUDA, as documented
+
+
+def test_damaged_checkpoint_is_named_with_advice(shapes, tmp_path):
+    out = tmp_path / "run"
+    engine.train(_config(shapes, out, iters=1))
+    checkpoint = out / "checkpoint.pt"
+    data = checkpoint.read_bytes()
+    for damaged in (data[: len(data) // 2], b""):
+        checkpoint.write_bytes(damaged)
+        with pytest.raises(engine.CheckpointError) as info:
+            engine.load_checkpoint(checkpoint)
+        assert str(checkpoint) in str(info.value) and "--overwrite" in str(info.value)
+        with pytest.raises(engine.CheckpointError, match="damaged"):
+            engine.train(_config(shapes, out, iters=2, resume=True))
+    torch.save({"model": {}}, checkpoint)
+    with pytest.raises(engine.CheckpointError, match="not a checkpoint"):
+        engine.load_checkpoint(checkpoint)
+
+
+def test_stale_temporaries_removed_and_unwritable_folder_fails_first(shapes, tmp_path,
+                                                                     monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".checkpoint.pt.x1y2.tmp"
+    stale.write_bytes(b"\0" * 1000)  # a save killed half-way
+    messages = []
+    engine.train(_config(shapes, out, iters=1), log=messages.append)
+    assert not stale.exists() and any("temporary" in m for m in messages)
+    assert engine.load_checkpoint(out / "checkpoint.pt")["iteration"] == 1
+
+    import tempfile
+
+    from klhuber.detection import data as dd
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    def no_data(*args, **kwargs):  # the check comes before any work
+        raise AssertionError("data loaded before the output folder was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(dd, "CocoDetection", no_data)
+    with pytest.raises(PermissionError, match="not writable"):
+        engine.train(_config(shapes, tmp_path / "readonly", iters=1))
+
+
+def test_sigterm_writes_a_final_checkpoint_and_the_run_resumes(shapes, tmp_path, monkeypatch):
+    import signal
+
+    flips = []
+    original = engine.random_horizontal_flip
+
+    def flip_then_signal(*args, **kwargs):
+        original(*args, **kwargs)
+        flips.append(1)
+        if len(flips) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(engine, "random_horizontal_flip", flip_then_signal)
+    out = tmp_path / "run"
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(engine.TrainingInterrupted) as info:
+        engine.train(_config(shapes, out, iters=4, checkpoint_every=100))
+    assert signal.getsignal(signal.SIGTERM) == previous  # handlers restored
+    assert info.value.iteration == 2 and info.value.signum == signal.SIGTERM
+    assert "--resume" in str(info.value)
+    state = engine.load_checkpoint(out / "checkpoint.pt")
+    assert state["iteration"] == 2 and not state["final"]
+    monkeypatch.setattr(engine, "random_horizontal_flip", original)
+    resumed = engine.train(_config(shapes, out, iters=4, resume=True))
+    assert resumed["iterations"] == 4 and resumed["finished"]
+
+
+def test_cli_train_refuses_a_run_folder_with_a_one_line_error(shapes, tmp_path, capsys):
+    from klhuber import cli
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"iter": 1}\n')
+    args = ["detect", "train", "--data-root", str(shapes), "--out", str(out), "--iters", "1",
+            "--no-progress"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("klhuber detect train: error: output folder")
+    assert "--overwrite" in err and len(err.splitlines()) == 1
+    assert (out / "metrics.jsonl").read_text() == '{"iter": 1}\n'

@@ -1,4 +1,4 @@
-"""``klhuber detect {train,eval,synth,experiment}``: detectors with the paper's box losses.
+"""``klhuber detect {train,eval,score,synth,experiment}``: detectors with the paper's box losses.
 
 Examples::
 
@@ -7,7 +7,14 @@ Examples::
         --box-loss experiment_c --iters 490000 --lr 0.001 --milestones 350000 --out runs/c
     torchrun --nproc_per_node 8 -m klhuber detect train --data-root /data/coco ... --device cuda
     klhuber detect eval runs/c/checkpoint.pt --output results/c.json
+    klhuber detect score --gt /data/coco/annotations/instances_val2017.json --predictions dt.json
     klhuber detect experiment --profile full --device cuda --jobs 4
+
+``detect train`` refuses an ``--out`` folder that already holds something unless given
+``--resume`` (continue the run; its options must match the checkpoint's) or ``--overwrite``
+(replace the run).  SIGTERM / Ctrl-C stop a run after the current iteration with a checkpoint
+(exit status 128 + the signal number).  Errors are one line, ``klhuber detect ...: error: ...``,
+with exit status 2 (set ``KLHUBER_TRACEBACK=1`` for the full traceback).
 
 ``--data-root`` takes a COCO 2017 (``train2017/``, ``val2017/``, ``annotations/``), COCO 2014
 or synthetic layout (:func:`klhuber.detection.data.coco_split_paths`).
@@ -18,9 +25,86 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["configure_parser"]
+
+
+def _error_line(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+
+
+def _friendly(func: Callable[[argparse.Namespace], int], prog: str
+              ) -> Callable[[argparse.Namespace], int]:
+    """Run ``func``, turning validation errors into argparse-style one-liners (exit 2)."""
+    import os
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from klhuber.detection.engine import (
+            CheckpointError,
+            NonFiniteLossError,
+            TrainingInterrupted,
+        )
+
+        try:
+            return func(args)
+        except TrainingInterrupted as stop:
+            print(f"{prog}: {stop}", file=sys.stderr)
+            return 128 + stop.signum
+        except (ValueError, CheckpointError, FileNotFoundError, PermissionError,
+                NonFiniteLossError) as error:
+            if os.environ.get("KLHUBER_TRACEBACK"):
+                raise
+            _error_line(prog, " ".join(str(error).split()))
+            return 1 if isinstance(error, NonFiniteLossError) else 2
+
+    wrapped.__name__ = getattr(func, "__name__", "command")
+    return wrapped
+
+
+def _bounded(kind: type, low: float | None = None, high: float | None = None, *,
+             low_open: bool = False, high_open: bool = False, what: str = ""
+             ) -> Callable[[str], Any]:
+    """An argparse ``type`` that converts with ``kind`` and checks an interval."""
+    import math
+
+    lo_b, hi_b = "(" if low_open else "[", ")" if high_open else "]"
+    interval = (f"{'(-inf' if low is None else lo_b + str(low)}, "
+                f"{'inf)' if high is None else str(high) + hi_b}")
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {kind.__name__} value: {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text}")
+        bad_low = low is not None and (value <= low if low_open else value < low)
+        bad_high = high is not None and (value >= high if high_open else value > high)
+        if bad_low or bad_high:
+            raise argparse.ArgumentTypeError(f"must be in {interval}{what}, got {text}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+def _check_amp(amp: str, device: str) -> None:
+    if amp in ("bf16", "fp16") and not str(device).startswith("cuda"):
+        raise ValueError(f"--amp {amp} needs a CUDA device (--device cuda), got --device "
+                         f"{device}; use --amp none (or auto, which is none off CUDA)")
 
 
 def _command() -> str:
@@ -39,7 +123,8 @@ def _train(args: argparse.Namespace) -> int:
     from klhuber.detection.engine import TrainConfig, train
     from klhuber.detection.evaluate import _ap_text, evaluate_checkpoint
 
-    model_kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
+    _check_amp(args.amp, args.device)
+    model_kwargs = args.model_kwargs or {}
     config = TrainConfig(
         data_root=args.data_root, out_dir=args.out, arch=args.arch, box_loss=args.box_loss,
         backbone=args.backbone, data_layout=args.layout, weights_path=args.weights,
@@ -54,6 +139,7 @@ def _train(args: argparse.Namespace) -> int:
         min_size=args.min_size, max_size=args.max_size, anchor_sizes=args.anchor_sizes,
         box_head_dim=args.box_head_dim, model_kwargs=model_kwargs, threads=args.threads,
         progress=not args.no_progress, resume=args.resume, stop_at=args.stop_at,
+        overwrite=args.overwrite, fix_sizes=args.fix_sizes,
     )
     summary = train(config, log=lambda m: print(m, file=sys.stderr))
     summary.pop("model")
@@ -77,13 +163,32 @@ def _rank() -> int:
 def _eval(args: argparse.Namespace) -> int:
     from klhuber.detection.evaluate import _ap_text, evaluate_checkpoint
 
+    _check_amp(args.amp, args.device)
     payload = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, split=args.split,
                                   layout=args.layout, device=args.device,
                                   batch_size=args.batch_size, amp=args.amp, output=args.output,
-                                  command=_command(), progress=not args.no_progress)
+                                  command=_command(), progress=not args.no_progress,
+                                  fix_sizes=True if args.fix_sizes else None)
     print(_ap_text(payload["metrics"]))
     if args.output:
         print(f"results written to {args.output}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from klhuber.detection.evaluate import _ap_text, score_predictions
+
+    metrics = score_predictions(args.gt, args.predictions)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(_ap_text(metrics))
+    if args.output:
+        from klhuber.results import save_results
+
+        save_results(args.output, {"metrics": metrics, "gt": str(args.gt),
+                                   "predictions": str(args.predictions)}, command=_command())
+        print(f"results written to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -110,11 +215,14 @@ def _experiment(args: argparse.Namespace) -> int:
         return 0
     shard = None
     if args.shard:
-        i, n = (int(v) for v in args.shard.split("/"))
+        try:
+            i, n = (int(v) for v in args.shard.split("/"))
+        except ValueError:
+            i, n = -1, 0
         if not 0 <= i < n:
-            raise SystemExit(f"--shard must be i/n with 0 <= i < n, got {args.shard!r}")
+            raise ValueError(f"--shard must be i/n with 0 <= i < n, got {args.shard!r}")
         shard = (i, n)
-    overrides: dict[str, Any] | None = json.loads(args.overrides) if args.overrides else None
+    overrides: dict[str, Any] | None = args.overrides or None
     results = ex.run_experiment(
         args.profile, results_dir=args.results_dir, data_dir=args.data_dir,
         work_dir=args.work_dir, device=args.device, jobs=args.jobs, shard=shard,
@@ -133,7 +241,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``train``, ``eval``, ``synth`` and ``experiment`` sub-commands."""
+    """Add the ``train``, ``eval``, ``score``, ``synth`` and ``experiment`` sub-commands."""
     from klhuber.detection.experiments import (
         DEFAULT_DATA_DIR,
         DEFAULT_RESULTS_DIR,
@@ -156,43 +264,52 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                    help="vgg16, vgg16_bn, resnet101_fpn, resnet50_fpn, resnet18_fpn, "
                         "mobilenet_v3_fpn, convnet4_fpn (small, for CPUs)")
     t.add_argument("--weights", default=None, help="local state dict to start from")
-    t.add_argument("--iters", type=int, default=1000)
-    t.add_argument("--batch-size", type=int, default=2, help="images per process")
-    t.add_argument("--lr", type=float, default=0.02)
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--warmup-iters", type=int, default=100)
-    t.add_argument("--warmup-factor", type=float, default=0.001)
+    t.add_argument("--iters", type=_bounded(int, 1), default=1000)
+    t.add_argument("--batch-size", type=_bounded(int, 1), default=2, help="images per process")
+    t.add_argument("--lr", type=_bounded(float, 0, low_open=True), default=0.02)
+    t.add_argument("--momentum", type=_bounded(float, 0, 1, high_open=True), default=0.9)
+    t.add_argument("--weight-decay", type=_bounded(float, 0), default=1e-4)
+    t.add_argument("--warmup-iters", type=_bounded(int, 0), default=100)
+    t.add_argument("--warmup-factor", type=_bounded(float, 0, 1, low_open=True), default=0.001)
     t.add_argument("--milestones", type=_ints, default=(), help="comma-separated iterations")
-    t.add_argument("--gamma", type=float, default=0.1)
+    t.add_argument("--gamma", type=_bounded(float, 0, 1, low_open=True), default=0.1,
+                   help="learning-rate factor at each milestone")
     t.add_argument("--lr-schedule", default="step", choices=("step", "cosine"),
                    help="after warm-up: x gamma at each milestone, or cosine decay to 0")
     t.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"))
-    t.add_argument("--clip-grad-norm", type=float, default=None)
-    t.add_argument("--max-nonfinite", type=int, default=20)
-    t.add_argument("--checkpoint-every", type=int, default=500)
-    t.add_argument("--log-every", type=int, default=20)
+    t.add_argument("--clip-grad-norm", type=_bounded(float, 0, low_open=True), default=None)
+    t.add_argument("--max-nonfinite", type=_bounded(int, 0), default=20)
+    t.add_argument("--checkpoint-every", type=_bounded(int, 1), default=500)
+    t.add_argument("--log-every", type=_bounded(int, 1), default=20)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--workers", type=int, default=4)
+    t.add_argument("--workers", type=_bounded(int, 0), default=4)
     t.add_argument("--cache-images", action="store_true", help="keep decoded images in RAM")
-    t.add_argument("--max-train-images", type=int, default=None)
+    t.add_argument("--max-train-images", type=_bounded(int, 1), default=None)
     t.add_argument("--device", default="cpu")
-    t.add_argument("--hflip", type=float, default=0.5)
-    t.add_argument("--min-size", type=int, default=800)
-    t.add_argument("--max-size", type=int, default=1333)
+    t.add_argument("--hflip", type=_bounded(float, 0, 1), default=0.5)
+    t.add_argument("--min-size", type=_bounded(int, 1), default=800)
+    t.add_argument("--max-size", type=_bounded(int, 1), default=1333)
     t.add_argument("--anchor-sizes", type=_floats, default=None,
                    help="comma-separated base anchor size per feature level")
-    t.add_argument("--box-head-dim", type=int, default=None)
-    t.add_argument("--model-kwargs", default=None, help="JSON of FasterRCNN/RetinaNet kwargs")
-    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--box-head-dim", type=_bounded(int, 1), default=None)
+    t.add_argument("--model-kwargs", type=_json_object, default=None,
+                   help="JSON of FasterRCNN/RetinaNet kwargs")
+    t.add_argument("--threads", type=_bounded(int, 1), default=None)
     t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--stop-at", type=int, default=None,
+    keep = t.add_mutually_exclusive_group()
+    keep.add_argument("--resume", action="store_true",
+                      help="continue the run in OUT (its checkpoint's options must match)")
+    keep.add_argument("--overwrite", action="store_true",
+                      help="replace the run in OUT (without it, a non-empty OUT is refused)")
+    t.add_argument("--fix-sizes", action="store_true",
+                   help="use the image files' sizes where the JSON's width/height differ "
+                        "(default: such a difference is an error)")
+    t.add_argument("--stop-at", type=_bounded(int, 1), default=None,
                    help="stop (with a checkpoint) after this many iterations")
     t.add_argument("--eval", action="store_true", help="evaluate on val when finished")
-    t.add_argument("--eval-batch-size", type=int, default=8)
+    t.add_argument("--eval-batch-size", type=_bounded(int, 1), default=8)
     t.add_argument("--output", default=None, help="results JSON of --eval")
-    t.set_defaults(func=_train)
+    t.set_defaults(func=_friendly(_train, t.prog))
 
     e = sub.add_parser("eval", help="evaluate a checkpoint with COCOeval")
     e.add_argument("checkpoint")
@@ -200,11 +317,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--split", default="val", choices=("train", "val"))
     e.add_argument("--layout", default=None, choices=("auto", "2017", "2014", "synthetic"))
     e.add_argument("--device", default="cpu")
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--batch-size", type=_bounded(int, 1), default=8)
     e.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"))
     e.add_argument("--output", default=None, help="results JSON (with provenance)")
     e.add_argument("--no-progress", action="store_true")
-    e.set_defaults(func=_eval)
+    e.add_argument("--fix-sizes", action="store_true",
+                   help="use the image files' sizes where the JSON's width/height differ")
+    e.set_defaults(func=_friendly(_eval, e.prog))
+
+    c = sub.add_parser("score", help="score a COCO results file against an annotation file")
+    c.add_argument("--gt", required=True, help="COCO instances JSON (ground truth)")
+    c.add_argument("--predictions", required=True,
+                   help="COCO results JSON: a list of {image_id, category_id, bbox, score}")
+    c.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    c.add_argument("--output", default=None, help="results JSON (with provenance)")
+    c.set_defaults(func=_friendly(_score, c.prog))
 
     s = sub.add_parser("synth", help="generate a synthetic COCO-format shapes data set")
     s.add_argument("root")
@@ -221,7 +348,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--clutter", type=int, default=4)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=0)
-    s.set_defaults(func=_synth)
+    s.set_defaults(func=_friendly(_synth, s.prog))
 
     x = sub.add_parser("experiment", help="run / continue a profile's grid of runs")
     x.add_argument("--profile", default="quick", choices=sorted(PROFILES))
@@ -229,15 +356,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     x.add_argument("--results-dir", default=str(DEFAULT_RESULTS_DIR))
     x.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     x.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR))
-    x.add_argument("--jobs", type=int, default=1, help="worker processes (e.g. 4 on one GPU)")
+    x.add_argument("--jobs", type=_bounded(int, 1), default=1, help="worker processes (e.g. 4 on one GPU)")
     x.add_argument("--shard", default=None, help="i/n: run every n-th pending run from i")
-    x.add_argument("--stop-after-s", type=float, default=None,
+    x.add_argument("--stop-after-s", type=_bounded(float, 0), default=None,
                    help="do not start new runs after this many seconds")
     x.add_argument("--arch", action="append", default=None)
     x.add_argument("--preset", action="append", default=None)
     x.add_argument("--noise", action="append", type=float, default=None)
     x.add_argument("--seed", action="append", type=int, default=None)
-    x.add_argument("--overrides", default=None,
+    x.add_argument("--overrides", type=_json_object, default=None,
                    help='JSON of training-setting overrides, e.g. \'{"iters": 4}\'')
     x.add_argument("--list", action="store_true", help="list the grid and what is done")
-    x.set_defaults(func=_experiment)
+    x.set_defaults(func=_friendly(_experiment, x.prog))

@@ -38,6 +38,7 @@ __all__ = [
     "DATA_LAYOUTS",
     "SkipSampler",
     "collate",
+    "check_categories",
     "coco_split_paths",
     "dataset_hash",
     "load_coco",
@@ -71,11 +72,41 @@ def coco_split_paths(root: str | os.PathLike, split: str,
 
 
 def load_coco(ann_file: str | os.PathLike) -> Any:
-    """``pycocotools.coco.COCO(ann_file)`` without its chatter on stdout."""
-    from pycocotools.coco import COCO
+    """``pycocotools.coco.COCO(ann_file)`` without its chatter on stdout.
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(ann_file))
+    A missing file raises ``FileNotFoundError`` and a file that is not COCO JSON a
+    ``ValueError``, both naming the file.
+    """
+    try:
+        from pycocotools.coco import COCO
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"{error}; pycocotools comes with the detection extra: "
+            f"pip install 'klhuber[detection]'", name=error.name) from error
+
+    path = Path(ann_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file {path} does not exist")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(path))
+    except (ValueError, KeyError, TypeError, AssertionError) as error:
+        raise ValueError(f"{path} is not a COCO annotation file "
+                         f"({type(error).__name__}: {error})") from error
+
+
+def check_categories(coco: Any, ann_file: str | os.PathLike = "annotations") -> None:
+    """Raise ``ValueError`` when an annotation's ``category_id`` is not a declared category."""
+    declared = set(coco.cats)
+    bad = [a for a in coco.dataset.get("annotations", []) if a.get("category_id") not in declared]
+    if bad:
+        ids = sorted({str(a.get("category_id")) for a in bad})
+        first = bad[0]
+        raise ValueError(
+            f"{ann_file}: {len(bad)} annotation(s) have a category_id that is not among the "
+            f"declared categories {sorted(declared)}: {', '.join(ids[:10])} (first: annotation "
+            f"{first.get('id')} of image {first.get('image_id')}); declare the categories or "
+            f"remove those annotations")
 
 
 def dataset_hash(img_dir: str | os.PathLike, ann_file: str | os.PathLike,
@@ -114,15 +145,26 @@ class CocoDetection(torch.utils.data.Dataset):
         construction.  Worth it for small data sets (the synthetic shapes).
     max_images:
         Use only the first ``max_images`` images (by id).
+    fix_sizes:
+        At construction every used image's file header is read and its size compared with the
+        ``width``/``height`` of the JSON (they define where boxes are clipped).  A difference
+        raises ``ValueError`` naming the image; with ``fix_sizes=True`` the sizes of the files
+        are used instead (boxes stay in pixels and are clipped to the real image), which is
+        what ``klhuber detect train/eval --fix-sizes`` does.
+
+    Category ids of all annotations are checked against the declared categories at
+    construction (``ValueError`` naming the undeclared ids).
     """
 
     def __init__(self, img_dir: str | os.PathLike, ann_file: str | os.PathLike, *,
                  train: bool = False, cache: bool | str = False,
-                 max_images: int | None = None) -> None:
+                 max_images: int | None = None, fix_sizes: bool = False) -> None:
         self.img_dir = Path(img_dir)
         self.ann_file = Path(ann_file)
         self.coco = load_coco(ann_file)
+        check_categories(self.coco, self.ann_file)
         self.train = train
+        self.fix_sizes = bool(fix_sizes)
         cat_ids = sorted(self.coco.getCatIds())
         self.cat_ids = cat_ids
         self.cat_to_label = {c: i + 1 for i, c in enumerate(cat_ids)}
@@ -132,10 +174,11 @@ class CocoDetection(torch.utils.data.Dataset):
         if train:
             ids = [i for i in ids if self._has_valid_annotation(i)]
         if max_images is not None:
-            if max_images < 1:
-                raise ValueError(f"max_images must be >= 1, got {max_images}")
+            if int(max_images) != max_images or max_images < 1:
+                raise ValueError(f"max_images must be an int >= 1, got {max_images!r}")
             ids = ids[:max_images]
         self.ids = ids
+        self._check_sizes()
         self._cache: dict[int, Tensor] = {}
         self.cache = bool(cache)
         if cache == "preload":
@@ -151,6 +194,38 @@ class CocoDetection(torch.utils.data.Dataset):
         anns = self.coco.imgToAnns.get(image_id, [])
         return any(a.get("iscrowd", 0) == 0 and a["bbox"][2] > 1 and a["bbox"][3] > 1
                    for a in anns)
+
+    def _check_sizes(self) -> None:
+        """Compare the JSON's width/height of every used image with its file (header only)."""
+        from PIL import Image, UnidentifiedImageError
+
+        wrong = []
+        for image_id in self.ids:
+            info = self.coco.imgs[image_id]
+            path = self.img_dir / info["file_name"]
+            try:
+                with Image.open(path) as img:
+                    size = img.size
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{self.ann_file}: image {image_id} is {path}, which "
+                                        f"does not exist") from None
+            except (UnidentifiedImageError, OSError) as error:
+                raise ValueError(f"{self.ann_file}: image {image_id} ({path}) cannot be read: "
+                                 f"{error}") from error
+            declared = (info.get("width"), info.get("height"))
+            if declared == size:
+                continue
+            if self.fix_sizes or None in declared:
+                info["width"], info["height"] = size
+            else:
+                wrong.append((image_id, path, size, declared))
+        if wrong:
+            image_id, path, size, declared = wrong[0]
+            raise ValueError(
+                f"{self.ann_file}: {len(wrong)} image(s) differ in size from their width/height "
+                f"in the JSON, e.g. image {image_id} ({path.name}) is {size[0]}x{size[1]} but "
+                f"declared {declared[0]}x{declared[1]}; correct the JSON, or pass --fix-sizes "
+                f"(fix_sizes=True) to use the sizes of the files")
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -12,6 +12,11 @@
   position in the data order) every ``checkpoint_every`` iterations and at the end; with
   ``resume=True`` an interrupted single-process run continues to the *same* weights as an
   uninterrupted one (tested on CPU);
+* runs are never lost or mixed: a folder that already holds a run is refused unless
+  ``resume=True`` (continue it; the checkpoint's configuration must match the requested one)
+  or ``overwrite=True`` (replace it); the folder is checked writable before any work, stale
+  temporary files of an interrupted save are removed, and SIGTERM/SIGINT stop the run after
+  the current iteration with a checkpoint (:class:`TrainingInterrupted`);
 * multi-process / multi-node data parallelism through ``torchrun``: when ``WORLD_SIZE > 1`` the
   process group is initialised (NCCL on CUDA, gloo on CPU), data are split with a
   ``DistributedSampler`` and only rank 0 logs and writes checkpoints.
@@ -42,10 +47,14 @@ from klhuber.results import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "AMP_MODES",
+    "CheckpointError",
     "NonFiniteLossError",
+    "RunExistsError",
     "TrainConfig",
+    "TrainingInterrupted",
     "build_detector",
     "checkpoint_path",
+    "config_differences",
     "load_checkpoint",
     "lr_factor",
     "random_horizontal_flip",
@@ -61,6 +70,26 @@ METRICS = "metrics.jsonl"
 
 class NonFiniteLossError(RuntimeError):
     """Raised when more than ``max_nonfinite`` steps had a non-finite loss or gradient."""
+
+
+class RunExistsError(ValueError):
+    """The output folder already holds a run, and neither ``resume`` nor ``overwrite`` was
+    given; or ``resume`` was given with a configuration that differs from the checkpoint's."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is empty, truncated or not a checkpoint of :func:`train`."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGINT stopped :func:`train`; a checkpoint of the last finished iteration
+    was written first (``checkpoint`` and ``iteration`` say where and which)."""
+
+    def __init__(self, message: str, *, signum: int, checkpoint: str, iteration: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.checkpoint = checkpoint
+        self.iteration = iteration
 
 
 @dataclass
@@ -80,6 +109,7 @@ class TrainConfig:
     box_loss: str = "torchvision"
     backbone: str = "resnet18_fpn"
     data_layout: str = "auto"
+    fix_sizes: bool = False
     weights_path: str | None = None
     iters: int = 1000
     batch_size: int = 2
@@ -112,8 +142,14 @@ class TrainConfig:
     progress: bool = True
     resume: bool = False
     stop_at: int | None = None
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
+        # Data paths are stored absolute, so that a checkpoint evaluates from any directory.
+        if self.data_root:
+            self.data_root = str(Path(self.data_root).expanduser().absolute())
+        if self.weights_path:
+            self.weights_path = str(Path(self.weights_path).expanduser().absolute())
         self.milestones = tuple(int(m) for m in self.milestones)
         if self.anchor_sizes is not None:
             self.anchor_sizes = tuple(float(a) for a in self.anchor_sizes)
@@ -123,8 +159,16 @@ class TrainConfig:
             value = getattr(self, name)
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got "
+                             f"{self.weight_decay!r}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1] (the learning-rate factor at each "
+                             f"milestone), got {self.gamma!r}")
         if self.warmup_iters < 0:
             raise ValueError(f"warmup_iters must be >= 0, got {self.warmup_iters!r}")
         if not 0 < self.warmup_factor <= 1:
@@ -136,6 +180,12 @@ class TrainConfig:
                              f"{self.lr_schedule!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.amp in ("bf16", "fp16") and not str(self.device).startswith("cuda"):
+            raise ValueError(f"amp={self.amp!r} needs a CUDA device, got device="
+                             f"{self.device!r}; use amp='none' (or 'auto', which is 'none' "
+                             f"off CUDA)")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm!r}")
         if self.max_nonfinite < 0:
@@ -253,9 +303,142 @@ def checkpoint_path(out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / CHECKPOINT
 
 
+#: Keys every checkpoint of :func:`train` holds.
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "iteration", "nonfinite",
+                   "num_classes", "config")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`train` (``torch.load(..., weights_only=True)``)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    """A checkpoint written by :func:`train` (``torch.load(..., weights_only=True)``).
+
+    An empty, truncated or foreign file raises :class:`CheckpointError` naming the file and
+    what to do; a missing one ``FileNotFoundError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    advice = (f"delete it (or train again with --overwrite) to start the run afresh, or "
+              f"restore {path.name} from a copy")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # EOFError, RuntimeError (zip), UnpicklingError, ...
+        raise CheckpointError(f"checkpoint {path} is damaged or incomplete "
+                              f"({type(error).__name__}: {error}); {advice}") from error
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of klhuber.detection.engine.train "
+                              f"(missing {', '.join(missing)}); {advice}")
+    return state
+
+
+#: TrainConfig fields that do not change what a run computes (where it writes, how it shows
+#: progress, how many threads or workers load the data, when it stops or saves): a resumed
+#: run may change them.  Every other field must match the checkpoint's.
+RUNTIME_FIELDS = frozenset({
+    "out_dir", "resume", "overwrite", "stop_at", "progress", "threads", "workers",
+    "cache_images", "device", "log_every", "checkpoint_every", "max_nonfinite",
+    "flush_denormal",
+})
+
+
+def config_differences(stored: dict[str, Any], requested: TrainConfig) -> list[str]:
+    """The options (other than :data:`RUNTIME_FIELDS`) in which ``requested`` differs from a
+    checkpoint's stored configuration ``stored``, as ``"name (checkpoint X, requested Y)"``."""
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING
+                         else f.default_factory())  # type: ignore[misc]
+                for f in dataclasses.fields(TrainConfig)}
+    wanted = json.loads(json.dumps(requested.as_dict()))
+    diffs = []
+    for name in sorted(set(wanted) | set(stored)):
+        if name in RUNTIME_FIELDS:
+            continue
+        old = json.loads(json.dumps(stored.get(name, defaults.get(name)), default=list))
+        new = wanted.get(name, defaults.get(name))
+        if name in ("data_root", "weights_path") and old and new:
+            old, new = str(Path(old).absolute()), str(Path(new).absolute())
+        if old != new:
+            diffs.append(f"{name} (checkpoint {old!r}, requested {new!r})")
+    return diffs
+
+
+def _stale_temporaries(out_dir: Path) -> list[Path]:
+    """Temporary files of interrupted atomic saves (:func:`klhuber.results.atomic_write_bytes`)."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for name in (CHECKPOINT, METRICS)
+                  for p in out_dir.glob(f".{name}.*.tmp") if p.is_file())
+
+
+def _check_out_dir(config: TrainConfig) -> None:
+    """Refuse a folder that holds a run unless ``resume`` or ``overwrite`` (every rank)."""
+    out_dir = Path(config.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunExistsError(f"output folder {out_dir} is a file, not a folder")
+    if config.resume or config.overwrite or not out_dir.is_dir():
+        return
+    stale = set(_stale_temporaries(out_dir))
+    content = sorted(p.name for p in out_dir.iterdir() if p not in stale)
+    if content:
+        shown = ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")
+        raise RunExistsError(
+            f"output folder {out_dir} is not empty ({shown}); pass --resume to continue the "
+            f"run in it, --overwrite to replace it, or choose another --out")
+
+
+def _prepare_out_dir(config: TrainConfig, log: Callable[[str], None]) -> None:
+    """Rank 0, before any work: create the folder, check it is writable, remove stale
+    temporary files and, with ``overwrite``, the previous run's checkpoint and metrics."""
+    import tempfile
+
+    out_dir = Path(config.out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise PermissionError(f"output folder {out_dir} is not writable "
+                              f"({error.strerror or error}); choose another --out") from error
+    for stale in _stale_temporaries(out_dir):
+        stale.unlink(missing_ok=True)
+        log(f"removed {stale}, a temporary file left by an interrupted save")
+    if config.overwrite:
+        for name in (CHECKPOINT, METRICS):
+            if (out_dir / name).exists():
+                (out_dir / name).unlink()
+                log(f"--overwrite: removed the previous run's {out_dir / name}")
+
+
+class _StopSignals:
+    """SIGTERM/SIGINT handlers that ask the training loop to stop after the current
+    iteration (a second signal interrupts at once).  Installed from the main thread only."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+                except (ValueError, OSError):  # pragma: no cover - exotic platforms
+                    pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -346,8 +529,13 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
 
     Writes ``checkpoint.pt`` and ``metrics.jsonl`` into ``config.out_dir`` (rank 0).  With
     ``config.resume`` and an existing checkpoint, continues from it (a finished run returns at
-    once).  ``config.stop_at`` stops after that many iterations (with a checkpoint), as if the
-    run had been interrupted there.
+    once); the checkpoint's configuration must then match ``config`` except for
+    :data:`RUNTIME_FIELDS`, else :class:`RunExistsError` names the differing options.  Without
+    ``resume`` a non-empty ``out_dir`` raises :class:`RunExistsError` unless
+    ``config.overwrite``, which replaces the previous checkpoint and metrics.
+    ``config.stop_at`` stops after that many iterations (with a checkpoint), as if the
+    run had been interrupted there.  SIGTERM or SIGINT (from the main thread) stop the run after
+    the current iteration with a checkpoint and raise :class:`TrainingInterrupted`.
     """
     from torch.utils.data import BatchSampler, DataLoader
     from torch.utils.data.distributed import DistributedSampler
@@ -355,6 +543,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
     from klhuber.detection.data import CocoDetection, SkipSampler, coco_split_paths, collate
 
     log = log or (lambda message: None)
+    signals = _StopSignals()
     ctx = _init_distributed(config.device)
     try:
         device = _resolve_device(config, ctx)
@@ -367,12 +556,26 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
         out_dir = Path(config.out_dir)
         ckpt_file = checkpoint_path(out_dir)
         metrics_file = out_dir / METRICS
-        if ctx.main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-
+        _check_out_dir(config)
+        resume_state = None
+        if config.resume and ckpt_file.exists():
+            resume_state = load_checkpoint(ckpt_file)
+            stored = resume_state["config"]
+            diffs = config_differences(json.loads(stored) if isinstance(stored, str) else stored,
+                                       config)
+            if diffs:
+                raise RunExistsError(
+                    f"cannot resume {ckpt_file}: the requested configuration differs from the "
+                    f"checkpoint's in {'; '.join(diffs)}. Resume with the checkpoint's options, "
+                    f"or pass --overwrite (or another --out) to start a new run")
         img_dir, ann_file = coco_split_paths(config.data_root, "train", config.data_layout)
+        if ctx.main:
+            _prepare_out_dir(config, log)
+        if ctx.world_size > 1:
+            torch.distributed.barrier()  # every rank checked the folder before rank 0 writes
+
         dataset = CocoDetection(img_dir, ann_file, train=True, cache=config.cache_images,
-                                max_images=config.max_train_images)
+                                max_images=config.max_train_images, fix_sizes=config.fix_sizes)
         sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
                                      shuffle=True, seed=config.seed, drop_last=True)
         iters_per_epoch = len(sampler) // config.batch_size
@@ -397,13 +600,22 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
         iteration, nonfinite = 0, 0
         wall_before = 0.0
 
-        if config.resume and ckpt_file.exists():
-            state = load_checkpoint(ckpt_file)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"], flip_gen)
+        if resume_state is not None:
+            state = resume_state
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                scaler.load_state_dict(state["scaler"])
+                _set_rng_state(state["rng"], flip_gen)
+            except (RuntimeError, ValueError, KeyError, TypeError) as error:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise CheckpointError(
+                    f"checkpoint {ckpt_file} does not fit the model and optimiser of the "
+                    f"requested configuration ({type(error).__name__}: {first}); resume with "
+                    f"the options it was trained with, or pass --overwrite (or another --out) "
+                    f"to start a new run") from error
+            del resume_state
             iteration = int(state["iteration"])
             nonfinite = int(state["nonfinite"])
             wall_before = float(state.get("wall_time_s", 0.0))
@@ -451,6 +663,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
         last_losses: dict[str, float] = {}
         t_window = time.perf_counter()
         train_model.train()
+        signals.__enter__()
         while iteration < stop:
             epoch, position = divmod(iteration, iters_per_epoch)
             sampler.set_epoch(epoch)
@@ -470,11 +683,14 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
                                     enabled=amp_dtype is not None):
                     loss_dict = train_model(images, targets)
                 loss = sum(loss_dict.values())
-                bad = torch.tensor(0.0 if bool(torch.isfinite(loss)) else 1.0, device=device)
+                # [non-finite loss, stop signal received], summed over the processes
+                flags = torch.tensor([0.0 if bool(torch.isfinite(loss)) else 1.0,
+                                      0.0 if signals.signum is None else 1.0], device=device)
                 if ctx.world_size > 1:
-                    torch.distributed.all_reduce(bad)
+                    torch.distributed.all_reduce(flags)
                 optimizer.zero_grad(set_to_none=True)
-                skipped = bool(bad.item() > 0)
+                skipped = bool(flags[0].item() > 0)
+                stop_requested = bool(flags[1].item() > 0)
                 if not skipped:
                     scaler.scale(loss).backward()
                     if scaler.is_enabled():
@@ -523,8 +739,23 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
                     raise NonFiniteLossError(
                         f"{nonfinite} steps with a non-finite loss or gradient (max_nonfinite="
                         f"{config.max_nonfinite}); last losses {values}")
-                if iteration % config.checkpoint_every == 0 or iteration == stop:
+                saved = iteration % config.checkpoint_every == 0 or iteration == stop
+                if saved:
                     save(final=iteration == config.iters)
+                if stop_requested:
+                    import signal
+
+                    if not saved:
+                        save(final=iteration == config.iters)
+                    if progress is not None:
+                        progress.close()
+                    signum = signals.signum or signal.SIGTERM
+                    name = signal.Signals(signum).name
+                    message = (f"{name} received: stopped after iteration {iteration} with a "
+                               f"checkpoint in {ckpt_file}; continue with --resume")
+                    log(message)
+                    raise TrainingInterrupted(message, signum=signum,
+                                              checkpoint=str(ckpt_file), iteration=iteration)
                 if iteration >= stop:
                     break
         if progress is not None:
@@ -546,5 +777,6 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
             "model": model,
         }
     finally:
+        signals.__exit__()
         if ctx.initialised_here:
             torch.distributed.destroy_process_group()

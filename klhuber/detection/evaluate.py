@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["IOU_THRESHOLDS", "METRIC_NAMES", "coco_metrics", "evaluate", "evaluate_checkpoint"]
+__all__ = ["IOU_THRESHOLDS", "METRIC_NAMES", "check_label_mapping", "coco_metrics", "evaluate",
+           "evaluate_checkpoint", "score_predictions"]
 
 #: COCOeval's IoU thresholds 0.50, 0.55, ..., 0.95.
 IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
@@ -125,10 +126,25 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, data_root: str | None 
                         split: str = "val", layout: str | None = None,
                         device: str = "cpu", batch_size: int = 8, amp: str = "none",
                         output: str | os.PathLike | None = None, command: str | None = None,
-                        progress: bool = False, extra: dict[str, Any] | None = None
-                        ) -> dict[str, Any]:
+                        progress: bool = False, extra: dict[str, Any] | None = None,
+                        fix_sizes: bool | None = None) -> dict[str, Any]:
     """Rebuild the model of a training checkpoint, evaluate it on ``split`` and (optionally)
-    save ``output`` as a results JSON with provenance (iterations, data set hash, config)."""
+    save ``output`` as a results JSON with provenance (iterations, data set hash, config).
+
+    The split's category ids and names must be those the model was trained with (the
+    checkpoint's label mapping), else ``ValueError`` names the first difference.  ``amp``
+    other than ``"none"``/``"auto"`` needs a CUDA ``device``.  ``fix_sizes`` (default: the
+    training run's) is :class:`~klhuber.detection.data.CocoDetection`'s.
+    """
+    from klhuber.detection.engine import AMP_MODES
+
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+    if amp in ("bf16", "fp16") and not str(device).startswith("cuda"):
+        raise ValueError(f"amp={amp!r} needs a CUDA device, got device={device!r}; use "
+                         f"amp='none'")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     from klhuber.detection.data import CocoDetection, coco_split_paths, dataset_hash
     from klhuber.detection.engine import TrainConfig, build_detector, load_checkpoint
     from klhuber.results import save_results
@@ -139,10 +155,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, data_root: str | None 
     config.weights_path = None
     root = data_root or config.data_root
     img_dir, ann_file = coco_split_paths(root, split, layout or config.data_layout)
-    dataset = CocoDetection(img_dir, ann_file, train=False)
+    dataset = CocoDetection(img_dir, ann_file, train=False,
+                            fix_sizes=config.fix_sizes if fix_sizes is None else fix_sizes)
     if dataset.num_classes != state["num_classes"]:
         raise ValueError(f"the {split} split has {dataset.num_classes - 1} classes, the "
                          f"checkpoint {state['num_classes'] - 1}")
+    check_label_mapping(dataset, state, f"the {split} split ({ann_file})", checkpoint)
     model = build_detector(config, state["num_classes"])
     model.load_state_dict(state["model"])
     metrics = evaluate(model, dataset, device=device, batch_size=batch_size, amp=amp,
@@ -153,8 +171,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, data_root: str | None 
         "train_wall_time_s": float(state.get("wall_time_s", 0.0)),
         "nonfinite_steps": int(state["nonfinite"]),
         "config": config.as_dict(),
-        "eval_data": {"root": str(root), "split": split, "images": str(img_dir),
-                      "annotations": str(ann_file), "hash": dataset_hash(img_dir, ann_file)},
+        "eval_data": {"root": os.path.abspath(root), "split": split,
+                      "images": os.path.abspath(img_dir),
+                      "annotations": os.path.abspath(ann_file), "hash": dataset_hash(img_dir, ann_file)},
     }
     if extra:
         payload.update(extra)
@@ -164,6 +183,75 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, data_root: str | None 
                      extra={"iterations": payload["iterations"],
                             "dataset_hash": payload["eval_data"]["hash"]})
     return payload
+
+
+def check_label_mapping(dataset: Any, state: dict[str, Any], what: str = "the data",
+                        checkpoint: Any = "the checkpoint") -> None:
+    """Raise ``ValueError`` unless ``dataset`` maps labels to the category ids and names the
+    checkpoint ``state`` was trained with (checkpoints without a mapping are not checked)."""
+    stored = state.get("label_to_cat")
+    if stored is not None:
+        stored_map = {int(k): int(v) for k, v in stored.items()}
+        if stored_map != dict(dataset.label_to_cat):
+            mine = sorted(dataset.label_to_cat.values())
+            theirs = sorted(stored_map.values())
+            raise ValueError(f"{what} has category ids {mine}, but the model of {checkpoint} "
+                             f"was trained on {theirs}; evaluate it on data with the same "
+                             f"categories")
+    names = state.get("class_names")
+    if names is not None and list(names) != list(dataset.class_names):
+        for cat, old, new in zip(dataset.cat_ids, names, dataset.class_names):
+            if old != new:
+                raise ValueError(f"{what} names category {cat} {new!r}, but the model of "
+                                 f"{checkpoint} learnt it as {old!r}; evaluate it on data with "
+                                 f"the same categories")
+
+
+def score_predictions(gt: str | os.PathLike, predictions: str | os.PathLike | list[dict[str, Any]]
+                      ) -> dict[str, Any]:
+    """COCOeval ``bbox`` metrics of a COCO results file (a JSON list of ``image_id``,
+    ``category_id``, ``bbox`` [x, y, w, h], ``score``) against the annotation file ``gt``.
+
+    Every detection's ``image_id`` must be an image of ``gt`` and its ``category_id`` a
+    declared category (``ValueError`` otherwise); the metrics are over all images of ``gt``.
+    """
+    from pathlib import Path
+
+    from klhuber.detection.data import check_categories, load_coco
+
+    coco_gt = load_coco(gt)
+    check_categories(coco_gt, gt)
+    if isinstance(predictions, (str, os.PathLike)):
+        path = Path(predictions)
+        if not path.is_file():
+            raise FileNotFoundError(f"predictions file {path} does not exist")
+        try:
+            detections = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"predictions file {path} is not JSON ({error})") from error
+        source = str(path)
+    else:
+        detections, source = predictions, "predictions"
+    if not isinstance(detections, list):
+        raise ValueError(f"{source} must hold a JSON list of COCO detections, got "
+                         f"{type(detections).__name__}")
+    images, cats = set(coco_gt.getImgIds()), set(coco_gt.getCatIds())
+    for i, det in enumerate(detections):
+        if not isinstance(det, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(det):
+            raise ValueError(f"{source}: detection {i} must be an object with image_id, "
+                             f"category_id, bbox and score, got {det!r:.120}")
+        bbox = det["bbox"]
+        if (not isinstance(bbox, list) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox)):
+            raise ValueError(f"{source}: detection {i} has bbox {bbox!r:.80}; expected four "
+                             f"finite numbers x, y, w, h")
+        if det["image_id"] not in images:
+            raise ValueError(f"{source}: detection {i} has image_id {det['image_id']!r}, which "
+                             f"is not an image of {gt}")
+        if det["category_id"] not in cats:
+            raise ValueError(f"{source}: detection {i} has category_id {det['category_id']!r}, "
+                             f"not among the declared categories {sorted(cats)} of {gt}")
+    return coco_metrics(coco_gt, detections)
 
 
 def _ap_text(metrics: dict[str, Any]) -> str:
