@@ -39,13 +39,37 @@ __all__ = [
     "build",
     "build_html",
     "cache_key",
+    "chapter_state",
     "configure_parser",
+    "find_book_root",
     "notebook_stems",
     "run_notebooks",
     "write_scorecard",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_book_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The book source folder (``_toc.yml`` and ``notebooks/``) at ``start`` (default: the
+    current directory) or above it, else ``None``."""
+    here = Path.cwd() if start is None else Path(start)
+    for folder in (here.resolve(), *here.resolve().parents):
+        if (folder / "_toc.yml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    return None
+
+
+def _default_root() -> Path:
+    from klhuber.results import CHECKOUT_ROOT
+
+    if CHECKOUT_ROOT is not None:
+        return CHECKOUT_ROOT
+    return find_book_root() or Path.cwd()
+
+
+#: The book's sources: the klhuber checkout, or for an installed wheel the book found from the
+#: current directory (the command line's ``--root`` overrides it).
+REPO_ROOT = _default_root()
 PROFILES = ("quick", "full")
 #: papermill per-cell timeout in seconds, per profile (None: no limit).
 CELL_TIMEOUT_S: dict[str, int | None] = {"quick": 900, "full": None}
@@ -132,7 +156,11 @@ def toc_files(paths: BookPaths = BookPaths()) -> list[str]:
     """Every file named in ``_toc.yml``, without extension, in order."""
     import yaml
 
-    toc = yaml.safe_load((paths.root / "_toc.yml").read_text(encoding="utf-8"))
+    toc_path = paths.root / "_toc.yml"
+    if not toc_path.is_file():
+        raise BookError(f"no book at {paths.root} (no _toc.yml): run klhuber book from a "
+                        f"klhuber checkout or pass --root <checkout>")
+    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
     return _toc_files(toc)
 
 
@@ -155,8 +183,12 @@ def _package_files(root: Path) -> list[Path]:
             and "__pycache__" not in p.parts]
 
 
-def cache_key(stem: str, parameters: Mapping[str, Any], paths: BookPaths = BookPaths()) -> str:
-    """Hash of the notebook source, the klhuber sources, the parameters, the pins and results/."""
+def cache_key(stem: str, parameters: Mapping[str, Any], paths: BookPaths = BookPaths(),
+              *, include_results: bool = True) -> str:
+    """Hash of the notebook source, the klhuber sources, the parameters, the pins and results/.
+
+    ``include_results=False`` leaves ``results/`` out: the *source key* that decides whether a
+    chapter's last execution is stale (a chapter may itself add results)."""
     digest = hashlib.sha256()
     digest.update(b"klhuber-book-v1\0")
     _hash_files(digest, [paths.notebooks / f"{stem}.py"], paths.root)
@@ -164,10 +196,55 @@ def cache_key(stem: str, parameters: Mapping[str, Any], paths: BookPaths = BookP
     constraints = paths.root / "constraints.txt"
     if constraints.exists():
         _hash_files(digest, [constraints], paths.root)
-    if paths.results.exists():
+    if include_results and paths.results.exists():
         _hash_files(digest, [p for p in paths.results.rglob("*") if p.is_file()], paths.root)
     digest.update(json.dumps(dict(parameters), sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def chapter_state(stem: str, paths: BookPaths = BookPaths()) -> tuple[str, dict[str, Any]]:
+    """``(state, meta)`` of a chapter's last execution: ``"current"`` (succeeded for the
+    current sources), ``"stale"`` (succeeded, but the notebook, the klhuber sources or the pins
+    changed since), ``"failed"`` (its last execution did not finish) or ``"not executed"``."""
+    meta_path = paths.cache / f"{stem}.json"
+    executed = paths.executed / f"{stem}.ipynb"
+    if not meta_path.exists():
+        return ("failed" if executed.exists() else "not executed"), {}
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if not executed.exists():
+        return "not executed", meta
+    source = paths.notebooks / f"{stem}.py"
+    if not source.exists():
+        return "stale", meta
+    parameters = _key_parameters(_parameters(stem, meta.get("profile", "quick"),
+                                             meta.get("device", "cpu"), meta.get("seed", 0),
+                                             paths))
+    if "source_key" in meta:
+        current = meta["source_key"] == cache_key(stem, parameters, paths, include_results=False)
+    else:
+        current = meta.get("key") == cache_key(stem, parameters, paths)
+    return ("current" if current else "stale"), meta
+
+
+def _check_publishable(paths: BookPaths) -> None:
+    """Raise :class:`BookError` unless every chapter's last execution succeeded for its
+    current sources."""
+    problems = []
+    for stem in notebook_stems(paths):
+        state, _ = chapter_state(stem, paths)
+        if state != "current":
+            problems.append(f"  {stem}: {_STATE_HELP[state]}")
+    if problems:
+        raise BookError("not publishing: these chapters have no successful execution for their "
+                        "current sources\n" + "\n".join(problems)
+                        + "\nrun `klhuber book build` (or `klhuber book run <chapter>`) first")
+
+
+_STATE_HELP = {
+    "failed": "its last execution failed or was interrupted",
+    "stale": "stale: its notebook, the klhuber sources or the pins changed since it ran",
+    "not executed": "not executed",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,9 +336,13 @@ def run_notebooks(
         key = cache_key(stem, _key_parameters(parameters), paths)
         meta_path = paths.cache / f"{stem}.json"
         executed = paths.executed / f"{stem}.ipynb"
+        source_key = cache_key(stem, _key_parameters(parameters), paths, include_results=False)
         if not force and meta_path.exists() and executed.exists():
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta.get("key") == key:
+                if meta.get("source_key") != source_key or "seed" not in meta:
+                    meta.update(source_key=source_key, seed=seed)
+                    atomic_write_text(meta_path, json.dumps(meta))
                 records.append(RunRecord(stem, "cached", meta.get("seconds", 0.0),
                                          meta.get("profile", profile), meta.get("device", device)))
                 log(f"[book] {stem}: unchanged, not re-executed (ran {meta.get('seconds', 0):.1f} s)")
@@ -293,8 +374,10 @@ def run_notebooks(
         finally:
             staged.unlink(missing_ok=True)
         seconds = time.perf_counter() - start
-        atomic_write_text(meta_path, json.dumps({"key": key, "seconds": round(seconds, 2),
+        atomic_write_text(meta_path, json.dumps({"key": key, "source_key": source_key,
+                                                 "seconds": round(seconds, 2),
                                                  "profile": profile, "device": device,
+                                                 "seed": seed,
                                                  "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                            time.gmtime())}))
         records.append(RunRecord(stem, "executed", seconds, profile, device))
@@ -476,7 +559,11 @@ def stage_site(paths: BookPaths = BookPaths()) -> Path:
 
 
 def build_html(paths: BookPaths = BookPaths(), *, strict: bool = True, log: Any = print) -> Path:
-    """Render the staged site with Jupyter Book 1.x into ``<output>/_build/html``."""
+    """Render the staged site with Jupyter Book 1.x into ``<output>/_build/html``.
+
+    Only a book whose every chapter's last execution succeeded for its current sources is
+    rendered; otherwise :class:`BookError` names the failed, stale or missing chapters."""
+    _check_publishable(paths)
     site = stage_site(paths)
     command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(site),
                "--path-output", str(paths.build / "jb"), "--builder", "html"]
@@ -531,7 +618,20 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _paths_from(args: argparse.Namespace) -> BookPaths:
-    return BookPaths(output=Path(args.output).resolve())
+    root = getattr(args, "root", None)
+    if root is not None:
+        found = find_book_root(root)
+        if found is None or found != Path(root).resolve():
+            raise BookError(f"--root {root}: no book there (it needs _toc.yml and notebooks/)")
+        root_path = found
+    else:
+        root_path = REPO_ROOT
+        if not (root_path / "_toc.yml").is_file():
+            raise BookError("no book found: run klhuber book from a klhuber checkout (or a "
+                            "folder inside one) or pass --root <checkout>")
+    output = getattr(args, "output", None)
+    return BookPaths(root=root_path,
+                     output=Path(output).resolve() if output else root_path / "book")
 
 
 def _device_from(args: argparse.Namespace) -> str:
@@ -563,12 +663,16 @@ def _cmd_html(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     paths = _paths_from(args)
     for stem in notebook_stems(paths):
-        meta_path = paths.cache / f"{stem}.json"
-        state = "not executed"
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            state = f"{meta['profile']}/{meta['device']}, {meta['seconds']} s, {meta['date_utc']}"
-        print(f"{stem:<20} {state}")
+        state, meta = chapter_state(stem, paths)
+        text = state
+        if meta and state in ("current", "stale"):
+            text = (f"{meta['profile']}/{meta['device']}, {meta['seconds']} s, "
+                    f"{meta['date_utc']}")
+            if state == "stale":
+                text = "STALE (sources changed since) " + text
+        elif state == "failed":
+            text = "FAILED (last execution did not finish)"
+        print(f"{stem:<20} {text}")
     return 0
 
 
@@ -582,10 +686,18 @@ def _run_and_exit(func: Any) -> Any:
     return wrapped
 
 
+def _add_location_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--root", default=default,
+                        help="the book's sources: a klhuber checkout (default: the one found "
+                             "from the current directory, or this package's checkout)")
+    parser.add_argument("--output", default=default,
+                        help="folder whose _build/ receives everything generated "
+                             "(default: <root>/book)")
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Sub-commands of ``klhuber book``."""
-    parser.add_argument("--output", default=str(REPO_ROOT / "book"),
-                        help="folder whose _build/ receives everything generated (default: book/)")
+    _add_location_options(parser, None)
     sub = parser.add_subparsers(dest="book_command", metavar="ACTION")
     p_build = sub.add_parser("build", help="execute changed notebooks, then render the HTML")
     _add_run_options(p_build)
@@ -598,5 +710,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     p_run.set_defaults(func=_run_and_exit(_cmd_run), force=None)
     p_html = sub.add_parser("html", help="render the HTML from the executed notebooks only")
     p_html.set_defaults(func=_run_and_exit(_cmd_html))
-    p_list = sub.add_parser("list", help="list chapters and their last execution")
-    p_list.set_defaults(func=_cmd_list)
+    p_list = sub.add_parser("list", help="list chapters, their last execution, stale ones")
+    p_list.set_defaults(func=_run_and_exit(_cmd_list))
+    for action in (p_build, p_run, p_html, p_list):  # also accepted after the action
+        _add_location_options(action, argparse.SUPPRESS)

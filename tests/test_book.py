@@ -140,3 +140,52 @@ def test_staged_notebooks_hide_parameters_cells(tmp_path):
     book._stage_notebook(executed, target)
     staged = json.loads(target.read_text())["cells"]
     assert [("remove-cell" in c["metadata"]["tags"]) for c in staged] == [True, True, False]
+
+
+# ------------------------------------------------- never publish a failed or stale chapter (#22)
+
+
+def test_html_refuses_a_failed_chapter(tmp_path):
+    paths = _mini_book(tmp_path, {"fine": "# %%\nx = 1\n", "broken": "# %%\n1 / 0\n"})
+    with pytest.raises(book.BookError):
+        book.run_notebooks(paths=paths, log=lambda *_: None)
+    assert (paths.executed / "broken.ipynb").exists()  # papermill kept the failed copy
+    assert book.chapter_state("fine", paths)[0] == "current"
+    assert book.chapter_state("broken", paths)[0] == "failed"
+    with pytest.raises(book.BookError, match="broken: its last execution failed"):
+        book.build_html(paths, log=lambda *_: None)
+    assert not paths.html.exists() and not paths.site.exists()
+
+
+def test_edited_notebook_is_stale_in_list_and_refused_by_html(tmp_path, capsys):
+    paths = _mini_book(tmp_path, {"a": "# %%\nx = 1\n", "b": "# %%\ny = 2\n"})
+    book.run_notebooks(paths=paths, seed=3, log=lambda *_: None)
+    assert [book.chapter_state(s, paths)[0] for s in ("a", "b")] == ["current", "current"]
+    (paths.notebooks / "b.py").write_text(HEADER + "# %%\ny = 3\n")
+    assert book.chapter_state("b", paths)[0] == "stale"
+    assert book.chapter_state("a", paths)[0] == "current"  # seed 3 was recorded and used
+    from klhuber import cli
+
+    assert cli.main(["book", "list", "--root", str(tmp_path), "--output",
+                     str(paths.output)]) == 0
+    out = capsys.readouterr().out
+    assert "STALE" in out.splitlines()[1] and "STALE" not in out.splitlines()[0]
+    assert cli.main(["book", "--root", str(tmp_path), "--output", str(paths.output),
+                     "html"]) == 1
+    assert "b: stale" in capsys.readouterr().err
+    # results/ a chapter writes do not make it stale
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "new.json").write_text("{}")
+    assert book.chapter_state("a", paths)[0] == "current"
+
+
+def test_book_commands_find_the_book_or_say_there_is_none(tmp_path, monkeypatch, capsys):
+    from klhuber import cli
+
+    assert book.find_book_root(REPO / "klhuber") == REPO
+    assert book.find_book_root(tmp_path) is None
+    assert cli.main(["book", "list", "--root", str(tmp_path)]) == 1
+    assert "no book there" in capsys.readouterr().err
+    monkeypatch.setattr(book, "REPO_ROOT", tmp_path)  # an installed wheel outside a checkout
+    assert cli.main(["book", "list"]) == 1
+    assert "--root" in capsys.readouterr().err
