@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "EXTRAS", "main", "missing_extra_message"]
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,6 +36,30 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: top-level module -> the optional extra of pyproject.toml that installs it
+EXTRAS: dict[str, str] = {
+    "pycocotools": "detection",
+    "torchvision": "detection",
+    "yaml": "book",
+    "papermill": "book",
+    "jupytext": "book",
+    "jupyter_book": "book",
+    "ipykernel": "book",
+    "nbformat": "book",
+    "hypothesis": "dev",
+}
+
+
+def missing_extra_message(error: ModuleNotFoundError) -> str | None:
+    """``"... pip install 'klhuber[extra]'"`` when ``error`` is a module of an extra."""
+    top = (error.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return (f"the Python module {top!r} is not installed; it comes with the {extra} extra: "
+            f"pip install 'klhuber[{extra}]'")
+
+
 def _version() -> str:
     from klhuber import __version__
 
@@ -54,13 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
     parser = argparse.ArgumentParser(prog=f"klhuber {name}", description=help_text)
-    importlib.import_module(module_name).configure_parser(parser)
-    args = parser.parse_args(rest)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help()
+    try:
+        importlib.import_module(module_name).configure_parser(parser)
+        args = parser.parse_args(rest)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help()
+            return 2
+        return int(func(args) or 0)
+    except ModuleNotFoundError as error:
+        message = missing_extra_message(error)
+        if message is None:
+            raise
+        print(f"klhuber {name}: error: {message}", file=sys.stderr)
         return 2
-    return int(func(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

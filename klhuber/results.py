@@ -30,7 +30,25 @@ __all__ = [
     "save_results",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _checkout_root() -> Path | None:
+    """The klhuber source checkout this package is imported from (an editable install or
+    ``python -m`` from the checkout), or ``None`` for an installed wheel."""
+    root = Path(__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return root if 'name = "klhuber"' in text else None
+
+
+#: The klhuber checkout holding this package, ``None`` when it is installed from a wheel.
+CHECKOUT_ROOT: Path | None = _checkout_root()
+#: Where repository-relative defaults live (``results/``, ``.cache/``): the checkout, or for
+#: an installed wheel the current directory when klhuber was imported.
+REPO_ROOT = CHECKOUT_ROOT if CHECKOUT_ROOT is not None else Path.cwd()
 
 
 @functools.cache
@@ -66,8 +84,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    """The current git commit (with ``-dirty`` when the tree has changes), or ``None``."""
-    cwd = Path(cwd) if cwd is not None else REPO_ROOT
+    """The current git commit (with ``-dirty`` when the tree has changes), or ``None``.
+
+    By default the commit of the klhuber checkout this package is imported from, and only
+    when that checkout is the top of its git repository: an installed wheel records no
+    commit (``KLHUBER_GIT_COMMIT`` can supply one), not that of whatever repository encloses
+    the working directory.
+    """
+    if cwd is None:
+        if CHECKOUT_ROOT is None:
+            return os.environ.get("KLHUBER_GIT_COMMIT")
+        cwd = CHECKOUT_ROOT
+        try:
+            top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return os.environ.get("KLHUBER_GIT_COMMIT")
+        if Path(top).resolve() != CHECKOUT_ROOT:
+            return os.environ.get("KLHUBER_GIT_COMMIT")
+    cwd = Path(cwd)
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
@@ -85,7 +120,9 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
 
 
 def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+    from klhuber import __version__
+
+    versions = {"python": platform.python_version(), "klhuber": __version__}
     for name in ("torch", "torchvision", "numpy", "scipy", "sympy", "mpmath"):
         module = sys.modules.get(name)
         if module is None:
@@ -95,6 +132,12 @@ def _versions() -> dict[str, str]:
                 continue
         versions[name] = getattr(module, "__version__", "unknown")
     return versions
+
+
+def _klhuber_version() -> str:
+    from klhuber import __version__
+
+    return __version__
 
 
 def _device_description(device: str | None) -> str:
@@ -118,13 +161,15 @@ def provenance(
     wall_time_s: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A provenance record: command, git commit, device, versions, UTC date, wall time."""
+    """A provenance record: command, klhuber version, git commit (only inside a klhuber
+    checkout, :func:`git_commit`), device, versions, UTC date, wall time."""
     if command is None:
         command = " ".join(sys.argv)
     elif not isinstance(command, str):
         command = " ".join(map(str, command))
     record: dict[str, Any] = {
         "command": command,
+        "klhuber_version": _klhuber_version(),
         "git_commit": git_commit(),
         "device": _device_description(device),
         "versions": _versions(),
