@@ -256,14 +256,40 @@ def _prepare(x: Tensor, alpha: ParamLike, beta: ParamLike,
 # ---------------------------------------------------------------------------------------------
 
 
+def _effective_scalar(p: float, dtype: torch.dtype) -> float:
+    """A positive Python-number scale as the working dtype sees it: 0 below its smallest
+    subnormal (the limit ``p -> 0``), else unchanged."""
+    if 0 < p < torch.finfo(dtype).smallest_normal and float(torch.tensor(p, dtype=dtype)) == 0:
+        return 0.0
+    return p
+
+
+def _recip_fits(p: float, dtype: torch.dtype) -> bool:
+    """Whether 1/p of a positive number is finite in ``dtype`` (multiplying by the reciprocal
+    is then safe; subnormal ``p`` need a division)."""
+    return p * torch.finfo(dtype).max >= 1.0
+
+
+def _div(t: Tensor, p: ParamLike) -> Tensor:
+    """t / p for a positive scale: a multiplication by the reciprocal where that is finite in
+    t's dtype (the fast path, as before), a true division for tensors and subnormal scales
+    (where 1/p overflows and 0 * inf would give NaN)."""
+    if isinstance(p, Tensor):
+        return t / p
+    return t * (1.0 / p) if _recip_fits(p, t.dtype) else t / p
+
+
 def _neg_u(a: Tensor, alpha: ParamLike) -> Tensor:
     """-u = -|x|/alpha, with the L1 limit alpha = 0 giving -inf (and 0 at x = 0)."""
     if isinstance(alpha, Tensor):
         nu = a / -alpha
         # alpha = 0 and x = 0: the L1 limit, u -> 0 (not 0/0)
         return torch.where(a == 0, torch.zeros((), dtype=a.dtype, device=a.device), nu)
+    alpha = _effective_scalar(alpha, a.dtype)
     if alpha == 0:
         return torch.where(a == 0, 0.0, -math.inf) + a * 0  # keeps NaN of a
+    if not _recip_fits(alpha, a.dtype):  # subnormal alpha: 1/alpha overflows, 0 * inf = NaN
+        return torch.where(a == 0, 0.0, a / -alpha)
     return a * (-1.0 / alpha)
 
 
@@ -282,21 +308,35 @@ def _kernel(x: Tensor, alpha: ParamLike, beta: ParamLike, *, value: bool, deriv:
     e = torch.exp(nu)
     q = nu * _horner(nu, coeffs)  # -g(u)/u on [0, t)
     out: dict[str, Tensor] = {}
-    inv_beta = 1.0 / beta
     if value:
-        ab = a * inv_beta  # |x|/beta first: no spurious underflow of intermediate products
-        large = ab - (alpha * inv_beta) * (1.0 - e)
-        out["value"] = torch.where(small, -(ab * q), large)
+        ab = _div(a, beta)  # |x|/beta first: no spurious underflow of intermediate products
+        tensors = isinstance(alpha, Tensor) or isinstance(beta, Tensor)
+        if not tensors and _moderate(alpha, beta, x.dtype):
+            out["value"] = torch.where(small, -(ab * q), ab - (alpha / beta) * (1.0 - e))
+        else:
+            # Extreme or tensor scales (subnormal, infinite, alpha/beta overflowing): the same
+            # formulas, written so that no 0 * inf or inf - inf appears.  alpha = inf or
+            # beta = inf give the limit 0; an overflowing alpha/beta gives inf.
+            ratio = alpha / beta
+            if tensors:
+                ratio_ok = torch.isfinite(ratio)
+                large = torch.where(ratio_ok, ab - ratio * (1.0 - e), ratio * ((-nu - 1.0) + e))
+            elif math.isfinite(ratio) and ratio <= torch.finfo(x.dtype).max:
+                large = ab - ratio * (1.0 - e)
+            else:
+                large = ratio * ((-nu - 1.0) + e)
+            val_small = torch.where(q == 0, torch.zeros_like(q), -(ab * q))
+            out["value"] = torch.where(small, val_small, large)
     if deriv:
         d = torch.where(small, -nu * (1.0 + q), 1.0 - e)  # 1 - e^{-u} = u (1 - u phi(u))
-        out["deriv"] = torch.copysign(d, x) * inv_beta
+        out["deriv"] = _div(torch.copysign(d, x), beta)
     if dalpha:
         # dD/dalpha = -(1 - (1 + u) e^{-u}) / beta; below u = 2 via g, without cancellation.
         u = -nu
         g = torch.where(small, nu * q, (u - 1.0) + e)
         ue = torch.where(u < 1e4, u * e, torch.zeros((), dtype=u.dtype, device=u.device))
         h = torch.where(u < 2.0, u * u - (1.0 + u) * g, (1.0 - e) - ue)
-        out["dalpha"] = -h * inv_beta
+        out["dalpha"] = _div(-h, beta)
     return out
 
 
@@ -467,9 +507,20 @@ def _run_chunks(n: int, work: Callable[[list[Tensor], slice], Any],
     return [results[s] for s in starts]
 
 
+def _moderate(alpha: float, beta: float, dtype: torch.dtype) -> bool:
+    """Scales for which the chunked kernel's products (1/alpha, alpha/beta, 1/beta) are finite
+    and normal in ``dtype``; the rest (subnormal, infinite, extreme ratios) take ``_kernel``."""
+    fi = torch.finfo(dtype)
+    lo, hi = 16 * fi.smallest_normal, fi.max / 16
+    ratio = alpha / beta if beta > 0 else math.inf
+    return (lo <= alpha <= hi and lo <= beta <= hi and 1 / alpha <= hi and 1 / beta <= hi
+            and lo <= ratio <= hi)
+
+
 def _chunkable(input: Tensor, alpha: ParamLike, beta: ParamLike) -> bool:
     return (_use_chunks(input, alpha, beta) and input.is_contiguous()
-            and float(alpha) > 0 and input.dtype in _PHI_U)
+            and float(alpha) > 0 and input.dtype in _PHI_U
+            and _moderate(float(alpha), float(beta), input.dtype))
 
 
 def _forward_eval(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: ParamLike,
@@ -706,7 +757,7 @@ def _deriv_dalpha_plain(x: Tensor, alpha: Tensor, beta: ParamLike) -> Tensor:
     ue = torch.where(u < 1e4, u * torch.exp(-u), torch.zeros_like(u))
     term = torch.where(alpha > 0, ue / torch.where(alpha > 0, alpha, torch.ones_like(alpha)),
                        torch.zeros_like(u))
-    return -torch.sign(x) * term / beta
+    return _div(-torch.sign(x) * term, beta)
 
 
 def _second_derivative_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
@@ -716,12 +767,14 @@ def _second_derivative_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Te
     if isinstance(alpha, Tensor):
         pos = alpha > 0
         safe = torch.where(pos, alpha, torch.ones_like(alpha))
-        val = torch.exp(-a / safe) / (safe * beta)
+        val = _div(torch.exp(-a / safe) / safe, beta)
         limit = torch.where(a == 0, math.inf, 0.0).to(val.dtype) + a * 0
         return torch.where(pos, val, limit)
+    alpha = _effective_scalar(alpha, x.dtype)
     if alpha == 0:
         return torch.where(a == 0, math.inf, 0.0).to(x.dtype) + a * 0 / beta
-    return torch.exp(a * (-1.0 / alpha)) / (alpha * beta)
+    # (e^{-u}/alpha)/beta: 0 where e^{-u} underflows, never 0/0 or 0 * inf (subnormal scales)
+    return _div(_div(torch.exp(_neg_u(a, alpha)), alpha), beta)
 
 
 def _dalpha_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
@@ -735,7 +788,7 @@ def _dalpha_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     el = torch.exp(-ul)
     h_small = us * us - (1.0 + us) * g_small
     h_large = (1.0 - el) - ul * el
-    return -torch.where(small, h_small, h_large) / beta
+    return _div(-torch.where(small, h_small, h_large), beta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -950,12 +1003,33 @@ def laplace_kl(loc_p: Tensor | float, scale_p: ParamLike, loc_q: Tensor | float,
     for name in ("scale_p", "scale_q"):
         s = args[name]
         if _can_inspect(s) and s.numel() > 0 and bool(~(s > 0).all()):
-            raise ValueError(f"{name} must be in (0, inf) (positive) everywhere")
+            raise ValueError(f"{name} must be in (0, inf] (positive) everywhere")
+    sp_, sq_ = args["scale_p"], args["scale_q"]
+    if (_can_inspect(sp_) and _can_inspect(sq_) and sp_.numel() > 0 and sq_.numel() > 0
+            and bool((torch.isinf(sp_) & torch.isinf(sq_)).any())):
+        raise ValueError("scale_p and scale_q are both inf: the KL divergence has no limit "
+                         "there (it depends on how they grow); allowed range (0, inf] for "
+                         "each, not both inf")
     lp, sp, lq, sq = torch.broadcast_tensors(args["loc_p"], args["scale_p"], args["loc_q"],
                                              args["scale_q"])
     d = _dispatch(lp - lq, None, sp, sq, "none", "default")
     r = sp / sq
-    return d + ((r - 1.0) - torch.log(r))
+    const = (r - 1.0) - torch.log(r)
+    # r (nearly) 0 or inf (subnormal or infinite scales): r - 1 + log(b2) - log(b1), no
+    # inf - inf and no overflowing 1/r in the gradient;
+    # one infinite scale: the KL is +inf (the limit)
+    fi = torch.finfo(r.dtype)
+    out_of_range = (r < 4 * fi.smallest_normal) | (r > fi.max / 4)  # 1/r not finite
+    if bool(out_of_range.any()) if _can_inspect(r) else True:
+        inf_scale = torch.isinf(sp) | torch.isinf(sq)
+        finite_sp = torch.where(inf_scale, torch.ones_like(sp), sp)
+        finite_sq = torch.where(inf_scale, torch.ones_like(sq), sq)
+        alt = (r - 1.0) + (torch.log(finite_sq) - torch.log(finite_sp))
+        alt = torch.where(inf_scale, torch.full_like(alt, math.inf), alt)
+        r_in = torch.where(out_of_range, torch.ones_like(r), r)  # no 0/0 in the unused branch
+        const = torch.where(out_of_range, alt, (r_in - 1.0) - torch.log(r_in))
+        d = torch.where(inf_scale, torch.zeros_like(d), d)
+    return d + const
 
 
 def huber_bounds(x: Tensor, alpha: ParamLike) -> tuple[Tensor, Tensor]:
@@ -967,8 +1041,43 @@ def huber_bounds(x: Tensor, alpha: ParamLike) -> tuple[Tensor, Tensor]:
     """
     x = _check_input(x, "x")
     alpha = _check_param(alpha, "alpha", x, allow_zero=False)
-    inv = 1.0 / alpha
-    return kl_huber(x, alpha, inv), kl_huber(x, alpha / 2, inv)
+    work = _opmath(x.dtype)
+    if not isinstance(alpha, Tensor) and _moderate(alpha, alpha * alpha, work):
+        inv = 1.0 / alpha
+        return kl_huber(x, alpha, inv), kl_huber(x, alpha / 2, inv)
+    return _huber_bounds_direct(x, alpha)
+
+
+def _huber_bounds_direct(x: Tensor, alpha: ParamLike) -> tuple[Tensor, Tensor]:
+    r"""Eq. 20 written in :math:`u = |x|/\alpha` so that no :math:`\alpha^2` or :math:`1/\alpha`
+    appears: :math:`D_{\alpha,1/\alpha} = x^2\varphi(u)` and
+    :math:`D_{\alpha/2,1/\alpha} = 2x^2\varphi(2u)` below the switch point ``t`` of
+    :math:`\varphi`, :math:`\alpha(|x| - \alpha(1 - e^{-u}))` and
+    :math:`\alpha(|x| - \tfrac{\alpha}{2}(1 - e^{-2u}))` above.  Used for tensor ``alpha``
+    and for extreme scalars (``alpha**2`` or ``1/alpha`` not finite and normal in the dtype),
+    where the limits are finite: :math:`x^2/2` and :math:`x^2` as :math:`\alpha \to \infty`,
+    :math:`\alpha|x|`-like as :math:`\alpha \to 0`.  Differentiable with autograd."""
+    out_dtype = x.dtype
+    work = _opmath(out_dtype)
+    xw = x.to(work)
+    t, coeffs = _PHI[work]
+    a = xw.abs()
+    if isinstance(alpha, Tensor):
+        al = alpha.to(device=x.device, dtype=work)
+    else:
+        al = torch.tensor(alpha, dtype=work, device=x.device)
+    pos = al > 0
+    al_safe = torch.where(pos, al, torch.ones_like(al))
+    results = []
+    for k, half in ((1.0, 1.0), (2.0, 0.5)):
+        u = k * (a / al_safe)
+        small = u < t
+        us = torch.where(small, u, torch.zeros_like(u))
+        ul = torch.where(small, torch.full_like(u, t), u)
+        val_small = (k * a) * (a * _horner(-us, coeffs))  # k x^2 phi(k u)
+        val_large = al_safe * (a + (half * al_safe) * torch.expm1(-ul))
+        results.append(torch.where(small, val_small, val_large).to(out_dtype))
+    return results[0], results[1]
 
 
 def huber_loss(input: Tensor, target: Tensor, alpha: ParamLike = 1.0,
@@ -1028,30 +1137,92 @@ class HuberLoss(nn.Module):
         return f"alpha={self.alpha}, reduction={self.reduction!r}"
 
 
+_OBJECTIVES = ("d", "kl", "nll")
+
+
+def _resolve_objective(objective: str | None, learn_alpha: bool, learn_beta: bool) -> str:
+    """The objective a module minimises (see :class:`AdaptiveKLHuberLoss`)."""
+    if objective is None:
+        if not (learn_alpha or learn_beta):
+            return "d"
+        return "nll" if (learn_alpha and learn_beta) else "kl"
+    if objective not in _OBJECTIVES:
+        raise ValueError(f"objective must be one of {_OBJECTIVES} or None, got {objective!r}")
+    if objective == "d" and (learn_alpha or learn_beta):
+        raise ValueError(
+            "objective='d' with a learnable scale has no finite minimiser (D decreases without "
+            "bound as alpha or beta grows); use objective='kl' (one learnable scale) or 'nll'")
+    if objective == "kl" and learn_alpha and learn_beta:
+        raise ValueError(
+            "objective='kl' with both scales learnable has no finite minimiser (the KL of two "
+            "Laplace distributions with alpha = beta -> inf tends to 0); use objective='nll', "
+            "whose minimiser is alpha = 0, beta = E|x|")
+    return objective
+
+
+def _objective_terms(val: Tensor, alpha: Tensor | float, beta: Tensor | float,
+                     objective: str) -> Tensor:
+    """Add to D (elementwise ``val``) the terms that make ``objective`` out of it."""
+    if objective == "d":
+        return val
+    alpha_t = alpha if isinstance(alpha, Tensor) else torch.as_tensor(alpha, dtype=val.dtype)
+    beta_t = beta if isinstance(beta, Tensor) else torch.as_tensor(beta, dtype=val.dtype)
+    r = alpha_t / beta_t
+    if objective == "kl":  # eq. 15: + alpha/beta + log(beta/alpha) - 1
+        return val + ((r - 1.0) - torch.log(r))
+    # cross-entropy E_{y ~ Laplace(target, alpha)}[-log Laplace(y | input, beta)]
+    return val + (r + torch.log(2.0 * beta_t))
+
+
 class KLHuberLoss(nn.Module):
     r"""Module form of :func:`kl_huber_loss`: :math:`D_{\alpha,\beta}` of eq. 16 with fixed
-    ``alpha`` (label-noise scale) and ``beta`` (prediction-noise scale)."""
+    ``alpha`` (label-noise scale) and ``beta`` (prediction-noise scale).
+
+    Numbers are stored as attributes and tensors as buffers (fixed).  An
+    :class:`~torch.nn.Parameter` stays a parameter of the module (``parameters()`` lists it,
+    an optimiser can learn it), and then the module no longer returns :math:`D` alone, which
+    has no finite minimiser in a scale (it decreases as :math:`\alpha` or :math:`\beta`
+    grows), but the objective of :class:`AdaptiveKLHuberLoss` (``objective=None`` picks it:
+    the KL divergence of eq. 15 for one learnable scale, the cross-entropy ``"nll"`` for two).
+    Those objectives differ from :math:`D` by terms that do not depend on ``input``, so the
+    gradients with respect to the predictions are unchanged.  The learnable values are used
+    as they are (no reparametrisation): they must stay positive, for which
+    :class:`AdaptiveKLHuberLoss` (softplus) is the safer choice.
+    """
 
     def __init__(self, alpha: ParamLike = 1.0, beta: ParamLike = 1.0, reduction: str = "mean",
-                 *, impl: str = "default") -> None:
+                 *, impl: str = "default", objective: str | None = None) -> None:
         super().__init__()
         self.reduction = _check_reduction(reduction)
         self.impl = _check_impl(impl)
         for name, value, zero in (("alpha", alpha, True), ("beta", beta, False)):
-            if isinstance(value, Tensor):
+            if isinstance(value, nn.Parameter):
+                _check_param(value.detach(), name, value.detach(), allow_zero=False)
+                self.register_parameter(name, value)
+            elif isinstance(value, Tensor):
                 self.register_buffer(name, value.detach().clone())
             else:
                 _check_param(value, name, torch.zeros(()), allow_zero=zero)
                 setattr(self, name, float(value))
+        self.objective = _resolve_objective(objective, isinstance(alpha, nn.Parameter),
+                                            isinstance(beta, nn.Parameter))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        """:func:`kl_huber_loss` of ``input - target``."""
-        return kl_huber_loss(input, target, self.alpha, self.beta, self.reduction,
-                             impl=self.impl)
+        """:func:`kl_huber_loss` of ``input - target`` (plus the terms of ``objective``)."""
+        if self.objective == "d":
+            return kl_huber_loss(input, target, self.alpha, self.beta, self.reduction,
+                                 impl=self.impl)
+        val = kl_huber_loss(input, target, self.alpha, self.beta, "none", impl=self.impl)
+        alpha, beta = self.alpha, self.beta
+        if isinstance(alpha, Tensor):
+            alpha = alpha.to(val.dtype)
+        if isinstance(beta, Tensor):
+            beta = beta.to(val.dtype)
+        return _reduce(_objective_terms(val, alpha, beta, self.objective), self.reduction)
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, beta={self.beta}, reduction={self.reduction!r}, "
-                f"impl={self.impl!r}")
+                f"impl={self.impl!r}, objective={self.objective!r}")
 
 
 def _inv_softplus(v: Tensor) -> Tensor:
@@ -1060,18 +1231,42 @@ def _inv_softplus(v: Tensor) -> Tensor:
 
 
 class AdaptiveKLHuberLoss(nn.Module):
-    r"""KL divergence of Laplace distributions (eq. 15) with learnable scales.
+    r"""The KL-Huber loss with learnable scales, minimising an objective with a finite minimiser.
 
-    :math:`\alpha = \mathrm{softplus}(\rho_\alpha)` and :math:`\beta = \mathrm{softplus}(\rho_\beta)`
-    are kept positive by the softplus parametrisation.  Because :math:`D_{\alpha,\beta}` alone
-    decreases without bound in :math:`\beta`, the learnable loss is the full KL divergence
+    :math:`\alpha = \mathrm{softplus}(\rho_\alpha)` (label-noise scale) and
+    :math:`\beta = \mathrm{softplus}(\rho_\beta)` (prediction-noise scale) are kept positive by
+    the softplus parametrisation.  :math:`D_{\alpha,\beta}` (eq. 16) alone cannot be learned:
+    it decreases without bound as :math:`\beta` (or :math:`\alpha`) grows.  The objective,
+    per element :math:`x = \text{input} - \text{target}`, is therefore (``objective=``):
 
-    .. math:: D_{\alpha,\beta}(x) + \frac{\alpha}{\beta} + \log\frac{\beta}{\alpha} - 1
-              = \mathrm{KL}(\mathrm{Laplace}(y, \alpha)\,\|\,\mathrm{Laplace}(\hat y, \beta)),
+    ``"kl"`` -- the full KL divergence of eq. 15,
+        :math:`\mathrm{KL}(\mathrm{Laplace}(y, \alpha)\,\|\,\mathrm{Laplace}(\hat y, \beta))
+        = D_{\alpha,\beta}(x) + \frac{\alpha}{\beta} + \log\frac{\beta}{\alpha} - 1`.
+        With **one** learnable scale its minimiser is finite: for :math:`\beta`,
+        :math:`\beta^* = E[\alpha e^{-|x|/\alpha} + |x|]` (set the derivative
+        :math:`(\beta - E[\alpha e^{-|x|/\alpha} + |x|])/\beta^2` to 0); for :math:`\alpha`,
+        the root of :math:`\alpha\,E[(1 + |x|/\alpha)e^{-|x|/\alpha}] = \beta`, which exists
+        because the left side grows from 0 to :math:`\infty`.  With **both** learnable it has
+        none (at :math:`\alpha = \beta \to \infty` the KL tends to 0), so that combination
+        raises ``ValueError``.
+    ``"nll"`` -- the cross-entropy, i.e. the Laplace negative log-likelihood of the label
+        :math:`y \sim \mathrm{Laplace}(\text{target}, \alpha)` under the prediction
+        :math:`\mathrm{Laplace}(\text{input}, \beta)` with its normalising term,
+        :math:`E_y[|y - \hat y|/\beta + \log 2\beta] = D_{\alpha,\beta}(x) + \alpha/\beta +
+        \log 2\beta` (= KL + the entropy :math:`1 + \log 2\alpha` of the label distribution).
+        It increases in :math:`\alpha` and, for fixed :math:`\alpha`, has its minimum at
+        :math:`\beta^* = E[\alpha e^{-|x|/\alpha} + |x|]`; with both learnable the minimiser is
+        :math:`\alpha^* = 0`, :math:`\beta^* = E|x|`, the maximum-likelihood Laplace scale of
+        the residuals (for Laplace(0, s) residuals, s).  The data only identify the total noise,
+        so this objective attributes it to the prediction.
+    ``"d"`` -- :math:`D_{\alpha,\beta}` alone (eq. 16), only without learnable scales.
 
-    which has a finite minimiser in both scales (``include_constants=True``, the default).
-    With ``include_constants=False`` only :math:`D_{\alpha,\beta}` (eq. 16) is returned; use
-    that with ``learn_beta=False``.
+    ``objective=None`` (default) picks ``"kl"`` for one learnable scale, ``"nll"`` for two and
+    ``"d"`` for none.  ``include_constants=False`` is the older spelling of ``"d"`` (and is
+    honoured even with a learnable scale, for backward compatibility, though that scale then
+    has no finite minimiser).
+    The added terms do not depend on ``input``: the gradients with respect to the predictions
+    are those of :math:`D_{\alpha,\beta}`.
 
     Parameters
     ----------
@@ -1086,10 +1281,19 @@ class AdaptiveKLHuberLoss(nn.Module):
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, reduction: str = "mean", *,
                  shape: tuple[int, ...] = (), learn_alpha: bool = True, learn_beta: bool = True,
-                 include_constants: bool = True) -> None:
+                 include_constants: bool = True, objective: str | None = None) -> None:
         super().__init__()
         self.reduction = _check_reduction(reduction)
         self.include_constants = include_constants
+        if not include_constants:
+            if objective not in (None, "d"):
+                raise ValueError(f"include_constants=False means objective='d'; got "
+                                 f"objective={objective!r}")
+            # D alone, as before, even with a learnable scale (an explicit opt-out, kept for
+            # backward compatibility; such a scale has no finite minimiser)
+            self.objective = "d"
+        else:
+            self.objective = _resolve_objective(objective, learn_alpha, learn_beta)
         for name, value, learn in (("alpha", alpha, learn_alpha), ("beta", beta, learn_beta)):
             _check_param(value, name, torch.zeros(()), allow_zero=False)
             raw = _inv_softplus(torch.full(tuple(shape), float(value)))
@@ -1109,7 +1313,7 @@ class AdaptiveKLHuberLoss(nn.Module):
         return torch.nn.functional.softplus(self.raw_beta)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        """KL divergence (eq. 15) of Laplace(target, alpha) from Laplace(input, beta), reduced."""
+        """The objective (see the class docstring) of ``input - target``, reduced."""
         input, target = _check_pair(input, target)
         alpha, beta = self.alpha, self.beta
         try:
@@ -1122,11 +1326,8 @@ class AdaptiveKLHuberLoss(nn.Module):
         alpha = alpha.to(input.dtype)
         beta = beta.to(input.dtype)
         val = kl_huber_loss(input, target, alpha, beta, reduction="none")
-        if self.include_constants:
-            r = alpha / beta
-            val = val + ((r - 1.0) - torch.log(r))
-        return _reduce(val, self.reduction)
+        return _reduce(_objective_terms(val, alpha, beta, self.objective), self.reduction)
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.raw_alpha.shape)}, reduction={self.reduction!r}, "
-                f"include_constants={self.include_constants}")
+                f"objective={self.objective!r}")

@@ -382,8 +382,15 @@ def test_adaptive_loss():
     assert torch.allclose(m.alpha, torch.full((4,), 0.5, dtype=F64))
     assert torch.allclose(m.beta, torch.full((4,), 2.0, dtype=F64))
     loss = m(inp, tgt)
-    ref = laplace_kl(tgt, m.alpha, inp, m.beta).mean()
+    # both scales learnable: the cross-entropy = KL (eq. 15) + the entropy 1 + log(2 alpha) of
+    # the label distribution (issue 17: the KL alone has no finite minimiser in both scales)
+    assert m.objective == "nll"
+    ref = (laplace_kl(tgt, m.alpha, inp, m.beta) + 1 + torch.log(2 * m.alpha)).mean()
     assert torch.allclose(loss, ref, rtol=1e-12)
+    kl_only = AdaptiveKLHuberLoss(alpha=0.5, beta=2.0, shape=(4,), learn_alpha=False).double()
+    assert kl_only.objective == "kl"
+    assert torch.allclose(kl_only(inp, tgt),
+                          laplace_kl(tgt, kl_only.alpha, inp, kl_only.beta).mean(), rtol=1e-12)
     loss.backward()
     assert m.raw_alpha.grad is not None and torch.isfinite(m.raw_alpha.grad).all()
     assert m.raw_beta.grad is not None and torch.isfinite(m.raw_beta.grad).all()
