@@ -1,9 +1,13 @@
-# klhuber: two commands set up and run everything on a machine with Python 3.11.
+# klhuber: two commands set up and run everything on a machine with Python 3.11, 3.12 or 3.13.
 #   make book   create .venv, install the pinned dependencies, execute the notebooks, render the book
 #   make test   the same set-up, then ruff and the whole test suite (including a book build)
-# Options: PROFILE=quick|full  DEVICE=cpu|cuda  PYTHON=python3.11
+# Options: PROFILE=quick|full  DEVICE=cpu|cuda  PYTHON=python3.12 (default: the first of
+# python3.11, python3.12, python3.13 found on PATH)
 
-PYTHON ?= python3.11
+SUPPORTED_PYTHONS := python3.11 python3.12 python3.13
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(SUPPORTED_PYTHONS),$(shell $(p) -c 'import sys' >/dev/null 2>&1 && echo $(p))))
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
@@ -14,6 +18,7 @@ STAMP := $(VENV)/.klhuber-installed
 .PHONY: book html test lint browser venv clean help
 
 help:
+	@echo "Python for .venv: $(if $(PYTHON),$(PYTHON),none of $(SUPPORTED_PYTHONS) found)"
 	@echo "make book [PROFILE=quick|full] [DEVICE=cpu|cuda]  execute notebooks + render book/_build/html"
 	@echo "make test                                       ruff + pytest (whole suite, incl. a book build)"
 	@echo "make html                                       re-render the HTML without executing notebooks"
@@ -22,7 +27,17 @@ help:
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
+	@if test -x $(BIN)/python; then \
+	  echo "using the existing $(VENV) ($$($(BIN)/python -V))"; \
+	elif test -z "$(PYTHON)"; then \
+	  echo "error: no supported Python found: install one of $(SUPPORTED_PYTHONS) or set PYTHON=..."; exit 1; \
+	elif ! command -v $(PYTHON) >/dev/null; then \
+	  echo "error: $(PYTHON) not found (set PYTHON= to one of $(SUPPORTED_PYTHONS))"; exit 1; \
+	elif ! $(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))'; then \
+	  echo "error: $(PYTHON) ($$($(PYTHON) -V 2>&1 | head -n 1)) is not a supported Python: 3.11, 3.12 or 3.13"; exit 1; \
+	else \
+	  echo "using $(PYTHON) ($$($(PYTHON) -V)) for $(VENV)"; \
+	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,dev,detection]"

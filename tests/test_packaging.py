@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -65,6 +63,7 @@ def installed(tmp_path_factory):
             "purelib": Path(purelib)}
 
 
+@pytest.mark.slow
 def test_wheel_holds_the_package_license_and_style(installed):
     names = zipfile.ZipFile(installed["wheel"]).namelist()
     assert "klhuber/klhuber.mplstyle" in names and "klhuber/detection/engine.py" in names
@@ -75,6 +74,7 @@ def test_wheel_holds_the_package_license_and_style(installed):
     assert "License-Expression: MIT" in metadata
 
 
+@pytest.mark.slow
 def test_installed_console_script_works_outside_the_checkout(installed):
     klhuber = installed["venv"] / "bin" / "klhuber"
     cwd, env = installed["cwd"], installed["env"]
@@ -90,6 +90,7 @@ def test_installed_console_script_works_outside_the_checkout(installed):
     assert none.returncode != 0 and "--root" in none.stderr and "Traceback" not in none.stderr
 
 
+@pytest.mark.slow
 def test_installed_defaults_live_under_the_current_directory(installed):
     code = ("from klhuber import results; from klhuber.detection import experiments as ex; "
             "print(results.CHECKOUT_ROOT); print(ex.DEFAULT_WORK_DIR); print(ex.DEFAULT_RESULTS_DIR);"
@@ -103,3 +104,22 @@ def test_installed_defaults_live_under_the_current_directory(installed):
         assert Path(lines[2]) == Path(cwd).resolve() / "results" / "detection"
         assert lines[3] == "None"  # no commit of whatever repository encloses the cwd
         assert lines[4] == "0.1.0"
+
+
+@pytest.mark.parametrize("found", [("python3.12",), ("python3.13", "python3.12"), ()])
+def test_make_finds_a_supported_python_by_itself(found, tmp_path):
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink(shutil.which("sh") or "/bin/sh", bindir / "sh")
+    for name in found:  # each a working interpreter under that name
+        os.symlink(sys.executable, bindir / name)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env["PATH"] = str(bindir)
+    out = _run([make, "-s", "-C", REPO, "help"], cwd=tmp_path, env=env).stdout.splitlines()[0]
+    if found:
+        assert out == f"Python for .venv: {sorted(found)[0]}"
+    else:
+        assert out.startswith("Python for .venv: none of python3.11 python3.12 python3.13")
