@@ -1,14 +1,20 @@
-"""Speed of the toy-problem solvers (issue: batched GD >= 30x a per-configuration loop on CPU).
+"""Speed of the toy-problem solvers (issue 14): batched GD against per-configuration loops.
 
 Everything is measured in one run on the same subset of configurations (the paper's N = 10,000
 points, K = 8), and printed as ratios:
 
-1. batched GD (:func:`klhuber.toy.gd_grid`, all configurations in one tensor program) versus
-   (a) a per-configuration Python loop with the same hand-written update
-   (:func:`klhuber.toy.gd_reference_loop`) and (b) the per-configuration loop a straightforward
-   reproduction would write: autograd of :func:`klhuber.losses.huber` and ``torch.optim.SGD``.
-   The loops are timed on a few configurations and scaled to the whole subset.
-2. the exact solver (:func:`klhuber.toy.exact_grid`) versus batched GD run until it reaches the
+1. batched GD (:func:`klhuber.toy.gd_grid`) with each backend -- ``kernel`` (fused float32 C++
+   CPU kernel) and ``torch`` (one ``baddbmm`` per row block for all configurations) -- with
+   early retirement switched off (``retire_tol=0``), so every configuration runs every
+   iteration as in the loops, versus (a) a per-configuration Python loop with the same update
+   (:func:`klhuber.toy.gd_reference_loop`) and (b) the loop a straightforward reproduction would
+   write: autograd of :func:`klhuber.losses.huber` and ``torch.optim.SGD``.  The loops are timed
+   on a few configurations and scaled to the whole subset.  Then the default ``gd_grid`` (kernel,
+   retirement on) on the same grid.
+2. What bounds each batched step: the torch backend's memory traffic (bytes it reads and writes
+   per iteration, estimated from its tensor passes) in bytes/s against a measured copy bandwidth,
+   and the kernel's arithmetic in GFLOP/s (it stores nothing of size N x configurations).
+3. the exact solver (:func:`klhuber.toy.exact_grid`) versus batched GD run until it reaches the
    same tolerance (relative function-space distance to the exact minimiser <= ``--tol``).
 
 Usage: ``python benchmarks/bench_toy.py [--device cpu|cuda] [--iterations 200]``.
@@ -70,16 +76,29 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
 
     # 1. batched GD vs loops ------------------------------------------------------------------
-    toy.gd_grid(data, alphas, lrs, iterations=5, device=dev, progress=False)  # warm-up
-    _sync(dev)
-    batched_times = []
-    for _ in range(args.repeats):  # short: median of several runs (the loops are long enough)
-        t = time.perf_counter()
-        gd = toy.gd_grid(data, alphas, lrs, iterations=its, device=dev, progress=False,
-                         max_elements=args.max_elements)
+    backends = ["torch"]
+    if dev == "cpu" and toy._cpu_kernel(data.k) is not None:
+        backends.insert(0, "kernel")
+    t_batched: dict[str, float] = {}
+    results: dict[str, toy.GDResult] = {}
+    for be in backends:
+        kw = dict(iterations=its, device=dev, progress=False, retire_tol=0.0, backend=be,
+                  max_elements=args.max_elements)
+        toy.gd_grid(data, alphas, lrs, **{**kw, "iterations": 5})  # warm-up (kernel compile)
         _sync(dev)
-        batched_times.append(time.perf_counter() - t)
-    t_batched = statistics.median(batched_times)
+        times = []
+        for _ in range(args.repeats):  # short: median of several runs (the loops are long enough)
+            t = time.perf_counter()
+            results[be] = toy.gd_grid(data, alphas, lrs, **kw)
+            _sync(dev)
+            times.append(time.perf_counter() - t)
+        t_batched[be] = statistics.median(times)
+    gd = results[backends[0]]
+    t = time.perf_counter()
+    retired = toy.gd_grid(data, alphas, lrs, iterations=its, device=dev, progress=False,
+                          max_elements=args.max_elements)
+    _sync(dev)
+    t_retire = time.perf_counter() - t
 
     picks = [(fi, si, se, ai, li) for fi in range(2) for si in range(2) for se in range(2)
              for ai in range(len(alphas)) for li in range(len(lrs))]
@@ -99,11 +118,55 @@ def main() -> None:
         autograd_loop(data, alphas[ai], lrs[li], fi, si, se, its, dev)
     _sync(dev)
     t_auto = (time.perf_counter() - t) / len(picks) * n_cfg
-    print(f"batched GD                      : {t_batched:8.2f} s (median of {args.repeats})")
     print(f"per-config loop, same update    : {t_loop:8.2f} s (extrapolated from "
-          f"{len(picks)} configurations)  speed-up {t_loop / t_batched:6.1f}x")
-    print(f"per-config loop, autograd + SGD : {t_auto:8.2f} s  speed-up {t_auto / t_batched:6.1f}x")
-    print(f"batched vs loop max relative coefficient difference (float32): {max_dev:.1e}")
+          f"{len(picks)} configurations)")
+    print(f"per-config loop, autograd + SGD : {t_auto:8.2f} s")
+    for be in backends:
+        tb = t_batched[be]
+        print(f"batched GD, backend {be:7s}     : {tb:8.3f} s (median of {args.repeats}, no "
+              f"retirement)  {t_loop / tb:7.1f}x the same-update loop, {t_auto / tb:7.1f}x "
+              f"autograd + SGD")
+    print(f"batched GD, default (retirement): {t_retire:8.3f} s  {t_loop / t_retire:7.1f}x the "
+          f"same-update loop, {t_auto / t_retire:7.1f}x autograd + SGD; status counts "
+          f"{np.bincount(retired.status.ravel(), minlength=3).tolist()} (ran/converged/diverged)"
+          f", mean stop iteration {retired.stop_iteration.mean():.0f}")
+    print(f"batched ({backends[0]}) vs loop max relative coefficient difference (float32): "
+          f"{max_dev:.1e}")
+
+    # what bounds the batched step --------------------------------------------------------------
+    n, k, m = data.n, data.k, n_cfg
+    pci = float(m) * n * its  # (point, configuration, iteration) triples
+    if dev == "cpu":
+        big = torch.empty(64 * 2**20 // 4, dtype=torch.float32).normal_()
+        dst = torch.empty_like(big)
+        dst.copy_(big)
+        t = time.perf_counter()
+        for _ in range(5):
+            dst.copy_(big)
+        copy_bw = 5 * 2 * big.numel() * 4 / (time.perf_counter() - t)  # read + write
+        print(f"measured copy bandwidth (64 MiB, read + write): {copy_bw / 1e9:6.1f} GB/s")
+    else:
+        copy_bw = None
+    if "torch" in t_batched:
+        # per iteration and configuration-row: gather writes r, baddbmm reads y and writes r,
+        # psi reads and writes r, the second baddbmm reads r: 6 float32 accesses
+        traffic = 6 * 4 * pci
+        bw = traffic / t_batched["torch"]
+        line = f"torch backend: {bw / 1e9:6.1f} GB/s of tensor traffic ({traffic / 1e9:.1f} GB)"
+        if copy_bw:
+            frac = bw / copy_bw
+            line += (f" = {frac:.0%} of the copy bandwidth: "
+                     + ("memory-bandwidth bound" if frac > 0.5 else
+                        "below the bandwidth (its blocks stay in cache; op overhead dominates)"))
+        print(line)
+    if "kernel" in t_batched:
+        flops = (4 * k + 4) * pci  # residual and gradient: 2K multiply-adds, psi and the rest
+        tk = t_batched["kernel"]
+        stream = (k + 1) * 4 * n * its * -(-m // 8) / tk  # phi and y rows, once per 8 configs
+        print(f"kernel backend: {flops / tk / 1e9:6.1f} GFLOP/s, {pci / tk / 1e9:5.2f} G "
+              f"(point, configuration) updates/s; it streams phi and y from cache at "
+              f"{stream / 1e9:5.1f} GB/s and stores nothing of size N x configurations: "
+              f"compute bound, not memory bound")
 
     # 2. exact vs GD to the same tolerance -------------------------------------------------------
     t = time.perf_counter()

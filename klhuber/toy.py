@@ -674,6 +674,24 @@ def _cpu_kernel(k: int) -> Any:
     return lib if lib.kernel_k() == k else None
 
 
+def _kernel_threads() -> int:
+    """Threads of the fused kernel: ``$KLHUBER_GD_THREADS``, else the usable cores.
+
+    Independent of torch's intra-op threads, so ``OMP_NUM_THREADS=1`` (advisable for torch's
+    small ops when other jobs share the cores: spin-waiting OpenMP barriers crawl there) still
+    runs the kernel on every core.
+    """
+    import os
+
+    env = os.environ.get("KLHUBER_GD_THREADS")
+    if env:
+        return _check_positive_int(int(env), "KLHUBER_GD_THREADS")
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class _KernelBackend:
     """Runs windows of GD on the active configurations with the fused CPU kernel (float32)."""
 
@@ -1022,7 +1040,7 @@ def gd_grid(
             step = lrs[l_i] / lam[p_i, s_i, a_i] / n
             obj0 = _initial_objective(y_all[p0:p1], alphas[a0:a1], loss)[p_i - p0, s_i, a_i - a0]
             if lib is not None:
-                be: Any = _KernelBackend(lib, data.phi, y, loss, torch.get_num_threads())
+                be: Any = _KernelBackend(lib, data.phi, y, loss, _kernel_threads())
             else:
                 be = _TorchBackend(phi_dev, y.to(device=device, dtype=dtype), loss,
                                    block_elements)
