@@ -583,6 +583,12 @@ def configure(label_noise: Number | Sequence[Number], prediction_noise: Number |
         return StageLoss("l1", lam_values[0], 0, fixed_sigma, wh_target)
     factor = Fraction(1, 2) if kind == "kl" else Fraction(1)
     ratios = [x / y for x, y in zip(b1, b2)]  # = α·λ·factor for every coordinate
+    for ratio_c, c in zip(ratios, COORDINATES):
+        if not 0 < ratio_c < math.inf:
+            raise ValueError(
+                f"label_noise / prediction_noise ({c}) is {float(ratio_c)!r} in floating "
+                f"point: label_noise and prediction_noise must be within a float's range of "
+                f"each other (their ratio a positive finite number)")
     if not _same(ratios):
         raise ValueError(
             "label_noise / prediction_noise must be the same for x, y, w and h (it equals α·λ, "
@@ -610,6 +616,14 @@ def configure(label_noise: Number | Sequence[Number], prediction_noise: Number |
                              f"{name} = {got}, not {wanted}")
     if fixed_sigma is not None:
         sigma_value = fixed_sigma
+    derived = (("lam", lam_value), ("alpha", alpha_value),
+               *((f"sigma ({c})", v) for c, v in zip(COORDINATES, sigma_value)))
+    for name, value in derived:
+        if not 0 < value < math.inf:
+            raise ValueError(
+                f"the request implies {name} = {float(value)!r}, outside the positive finite "
+                f"floats: choose label_noise, prediction_noise and the fixed lam/alpha/sigma "
+                f"closer to 1")
     return StageLoss(kind, lam_value, alpha_value, sigma_value, wh_target)
 
 
@@ -936,7 +950,18 @@ def fit_laplace_scale(samples: Any, *, difference_of_two: bool = False, center: 
     ``center=True`` removes the median (a systematic offset) first and reports it as
     ``location``.
     """
-    x = np.asarray(samples, dtype=float).ravel()
+    if hasattr(samples, "detach") and hasattr(samples, "device"):  # a torch tensor
+        if samples.device.type == "meta":
+            raise ValueError("samples is on the meta device, which holds no values")
+        samples = samples.detach().cpu()
+    try:
+        x = np.asarray(samples, dtype=float).ravel()
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"samples must be an array of real numbers ({error})") from None
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, numbers.Integral):
+        raise TypeError(f"n_bootstrap must be an int >= 0, got {n_bootstrap!r}")
+    if not isinstance(confidence, numbers.Real) or isinstance(confidence, bool):
+        raise TypeError(f"confidence must be a real number in (0, 1), got {confidence!r}")
     if x.size < 2:
         raise ValueError(f"samples must hold at least 2 values, got {x.size}")
     if not np.all(np.isfinite(x)):

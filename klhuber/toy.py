@@ -182,12 +182,39 @@ def _check_positive_grid(values: Any, name: str) -> np.ndarray:
 
 
 def _check_seeds(seeds: Any) -> tuple[int, ...]:
-    seeds = tuple(int(s) for s in np.atleast_1d(np.asarray(seeds)))
+    values = np.atleast_1d(np.asarray(seeds))
+    if values.dtype == bool or not (np.issubdtype(values.dtype, np.integer)
+                                    or np.issubdtype(values.dtype, np.floating)):
+        raise TypeError(f"seeds must be integers >= 0, got {seeds!r}")
+    if values.ndim != 1 or not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+        raise ValueError(f"seeds must be a 1-d sequence of integers >= 0 (no fractions), "
+                         f"got {values.tolist()}")
+    seeds = tuple(int(s) for s in values)
     if not seeds:
         raise ValueError("seeds must be a non-empty sequence of integers")
     if any(s < 0 for s in seeds):
         raise ValueError(f"seeds must be >= 0, got {seeds}")
     return seeds
+
+
+def _check_finite_at_least(value: Any, name: str, low: float, *, allow_inf: bool = False,
+                           strict: bool = False) -> float:
+    """A real number >= ``low`` (> with ``strict``), finite unless ``allow_inf``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    bad = (math.isnan(value) or (value == math.inf and not allow_inf)
+           or (value <= low if strict else value < low))
+    if bad:
+        upper = "inf]" if allow_inf else "inf)"
+        raise ValueError(f"{name} must be in {'(' if strict else '['}{low:g}, {upper}, "
+                         f"got {value!r}")
+    return value
+
+
+#: Largest noise scale :func:`make_data` accepts (its per-scale seed is ``round(scale * 1e9)``,
+#: and squared residuals must stay finite in float64).
+MAX_SCALE = 1e100
 
 
 def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -317,6 +344,8 @@ def make_data(
     """
     families = _check_families(families)
     scales = _check_positive_grid(scales, "scales")
+    if np.any(scales > MAX_SCALE):
+        raise ValueError(f"scales must be in (0, {MAX_SCALE:g}], got {scales.tolist()}")
     seeds = _check_seeds(seeds)
     n = _check_positive_int(n, "n")
     n_test = _check_positive_int(n_test, "n_test")
@@ -974,6 +1003,7 @@ def gd_grid(
         raise ValueError(f"backend must be 'auto', 'kernel' or 'torch', got {backend!r}")
     if not (retire_tol >= 0):
         raise ValueError(f"retire_tol must be >= 0, got {retire_tol}")
+    _check_finite_at_least(div_factor, "div_factor", 1.0, allow_inf=True)
     device = torch.device(device)
     nf, ns, nseed = len(data.families), len(data.scales), len(data.seeds)
     na, nl, k, n = len(alphas), len(lrs), data.k, data.n
@@ -1355,6 +1385,7 @@ def exact_grid(
     _check_loss(loss)
     alphas = _check_positive_grid(alphas, "alphas")
     max_iter = _check_positive_int(max_iter, "max_iter")
+    _check_finite_at_least(tol, "tol", 0.0)
     device = torch.device(device)
     if loss in ("l1", "l2"):
         alphas = alphas[:1]
@@ -1459,8 +1490,18 @@ def theory_rmse(family: str, alpha: float, scale: float, n: int = N_TRAIN, k: in
     """Asymptotic test RMSE :math:`\\sqrt{V(\\alpha) K / N}` (orthonormal features).
 
     Uses :math:`V(\\alpha; s) = s^2 V(\\alpha/s; 1)` (location-scale equivariance).
+    ``alpha`` and ``scale`` must be finite and > 0 (with a finite ratio), ``n`` and ``k``
+    integers >= 1.
     """
+    _check_family(family)
+    _check_finite_at_least(alpha, "alpha", 0.0, strict=True)
+    _check_finite_at_least(scale, "scale", 0.0, strict=True)
+    n = _check_positive_int(n, "n")
+    k = _check_positive_int(k, "k")
     u = float(np.float64(alpha) / np.float64(scale))
+    if not 0 < u < math.inf:
+        raise ValueError(f"alpha / scale must be a positive finite number, got "
+                         f"alpha={alpha!r}, scale={scale!r}")
     return math.sqrt(scale * scale * _unit_variance(family, u, loss) * k / n)
 
 
@@ -1475,6 +1516,11 @@ def optimal_alpha_constant(family: str, loss: str = "huber", *, lo: float = 1e-3
     from scipy import optimize
 
     _check_family(family)
+    lo = _check_finite_at_least(lo, "lo", 0.0, strict=True)
+    hi = _check_finite_at_least(hi, "hi", 0.0, strict=True)
+    if not lo < hi:
+        raise ValueError(f"lo must be < hi (the search interval [lo, hi]), got lo={lo!r}, "
+                         f"hi={hi!r}")
 
     def f(la: float) -> float:
         return asymptotic_variance(family, math.exp(la), 1.0, loss)

@@ -38,6 +38,7 @@ D_{\alpha,\beta/\lambda}`): confident samples are treated as having
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +58,20 @@ __all__ = [
 ]
 
 DETACH_CHOICES = ("none", "both", "beta_r", "beta_c")
+
+
+def _values_checkable(*tensors: Tensor) -> bool:
+    """Whether the *values* of ``tensors`` can be checked: not on the meta device (which holds
+    no values) and not inside a functorch transform such as ``torch.vmap`` (where a value
+    check is data-dependent control flow).  Shapes are always checked."""
+    if any(t.device.type == "meta" for t in tensors):
+        return False
+    return not torch._C._are_functorch_transforms_active()
+
+
+def _check_tensor(value: object, name: str) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
 
 
 def harmonic_factors(ce: Tensor, reg_loss: Tensor, detach: str = "none") -> tuple[Tensor, Tensor]:
@@ -93,12 +108,14 @@ def harmonic_loss(cls_logits: Tensor, labels: Tensor, reg_loss: Tensor, *,
     reduction:
         ``"none"``, ``"mean"`` or ``"sum"``.
     """
+    for value, name in ((cls_logits, "cls_logits"), (labels, "labels"), (reg_loss, "reg_loss")):
+        _check_tensor(value, name)
     if cls_logits.ndim != 2:
         raise ValueError(f"cls_logits must have shape (N, C); got {tuple(cls_logits.shape)}")
     if reg_loss.shape != labels.shape or labels.ndim != 1 or labels.shape[0] != cls_logits.shape[0]:
         raise ValueError("labels and reg_loss must have shape (N,) matching cls_logits (N, C); got "
                          f"{tuple(labels.shape)}, {tuple(reg_loss.shape)}, {tuple(cls_logits.shape)}")
-    if bool((reg_loss < 0).any()):
+    if _values_checkable(reg_loss) and bool((reg_loss < 0).any()):
         raise ValueError("reg_loss must be >= 0 (a loss value per sample)")
     ce = F.cross_entropy(cls_logits, labels, reduction="none")
     w_cls, w_reg = harmonic_factors(ce, reg_loss, detach)
@@ -106,7 +123,10 @@ def harmonic_loss(cls_logits: Tensor, labels: Tensor, reg_loss: Tensor, *,
 
 
 def _check_gamma(gamma: float) -> None:
-    if not (isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0):
+    # any real number type (int, float, numpy scalars), not bool
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
+        raise TypeError(f"gamma must be a real number in [0, 1]; got {type(gamma).__name__}")
+    if not 0.0 <= float(gamma) <= 1.0:
         raise ValueError(
             f"gamma must be in [0, 1] (for gamma > 1 the HIoU loss is not monotone in IoU, "
             f"supplement eq. 13); got {gamma!r}")
@@ -117,16 +137,24 @@ def hiou_from_iou(iou: Tensor, gamma: float) -> Tensor:
 
     Unlike :func:`hiou_loss`, any finite ``gamma`` is accepted here, so that the non-monotone
     shapes for γ > 1 can be plotted (eq. 13)."""
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma)):
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
+        raise TypeError(f"gamma must be a finite real number; got {type(gamma).__name__}")
+    if not math.isfinite(gamma):
         raise ValueError(f"gamma must be a finite number; got {gamma!r}")
-    if bool(((iou < 0) | (iou > 1)).any()):
+    _check_tensor(iou, "iou")
+    if _values_checkable(iou) and bool(((iou < 0) | (iou > 1)).any()):
         raise ValueError("iou must lie in [0, 1]")
     return (1 + iou) ** gamma * (1 - iou)
 
 
 def _check_boxes(boxes: Tensor, name: str) -> None:
+    _check_tensor(boxes, name)
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"{name} must have shape (N, 4) as (x1, y1, x2, y2); got {tuple(boxes.shape)}")
+    if boxes.dtype == torch.bool or boxes.is_complex():
+        raise TypeError(f"{name} must be a real (float or integer) tensor; got {boxes.dtype}")
+    if not _values_checkable(boxes):
+        return
     if not bool(torch.isfinite(boxes).all()):
         raise ValueError(f"{name} must be finite")
     if bool(((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any()):
@@ -156,7 +184,9 @@ def hiou_loss(pred_boxes: Tensor, target_boxes: Tensor, gamma: float = 0.5,
     r"""HIoU loss :math:`(1 + \mathrm{IoU})^{\gamma}(1 - \mathrm{IoU})` of corresponding boxes
     (supplement eq. 11), ``(N, 4)`` tensors as ``(x1, y1, x2, y2)``; ``gamma`` in [0, 1] (eq. 13).
 
-    Raises ``ValueError`` for γ outside [0, 1], boxes with x2 < x1 or y2 < y1, or a bad shape.
+    Raises ``ValueError`` for γ outside [0, 1], boxes with x2 < x1 or y2 < y1, or a bad shape,
+    and ``TypeError`` for a γ that is not a real number or boxes that are not a real tensor.
+    Under ``torch.vmap`` (and for meta tensors) only shapes are checked, not values.
     """
     _check_gamma(gamma)
     _check_boxes(pred_boxes, "pred_boxes")
