@@ -173,7 +173,14 @@ def _check_loss(loss: str) -> str:
 
 
 def _check_positive_grid(values: Any, name: str) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    try:
+        raw = np.asarray(values)
+        if raw.dtype.kind in "bUS":  # booleans and strings are not scales
+            raise TypeError
+        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a non-empty 1-d sequence of positive numbers, got "
+                        f"{values!r}") from None
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-d sequence of positive numbers")
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
@@ -200,9 +207,12 @@ def _check_seeds(seeds: Any) -> tuple[int, ...]:
 def _check_finite_at_least(value: Any, name: str, low: float, *, allow_inf: bool = False,
                            strict: bool = False) -> float:
     """A real number >= ``low`` (> with ``strict``), finite unless ``allow_inf``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, str)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)  # also numpy scalars and 0-d arrays
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
     bad = (math.isnan(value) or (value == math.inf and not allow_inf)
            or (value <= low if strict else value < low))
     if bad:
@@ -218,7 +228,14 @@ MAX_SCALE = 1e100
 
 
 def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < minimum:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    if (isinstance(value, (bool, str)) or not math.isfinite(number) or int(value) != value
+            or int(value) < minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

@@ -39,3 +39,198 @@ def test_provenance_records_version_and_only_the_checkouts_commit(tmp_path, monk
     subprocess.run(["git", "init", "-q", str(outer)], check=True)
     monkeypatch.setattr(results, "CHECKOUT_ROOT", (outer / "klhuber").resolve())
     assert results.git_commit() == "abc123"
+
+
+# ------------------------------------------------------------------------------ bad input
+
+import math  # noqa: E402
+import numbers  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+#: Anything a caller might pass by mistake: wrong signs, zero, NaN, infinities, huge and tiny
+#: numbers, fractions where integers belong, numpy scalars, strings, None, containers.
+ANYTHING = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-10**6, max_value=10**6),
+    st.sampled_from([0, -1, 1.5, -0.0, 1e300, -1e300, 1e-320, float("nan"), float("inf"),
+                     np.float32(-2.0), np.float64("nan"), np.int64(-3)]),
+    st.text(max_size=3), st.none(), st.lists(st.floats(), max_size=2), st.booleans(),
+)
+FUZZ = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+
+
+def _real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _finite_positive(v):
+    return _real(v) and math.isfinite(v) and v > 0
+
+
+def _positive_int(v):
+    return _real(v) and math.isfinite(v) and float(v).is_integer() and v >= 1
+
+
+def _expect_named_error(call, name):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    assert name in str(info.value), f"{name!r} not named in: {info.value}"
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    from klhuber import toy
+
+    return toy.make_data(("laplace",), (1.0,), (0,), n=16, n_test=16)
+
+
+@FUZZ
+@given(value=ANYTHING, which=st.sampled_from(["alpha", "scale", "n", "k"]))
+def test_theory_rmse_rejects_bad_input_by_name(value, which):
+    from klhuber import toy
+
+    ok = _positive_int if which in ("n", "k") else _finite_positive
+    assume(not ok(value))
+    kwargs = {"alpha": 1.0, "scale": 1.0, "n": 100, "k": 8, which: value}
+    _expect_named_error(lambda: toy.theory_rmse("laplace", **kwargs), which)
+
+
+@FUZZ
+@given(value=ANYTHING)
+def test_optimal_alpha_constant_rejects_bad_interval(value):
+    from klhuber import toy
+
+    assume(not (_finite_positive(value) and value < 1e3))
+    _expect_named_error(lambda: toy.optimal_alpha_constant("laplace", lo=value), "lo")
+
+
+@FUZZ
+@given(seed=ANYTHING)
+def test_make_data_rejects_bad_seeds(seed):
+    from klhuber import toy
+
+    assume(not (_real(seed) and math.isfinite(seed) and float(seed).is_integer() and seed >= 0))
+    _expect_named_error(lambda: toy.make_data(("laplace",), (1.0,), [seed], n=8, n_test=8),
+                        "seeds")
+
+
+@FUZZ
+@given(scale=ANYTHING)
+def test_make_data_rejects_bad_scales(scale):
+    from klhuber import toy
+
+    assume(not (_finite_positive(scale) and scale <= toy.MAX_SCALE))
+    _expect_named_error(lambda: toy.make_data(("laplace",), [scale], (0,), n=8, n_test=8),
+                        "scales")
+
+
+@FUZZ
+@given(value=ANYTHING)
+def test_gd_and_exact_grids_reject_bad_div_factor_and_tol(value, small_data):
+    from klhuber import toy
+
+    if not (_real(value) and not math.isnan(value) and value >= 1):
+        _expect_named_error(lambda: toy.gd_grid(small_data, (1.0,), (0.1,), iterations=2,
+                                                check_every=1, div_factor=value,
+                                                progress=False), "div_factor")
+    if not (_real(value) and math.isfinite(value) and value >= 0):
+        _expect_named_error(lambda: toy.exact_grid(small_data, (1.0,), tol=value,
+                                                   progress=False), "tol")
+
+
+@FUZZ
+@given(a=st.floats(min_value=1e-308, max_value=1e308),
+       b=st.floats(min_value=1e-308, max_value=1e308))
+def test_configure_answers_or_names_what_is_out_of_range(a, b):
+    from klhuber.interpret import configure
+
+    try:
+        stage = configure(a, b)
+    except ValueError as error:
+        assert "label_noise" in str(error) or "implies" in str(error)
+        assert "lam must be > 0" not in str(error)
+        return
+    for value in (stage.lam, stage.alpha, *stage.sigma):
+        assert 0 < float(value) < math.inf
+
+
+def test_configure_extreme_ratio_names_the_inputs():
+    from klhuber.interpret import configure
+
+    with pytest.raises(ValueError, match="label_noise / prediction_noise"):
+        configure(1e-300, 1e300)
+
+
+@FUZZ
+@given(value=ANYTHING, which=st.sampled_from(["n_bootstrap", "confidence"]))
+def test_fit_laplace_scale_rejects_bad_options(value, which):
+    from klhuber.interpret import fit_laplace_scale
+
+    if which == "n_bootstrap":
+        assume(not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                    and value >= 0))
+    else:
+        assume(not (_real(value) and 0 < value < 1))
+    kwargs = {"n_bootstrap": 5, which: value}
+    _expect_named_error(lambda: fit_laplace_scale([0.1, -0.3, 0.2], **kwargs), which)
+
+
+def test_fit_laplace_scale_accepts_a_tensor_that_requires_grad():
+    torch = pytest.importorskip("torch")
+    from klhuber.interpret import fit_laplace_scale
+
+    x = torch.tensor([0.1, -0.4, 0.3, 0.0], requires_grad=True)
+    assert fit_laplace_scale(x, n_bootstrap=0).scale == fit_laplace_scale(
+        x.detach().numpy(), n_bootstrap=0).scale
+    _expect_named_error(lambda: fit_laplace_scale(torch.empty(4, device="meta")), "samples")
+    _expect_named_error(lambda: fit_laplace_scale("abc"), "samples")
+
+
+@FUZZ
+@given(gamma=ANYTHING)
+def test_hiou_loss_gamma(gamma):
+    torch = pytest.importorskip("torch")
+    from klhuber.related.harmonic import HIoULoss, hiou_loss
+
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    if _real(gamma) and 0 <= gamma <= 1:
+        assert torch.isfinite(hiou_loss(boxes, boxes + 0.5, gamma=gamma))
+        HIoULoss(gamma=gamma)
+        return
+    _expect_named_error(lambda: hiou_loss(boxes, boxes, gamma=gamma), "gamma")
+    _expect_named_error(lambda: HIoULoss(gamma=gamma), "gamma")
+
+
+def test_hiou_loss_numpy_gamma_vmap_and_meta():
+    torch = pytest.importorskip("torch")
+    from klhuber.related.harmonic import hiou_loss
+
+    pred = torch.tensor([[[0.0, 0.0, 2.0, 2.0]], [[1.0, 1.0, 3.0, 4.0]]])
+    target = pred + 0.25
+    batched = torch.vmap(lambda p, t: hiou_loss(p, t, gamma=np.float32(0.5)))(pred, target)
+    assert torch.allclose(batched, torch.stack([hiou_loss(p, t) for p, t in zip(pred, target)]))
+    meta = torch.empty(3, 4, device="meta")
+    assert hiou_loss(meta, meta).device.type == "meta"
+    _expect_named_error(lambda: hiou_loss([[0, 0, 1, 1]], pred[0]), "pred_boxes")
+    _expect_named_error(lambda: hiou_loss(pred[0], torch.zeros(1, 3)), "target_boxes")
+
+
+@FUZZ
+@given(value=ANYTHING, which=st.sampled_from(["lr", "momentum", "gamma", "weight_decay"]))
+def test_train_config_ranges(value, which):
+    pytest.importorskip("torch")
+    from klhuber.detection.engine import TrainConfig
+
+    ok = {"lr": lambda v: _finite_positive(v),
+          "momentum": lambda v: _real(v) and 0 <= v < 1,
+          "gamma": lambda v: _real(v) and 0 < v <= 1,
+          "weight_decay": lambda v: _real(v) and 0 <= v < math.inf}[which]
+    assume(not ok(value))
+    _expect_named_error(lambda: TrainConfig(**{which: value}), which)

@@ -32,6 +32,7 @@ import dataclasses
 import io
 import json
 import math
+import numbers
 import os
 import time
 import warnings
@@ -159,6 +160,10 @@ class TrainConfig:
             value = getattr(self, name)
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("lr", "momentum", "weight_decay", "warmup_factor", "gamma", "hflip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a real number, got {value!r}")
         if not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not 0 <= self.momentum < 1:
