@@ -338,3 +338,40 @@ def test_cli_train_refuses_a_run_folder_with_a_one_line_error(shapes, tmp_path, 
     assert err.startswith("klhuber detect train: error: output folder")
     assert "--overwrite" in err and len(err.splitlines()) == 1
     assert (out / "metrics.jsonl").read_text() == '{"iter": 1}\n'
+
+
+def test_cli_sigterm_resume_and_eval_from_another_directory(shapes, tmp_path, monkeypatch,
+                                                            capsys):
+    import signal
+
+    from klhuber import cli
+
+    original = engine.random_horizontal_flip
+    calls = []
+
+    def flip_then_signal(*args, **kwargs):
+        original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(engine, "random_horizontal_flip", flip_then_signal)
+    monkeypatch.chdir(shapes.parent)
+    out = tmp_path / "run"
+    args = ["detect", "train", "--data-root", shapes.name, "--out", str(out),  # relative root
+            "--backbone", "resnet18_fpn", "--box-loss", "experiment_c", "--iters", "2",
+            "--batch-size", "2", "--min-size", "64", "--max-size", "64",
+            "--anchor-sizes", "8,16,32,64,128", "--box-head-dim", "32", "--workers", "0",
+            "--threads", "1", "--no-progress", "--warmup-iters", "1",
+            "--model-kwargs", json.dumps(SMALL["model_kwargs"])]
+    assert cli.main(args) == 128 + signal.SIGTERM
+    assert "SIGTERM received: stopped after iteration 1" in capsys.readouterr().err
+    state = engine.load_checkpoint(out / "checkpoint.pt")
+    assert state["iteration"] == 1
+    assert json.loads(state["config"])["data_root"] == str(shapes.resolve())  # stored absolute
+    assert cli.main(args + ["--resume"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["iterations"] == 2
+    monkeypatch.chdir(tmp_path)  # evaluation from elsewhere finds the data
+    assert cli.main(["detect", "eval", str(out / "checkpoint.pt"), "--batch-size", "4",
+                     "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith("AP ")
