@@ -375,3 +375,37 @@ def test_cli_sigterm_resume_and_eval_from_another_directory(shapes, tmp_path, mo
     assert cli.main(["detect", "eval", str(out / "checkpoint.pt"), "--batch-size", "4",
                      "--no-progress"]) == 0
     assert capsys.readouterr().out.startswith("AP ")
+
+
+def test_a_late_sigint_or_a_loader_killed_by_the_signal_still_checkpoints(shapes, tmp_path,
+                                                                         monkeypatch):
+    import signal
+
+    import torch.utils.data as tud
+
+    original = engine.lr_factor
+
+    def factor_then_signal(it, *args):  # scheduler.step() after the step of iteration `it`
+        if it == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(it, *args)
+
+    monkeypatch.setattr(engine, "lr_factor", factor_then_signal)
+    with pytest.raises(engine.TrainingInterrupted) as info:
+        engine.train(_config(shapes, tmp_path / "a", iters=4, checkpoint_every=100))
+    assert info.value.signum == signal.SIGINT and info.value.iteration == 2
+    assert engine.load_checkpoint(tmp_path / "a" / "checkpoint.pt")["iteration"] == 2
+    monkeypatch.setattr(engine, "lr_factor", original)
+
+    class DyingLoader(tud.DataLoader):  # workers that exit on Ctrl-C, as torch's do
+        def __iter__(self):
+            batches = super().__iter__()
+            yield next(batches)
+            os.kill(os.getpid(), signal.SIGINT)
+            raise RuntimeError("DataLoader worker (pid 1) exited unexpectedly")
+
+    monkeypatch.setattr(tud, "DataLoader", DyingLoader)
+    with pytest.raises(engine.TrainingInterrupted) as info:
+        engine.train(_config(shapes, tmp_path / "b", iters=4, checkpoint_every=100))
+    assert info.value.iteration == 1
+    assert engine.load_checkpoint(tmp_path / "b" / "checkpoint.pt")["iteration"] == 1

@@ -654,6 +654,38 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
                 "final": final,
             })
 
+        def interrupted(saved: bool) -> None:
+            """Save (unless just saved) and stop with :class:`TrainingInterrupted`."""
+            import signal
+
+            if not saved:
+                save(final=iteration == config.iters)
+            if progress is not None:
+                progress.close()
+            signum = signals.signum or signal.SIGTERM
+            message = (f"{signal.Signals(signum).name} received: stopped after iteration "
+                       f"{iteration} with a checkpoint in {ckpt_file}; continue with --resume")
+            log(message)
+            raise TrainingInterrupted(message, signum=signum, checkpoint=str(ckpt_file),
+                                      iteration=iteration)
+
+        def _batches(loader: Any):
+            """The loader's batches; ends early when a stop signal killed its workers."""
+            nonlocal fetch_failed
+            iterator = iter(loader)
+            while True:
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+                except Exception as error:
+                    if ctx.world_size == 1 and signals.signum is not None:
+                        fetch_failed = error
+                        return
+                    raise
+                yield batch
+
+        fetch_failed: Exception | None = None
         start = time.perf_counter()
         stop = config.iters if config.stop_at is None else config.stop_at
         progress = None
@@ -678,7 +710,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
                                 num_workers=config.workers, generator=loader_gen,
                                 pin_memory=device.type == "cuda",
                                 persistent_workers=False)
-            for images, targets in loader:
+            fetch_failed = None
+            for images, targets in _batches(loader):
                 images, targets = list(images), list(targets)
                 random_horizontal_flip(images, targets, config.hflip, flip_gen)
                 images = [im.to(device, non_blocking=True) for im in images]
@@ -747,22 +780,14 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
                 saved = iteration % config.checkpoint_every == 0 or iteration == stop
                 if saved:
                     save(final=iteration == config.iters)
+                if ctx.world_size == 1 and signals.signum is not None:
+                    stop_requested = True  # also a signal that came after the flags were read
                 if stop_requested:
-                    import signal
-
-                    if not saved:
-                        save(final=iteration == config.iters)
-                    if progress is not None:
-                        progress.close()
-                    signum = signals.signum or signal.SIGTERM
-                    name = signal.Signals(signum).name
-                    message = (f"{name} received: stopped after iteration {iteration} with a "
-                               f"checkpoint in {ckpt_file}; continue with --resume")
-                    log(message)
-                    raise TrainingInterrupted(message, signum=signum,
-                                              checkpoint=str(ckpt_file), iteration=iteration)
+                    interrupted(saved)
                 if iteration >= stop:
                     break
+            if fetch_failed is not None:
+                interrupted(False)  # loader workers stopped by the signal: state is consistent
         if progress is not None:
             progress.close()
         if ctx.world_size > 1:
