@@ -131,7 +131,8 @@ class CocoDetection(torch.utils.data.Dataset):
 
     ``image`` is a float tensor ``(3, H, W)`` in ``[0, 1]``; ``target`` holds ``boxes``
     (``(n, 4)`` float32, ``x0, y0, x1, y1`` in pixels), ``labels`` (int64, ``1..K``),
-    ``image_id``, ``area`` and ``iscrowd``.
+    ``image_id``, ``area`` and ``iscrowd``.  Category ids of all annotations are checked
+    against the declared categories at construction (``ValueError`` naming the undeclared ids).
 
     Parameters
     ----------
@@ -151,9 +152,6 @@ class CocoDetection(torch.utils.data.Dataset):
         raises ``ValueError`` naming the image; with ``fix_sizes=True`` the sizes of the files
         are used instead (boxes stay in pixels and are clipped to the real image), which is
         what ``klhuber detect train/eval --fix-sizes`` does.
-
-    Category ids of all annotations are checked against the declared categories at
-    construction (``ValueError`` naming the undeclared ids).
     """
 
     def __init__(self, img_dir: str | os.PathLike, ann_file: str | os.PathLike, *,

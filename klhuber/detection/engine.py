@@ -50,6 +50,7 @@ __all__ = [
     "AMP_MODES",
     "CheckpointError",
     "NonFiniteLossError",
+    "RUNTIME_FIELDS",
     "RunExistsError",
     "TrainConfig",
     "TrainingInterrupted",
@@ -102,6 +103,14 @@ class TrainConfig:
     feature level; ``None`` keeps the builder's anchors), ``box_head_dim`` (width of Faster
     R-CNN's two-layer box head; ``None`` = torchvision's 1024), and ``model_kwargs`` (further
     plain keyword arguments of ``FasterRCNN`` / ``RetinaNet``).
+
+    ``data_root`` and ``weights_path`` are stored absolute.  ``resume`` continues the run in
+    ``out_dir`` (its checkpoint's configuration must match, :func:`config_differences`);
+    ``overwrite`` replaces it; with neither, a non-empty ``out_dir`` is refused
+    (:class:`RunExistsError`).  ``fix_sizes`` takes image sizes from the files where the JSON
+    differs (:class:`~klhuber.detection.data.CocoDetection`).  Ranges are checked here:
+    ``lr`` > 0, ``momentum`` in [0, 1), ``gamma`` in (0, 1], ``weight_decay`` >= 0, and
+    ``amp`` "bf16"/"fp16" only with a CUDA ``device``.
     """
 
     data_root: str = ""
