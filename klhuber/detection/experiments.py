@@ -225,12 +225,14 @@ CPU = Profile(
             "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 60,
             "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 64,
             "box_detections_per_img": 30}},
-        "retinanet": {**_CPU_TRAIN_COMMON, "lr": 0.01,
+        # RetinaNet learns faster with a larger rate: AP after 600 of 1500 iterations on clean
+        # labels (torchvision preset, seed 0) was 13.7 / 16.1 / 19.5 at lr 0.01 / 0.02 / 0.04.
+        "retinanet": {**_CPU_TRAIN_COMMON, "lr": 0.04,
                       "model_kwargs": {"detections_per_img": 30, "topk_candidates": 200}},
     },
     eval_batch_size=50,
     schedule_note=f"{_CPU_ITERS} iterations x 16 images (8 epochs of 3000), SGD lr 0.02 "
-                  "(RetinaNet 0.01) momentum 0.9 wd 1e-4, warm-up 100, cosine decay, grad-norm "
+                  "(RetinaNet 0.04) momentum 0.9 wd 1e-4, warm-up 100, cosine decay, grad-norm "
                   "clip 10, one CPU thread per run",
     grid=_CPU_GRID,
 )
