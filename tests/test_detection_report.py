@@ -103,6 +103,16 @@ def test_load_runs_refuses_mixtures_and_broken_files(tmp_path):
     with pytest.raises(rp.ResultsError, match="different data sets"):
         rp.load_runs(tmp_path, "cpu")
     (tmp_path / "cpu" / "retinanet-b-noise0.1-seed0.json").unlink()
+    other = run("retinanet", "b", 0.1, 0)
+    other["data"]["spec"]["image_size"] = 96
+    write(tmp_path / "cpu", [other])
+    with pytest.raises(rp.ResultsError, match="different data sets"):
+        rp.load_runs(tmp_path, "cpu")
+    (tmp_path / "cpu" / "retinanet-b-noise0.1-seed0.json").unlink()
+    # another noise level has its own validation hash: same data set family
+    write(tmp_path / "cpu", [run("retinanet", "b", 0.2, 0, val="v-noise0.2")])
+    assert len(rp.load_runs(tmp_path, "cpu")) == 3
+    (tmp_path / "cpu" / "retinanet-b-noise0.2-seed0.json").unlink()
     write(tmp_path / "cpu", [run("retinanet", "c", 0.1, 0, profile="quick")])
     with pytest.raises(rp.ResultsError, match="belongs to profile 'quick'"):
         rp.load_runs(tmp_path, "cpu")
