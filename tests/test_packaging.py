@@ -116,7 +116,9 @@ def test_make_finds_a_supported_python_by_itself(found, tmp_path):
     os.symlink(shutil.which("sh") or "/bin/sh", bindir / "sh")
     for name in found:  # each a working interpreter under that name
         os.symlink(sys.executable, bindir / name)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    # not PYTHON, nor a parent make's command-line variables (make test PYTHON=...)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
     env["PATH"] = str(bindir)
     out = _run([make, "-s", "-C", REPO, "help"], cwd=tmp_path, env=env).stdout.splitlines()[0]
     if found:
