@@ -142,73 +142,268 @@ def _exprel(u: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # the general loss
 # --------------------------------------------------------------------------------------------
-def general_loss(x: float | Tensor, alpha: float | Tensor, scale: float | Tensor = 1.0) -> Tensor:
-    r"""Barron's general robust loss :math:`\rho(x, \alpha, c)` (Barron 2019, with its limits).
+def _work_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype the general loss is computed in: float64 for float32 and half types (the
+    result is then correctly rounded to about 1 ulp, and (x/c)^2 cannot overflow for any finite
+    float32 x), the input's own dtype for float64 and on devices without float64 (MPS)."""
+    if dtype == torch.float64 or device.type == "mps":
+        return torch.float32 if dtype in _HALF else dtype
+    return torch.float64
 
-    ``alpha`` may be any real number including ``±inf``; ``scale`` must be > 0. Parameters
-    broadcast against ``x``. Differentiable in ``x``, ``alpha`` and ``scale`` (see the module
-    docstring for the behaviour of the ``alpha``-gradient at :math:`\alpha = 2`).
-    float16/bfloat16 inputs are computed in float32 and returned in their own dtype.
 
-    Raises ``ValueError`` for a NaN ``alpha`` or a non-positive / non-finite ``scale``.
-    """
-    if isinstance(alpha, (int, float)):
-        return _general_loss_fixed_alpha(x, float(alpha), scale)
-    dtype, (x, alpha, scale) = _prepare(x, alpha, scale)
-    _check_alpha(alpha)
-    _check_scale(scale)
-    z = (x / scale) ** 2
+def _log1p_ratio(t: Tensor, z: Tensor, b: float | Tensor) -> Tensor:
+    """L = log1p(z/b) with z = t^2, t = |x|/c; where z/b overflows, 2 log t - log b (the
+    neglected log1p(b/z) is below 1e-308)."""
+    y = z / b
+    big = torch.isinf(y)
+    if not bool(big.any()) if _inspectable(y) else False:
+        return torch.log1p(y)
+    b_t = b if isinstance(b, Tensor) else torch.as_tensor(b, dtype=t.dtype, device=t.device)
+    t_safe = torch.where(big, t, torch.ones_like(t))
+    return torch.where(big, 2 * torch.log(t_safe) - torch.log(b_t), torch.log1p(y))
+
+
+def _inspectable(t: Tensor) -> bool:
+    return not (t.device.type == "meta" or torch.compiler.is_compiling())
+
+
+def _rho_branch_low(z: Tensor, t: Tensor, a: float | Tensor) -> Tensor:
+    """rho for finite alpha < 1: b expm1(u)/alpha with u = alpha L/2 (nothing cancels: expm1
+    is accurate and b/alpha exact to an ulp), and 0.5 b L exprel(u) for |u| < 1e-4, which
+    includes alpha = 0 (the Cauchy loss L = log1p(z/2))."""
+    b = 2 - a
+    ell = _log1p_ratio(t, z, b)
+    u = 0.5 * a * ell
+    small = u.abs() < 1e-4
+    a_safe = torch.where(small, torch.ones_like(u), a * torch.ones_like(u)) \
+        if isinstance(a, Tensor) else (a if a != 0 else 1.0)
+    u_safe = torch.where(small, torch.zeros_like(u), u)
+    series = 0.5 * b * ell * (1 + u * (0.5 + u * (1.0 / 6.0 + u / 24.0)))
+    return torch.where(small, series, b * torch.expm1(u_safe) / a_safe)
+
+
+def _rho_branch_high(z: Tensor, t: Tensor, a: float | Tensor) -> Tensor:
+    """rho for 1 <= alpha < inf, alpha != 2: (z e^v + b expm1(v))/alpha with v = (alpha - 2)L/2
+    (accurate as alpha -> 2), and b expm1(u)/alpha where z is too large for z e^v."""
+    b = (a - 2).abs() if isinstance(a, Tensor) else abs(a - 2)
+    ell = _log1p_ratio(t, z, b)
+    v = 0.5 * (a - 2) * ell
+    finite = z < 1e300
+    if not isinstance(a, Tensor) and (bool(finite.all()) if _inspectable(z) else False):
+        return (z * torch.exp(v) + b * torch.expm1(v)) / a
+    z_safe = torch.where(finite, z, torch.zeros_like(z))
+    near = (z_safe * torch.exp(v) + b * torch.expm1(v)) / a
+    return torch.where(finite, near, b * torch.expm1(0.5 * a * ell) / a)
+
+
+def _rho(x: Tensor, alpha: float | Tensor, scale: Tensor) -> Tensor:
+    """rho(x, alpha, c) in x's dtype (no autograd needed: see _GeneralLossFn)."""
+    t = (x / scale).abs()
+    z = t * t
+    if not isinstance(alpha, Tensor):
+        if alpha == 2:
+            return 0.5 * z
+        if alpha == -math.inf:
+            return -torch.expm1(-0.5 * z)
+        if alpha == math.inf:
+            return torch.expm1(0.5 * z)
+        if alpha < 1:
+            return _rho_branch_low(z, t, alpha)
+        return _rho_branch_high(z, t, alpha)
     alpha, z = torch.broadcast_tensors(alpha, z)
-
+    t = t.expand_as(z)
     is_two = alpha == 2
     is_neginf = alpha == -math.inf
     is_posinf = alpha == math.inf
     low = alpha < 1
-
-    # alpha < 1 (finite): 0.5 * b * L * exprel(alpha L / 2)
     a_lo = torch.where(low & ~is_neginf, alpha, torch.full_like(alpha, 0.5))
-    b_lo = 2 - a_lo
-    l_lo = torch.log1p(z / b_lo)
-    loss_lo = 0.5 * b_lo * l_lo * _exprel(0.5 * a_lo * l_lo)
-
-    # 1 <= alpha < inf, alpha != 2: (z e^v + b expm1(v)) / alpha
     a_hi = torch.where(~low & ~is_two & ~is_posinf, alpha, torch.full_like(alpha, 1.5))
-    b_hi = (a_hi - 2).abs()
-    v = 0.5 * (a_hi - 2) * torch.log1p(z / b_hi)
-    loss_hi = (z * torch.exp(v) + b_hi * torch.expm1(v)) / a_hi
-
+    loss = torch.where(low, _rho_branch_low(z, t, a_lo), _rho_branch_high(z, t, a_hi))
     half_z = 0.5 * z
-    loss = torch.where(low, loss_lo, loss_hi)
     loss = torch.where(is_two, half_z, loss)
     loss = torch.where(is_neginf, -torch.expm1(-half_z), loss)
-    # (zero the input of the +inf branch elsewhere: exp(large z) would make 0 * inf = NaN gradients)
-    loss = torch.where(is_posinf, torch.expm1(torch.where(is_posinf, half_z, 0.0)), loss)
-    return loss.to(dtype)
+    return torch.where(is_posinf, torch.expm1(torch.where(is_posinf, half_z, 0.0)), loss)
 
 
-def _general_loss_fixed_alpha(x: float | Tensor, alpha: float, scale: float | Tensor) -> Tensor:
-    """Fast path of :func:`general_loss` for a Python-number ``alpha``: only its own branch is
-    evaluated (same formulas, so the same values)."""
-    if math.isnan(alpha):
-        raise ValueError("alpha must be a real number in [-inf, inf]; got NaN")
-    dtype, (x, scale) = _prepare(x, scale)
+# Gauss-Legendre nodes and weights on [0, 1] for the alpha-derivative (see _drho_dalpha)
+_GL_N = 28
+
+
+@functools.lru_cache(maxsize=8)
+def _gauss_legendre(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    nodes, weights = np.polynomial.legendre.leggauss(_GL_N)
+    return (torch.tensor(0.5 * (nodes + 1), dtype=dtype, device=device),
+            torch.tensor(0.5 * weights, dtype=dtype, device=device))
+
+
+def _g(v: Tensor) -> Tensor:
+    """g(v) = e^{-v} - 1 + v >= 0 without cancellation (the polynomial of klhuber.losses below
+    its switch point)."""
+    from klhuber.losses import _PHI, _horner
+
+    t, coeffs = _PHI[v.dtype]
+    small = v < t
+    vs = torch.where(small, v, torch.zeros_like(v))
+    return torch.where(small, vs * vs * _horner(-vs, coeffs), torch.expm1(-v) + v)
+
+
+def _exprel_d(w: Tensor) -> Tensor:
+    """E'(w) = d/dw (e^w - 1)/w = ((w - 1) e^w + 1)/w^2: a series for |w| < 2 (30 terms,
+    error < 1e-19), the closed form elsewhere."""
+    small = w.abs() < 2
+    ws = torch.where(small, w, torch.zeros_like(w))
+    # E'(w) = sum_{k>=1} k w^{k-1} / (k+1)!
+    coeffs = [k / math.factorial(k + 1) for k in range(1, 31)]
+    series = torch.full_like(w, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        series = series * ws + c
+    wl = torch.where(small, torch.full_like(w, 3.0), w)
+    closed = ((wl - 1) * torch.exp(wl) + 1) / (wl * wl)
+    return torch.where(small, series, closed)
+
+
+def _drho_dalpha(ell: Tensor, u: Tensor, v: Tensor, b: Tensor) -> Tensor:
+    r""":math:`\partial\rho/\partial\alpha` for finite :math:`\alpha \ne 2`.
+
+    Differentiating :math:`\partial\rho/\partial z = \tfrac12(1 + z/b)^{\alpha/2 - 1}` in
+    :math:`\alpha` and integrating over :math:`z` gives (with :math:`s = \ln(1 + z'/b)`)
+
+    .. math:: \frac{\partial\rho}{\partial\alpha} = \frac{b}{4}\int_0^L e^{\alpha s/2} g(s)\,ds
+              = \frac{bL}{4} K, \quad K = \int_0^1 e^{u\tau} g(L\tau)\,d\tau,
+
+    :math:`g(s) = e^{-s} - 1 + s \ge 0`: a positive integrand, where the textbook formula is
+    a difference of terms that cancel to :math:`O(z^3)`.  :math:`K` is evaluated by
+    Gauss-Legendre quadrature (28 nodes) for :math:`L \le 2, |u| \le 20`; otherwise in closed
+    form, :math:`K = E(u - L) - E(u) + L E'(u)` with :math:`E(w) = (e^w - 1)/w`
+    (for :math:`u > 1` as :math:`e^u [e^{-L}E(-v) - E(-u) + L g(u)/u^2]`, :math:`v = u - L`, so
+    that nothing overflows before the end), and for :math:`u < -20` as
+    :math:`L^2/(u^2(L - u))` minus its exact tail beyond :math:`\tau = 1`.
+    """
+    nodes, weights = _gauss_legendre(ell.dtype, ell.device)
+    quad_region = (ell <= 2) & (u.abs() <= 20)
+    lq = torch.where(quad_region, ell, torch.zeros_like(ell))[..., None]
+    uq = torch.where(quad_region, u, torch.zeros_like(u))[..., None]
+    k_quad = (torch.exp(uq * nodes) * _g(lq * nodes) * weights).sum(-1)
+
+    # u > 1: scaled closed form
+    pos = u > 1
+    up = torch.where(pos, u, torch.full_like(u, 2.0))
+    vp = torch.where(pos, v, torch.ones_like(v))
+    lp = torch.where(pos, ell, torch.ones_like(ell))
+    k_pos_scaled = torch.exp(-lp) * _exprel(-vp) - _exprel(-up) + lp * _g(up) / (up * up)
+
+    # u < -20: Laplace-transform form plus its tail
+    neg = u < -20
+    un = torch.where(neg, u, torch.full_like(u, -30.0))
+    ln = torch.where(neg, ell, torch.ones_like(ell))
+    head = ln * ln / (un * un * (ln - un))
+    tail = torch.exp(un) * (torch.exp(-ln) / (ln - un) + (1 - ln) / un + ln / (un * un))
+    k_neg = head - tail
+
+    # otherwise: plain closed form
+    uc = torch.where(pos | neg, torch.zeros_like(u), u)
+    lc = torch.where(pos | neg, torch.full_like(ell, 3.0), ell)
+    k_plain = _exprel(uc - lc) - _exprel(uc) + lc * _exprel_d(uc)
+
+    quarter_bl = 0.25 * b * ell
+    out = torch.where(neg, quarter_bl * k_neg, quarter_bl * k_plain)
+    # (bL/4) Ks e^u; beyond u = 700, e^u alone would overflow where the product does not
+    huge = u > 700
+    scaled = quarter_bl * k_pos_scaled * torch.exp(torch.where(pos & ~huge, u, 0.0))
+    via_log = torch.exp(torch.where(huge, u, 0.0) + torch.log(quarter_bl * k_pos_scaled))
+    out = torch.where(pos, torch.where(huge, via_log, scaled), out)
+    return torch.where(quad_region, quarter_bl * k_quad, out)
+
+
+def _partials(x: Tensor, alpha: Tensor, scale: Tensor,
+              need_alpha: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    r"""(:math:`\partial\rho/\partial x`, :math:`\partial\rho/\partial c`,
+    :math:`\partial\rho/\partial\alpha`), broadcast to a common shape.
+
+    :math:`\partial\rho/\partial x = \frac{x}{c^2} f` and
+    :math:`\partial\rho/\partial c = -\frac{z}{c} f` with the single positive factor
+    :math:`f = (1 + z/b)^{\alpha/2 - 1} = e^{(\alpha - 2)L/2}` (:math:`1, e^{\mp z/2}` at
+    :math:`\alpha = 2, \pm\infty`): products, so no cancellation, and
+    :math:`\partial\rho/\partial c \le 0` exactly.  The :math:`\alpha`-derivative is 0 at
+    :math:`\alpha \in \{2, \pm\infty\}` (see the module docstring)."""
+    r = x / scale
+    t = r.abs()
+    z = t * t
+    alpha, z, t, r = torch.broadcast_tensors(alpha, z, t, r)
+    scale = scale.expand_as(z)
+    special = (alpha == 2) | torch.isinf(alpha)
+    a = torch.where(special, torch.full_like(alpha, 1.5), alpha)
+    b = (a - 2).abs()
+    ell = _log1p_ratio(t, z, b)
+    v = 0.5 * (a - 2) * ell
+    f = torch.exp(v)
+    half_z = torch.where(torch.isinf(alpha), 0.5 * z, torch.zeros_like(z))
+    f = torch.where(alpha == 2, torch.ones_like(f), f)
+    f = torch.where(alpha == -math.inf, torch.exp(-half_z), f)
+    f = torch.where(alpha == math.inf, torch.exp(half_z), f)
+    rf = r * f
+    dx = rf / scale
+    dc = -(r * rf) / scale
+    da = None
+    if need_alpha:
+        da = torch.where(special, torch.zeros_like(z), _drho_dalpha(ell, 0.5 * a * ell, v, b))
+    return dx, dc, da
+
+
+def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    if grad.shape == shape:
+        return grad
+    return grad.sum_to_size(shape) if len(shape) > 0 else grad.sum()
+
+
+class _GeneralLossFn(torch.autograd.Function):
+    """rho(x, alpha, c) with the analytic partial derivatives of :func:`_partials` (autograd
+    through the loss formula would subtract large terms for alpha < 1)."""
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor, alpha: float | Tensor, scale: Tensor) -> Tensor:
+        ctx.alpha_t = isinstance(alpha, Tensor)
+        ctx.alpha = None if ctx.alpha_t else alpha
+        ctx.save_for_backward(x, alpha if ctx.alpha_t else None, scale)
+        return _rho(x, alpha, scale)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, None | Tensor, Tensor | None]:
+        x, alpha_s, scale = ctx.saved_tensors
+        alpha = alpha_s if ctx.alpha_t else torch.as_tensor(ctx.alpha, dtype=x.dtype,
+                                                             device=x.device)
+        need_a = ctx.alpha_t and ctx.needs_input_grad[1]
+        dx, dc, da = _partials(x, alpha, scale, need_a)
+        gx = _sum_to(grad * dx, x.shape) if ctx.needs_input_grad[0] else None
+        gc = _sum_to(grad * dc, scale.shape) if ctx.needs_input_grad[2] else None
+        ga = _sum_to(grad * da, alpha.shape) if need_a else None
+        return gx, ga, gc
+
+
+def general_loss(x: float | Tensor, alpha: float | Tensor, scale: float | Tensor = 1.0) -> Tensor:
+    r"""Barron's general robust loss :math:`\rho(x, \alpha, c)` (Barron 2019, with its limits).
+
+    ``alpha`` may be any real number including ``±inf``; ``scale`` must be > 0. Parameters
+    broadcast against ``x``. Differentiable in ``x``, ``alpha`` and ``scale``, with analytic
+    derivatives (see :func:`_partials` and the module docstring; the ``alpha``-gradient is 0
+    at :math:`\alpha \in \{2, \pm\infty\}`). float32 and half inputs are computed in float64
+    and returned in their own dtype (correctly rounded to about an ulp, finite wherever the
+    true value is, e.g. at ``|x| = 1e20``).
+
+    Raises ``ValueError`` for a NaN ``alpha`` or a non-positive / non-finite ``scale``.
+    """
+    if isinstance(alpha, (int, float)):
+        if math.isnan(alpha):
+            raise ValueError("alpha must be a real number in [-inf, inf]; got NaN")
+        dtype, (x, scale) = _prepare(x, scale)
+        _check_scale(scale)
+        work = _work_dtype(dtype, x.device)
+        return _GeneralLossFn.apply(x.to(work), float(alpha), scale.to(work)).to(dtype)
+    dtype, (x, alpha, scale) = _prepare(x, alpha, scale)
+    _check_alpha(alpha)
     _check_scale(scale)
-    z = (x / scale) ** 2
-    if alpha == 2:
-        loss = 0.5 * z
-    elif alpha == -math.inf:
-        loss = -torch.expm1(-0.5 * z)
-    elif alpha == math.inf:
-        loss = torch.expm1(0.5 * z)
-    elif alpha < 1:
-        b = 2 - alpha
-        ell = torch.log1p(z / b)
-        loss = 0.5 * b * ell * _exprel(0.5 * alpha * ell)
-    else:
-        b = abs(alpha - 2)
-        v = 0.5 * (alpha - 2) * torch.log1p(z / b)
-        loss = (z * torch.exp(v) + b * torch.expm1(v)) / alpha
-    return loss.to(dtype)
+    work = _work_dtype(dtype, x.device)
+    return _GeneralLossFn.apply(x.to(work), alpha.to(work), scale.to(work)).to(dtype)
 
 
 def general_loss_derivative(x: float | Tensor, alpha: float | Tensor,
@@ -219,16 +414,9 @@ def general_loss_derivative(x: float | Tensor, alpha: float | Tensor,
     dtype, (x, alpha, scale) = _prepare(x, alpha, scale)
     _check_alpha(alpha)
     _check_scale(scale)
-    z = (x / scale) ** 2
-    alpha, z = torch.broadcast_tensors(alpha, z)
-    special = (alpha == 2) | torch.isinf(alpha)
-    a = torch.where(special, torch.full_like(alpha, 1.5), alpha)
-    factor = torch.exp((0.5 * a - 1) * torch.log1p(z / (a - 2).abs()))
-    factor = torch.where(alpha == 2, torch.ones_like(z), factor)
-    factor = torch.where(alpha == -math.inf, torch.exp(-0.5 * z), factor)
-    pos = alpha == math.inf
-    factor = torch.where(pos, torch.exp(torch.where(pos, 0.5 * z, 0.0)), factor)
-    return (x / scale**2 * factor).to(dtype)
+    work = _work_dtype(dtype, x.device)
+    dx, _, _ = _partials(x.to(work), alpha.to(work), scale.to(work), need_alpha=False)
+    return dx.to(dtype)
 
 
 def special_case_losses() -> dict[str, tuple[float, Callable[[Tensor], Tensor]]]:
