@@ -86,3 +86,12 @@ def test_missing_extra_names_the_extra(tmp_path, monkeypatch, capsys):
     assert cli.missing_extra_message(ModuleNotFoundError("x", name="yaml")).endswith(
         "pip install 'klhuber[book]'")
     assert cli.missing_extra_message(ModuleNotFoundError("x", name="numpy")) is None
+
+
+def test_book_without_the_book_extra_names_it(monkeypatch, capsys):
+    for name in [m for m in sys.modules if m == "yaml" or m.startswith("yaml.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    assert cli.main(["book", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "'yaml'" in err and "pip install 'klhuber[book]'" in err and "Traceback" not in err
