@@ -6,10 +6,12 @@ of each notebook; it also switches the inline backend to SVG where IPython is ru
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["PALETTE", "STYLE_PATH", "MarkdownTable", "color", "markdown_table", "use_style"]
+__all__ = ["PALETTE", "STYLE_PATH", "MarkdownTable", "color", "markdown_table", "markdown_text",
+           "use_style"]
 
 STYLE_PATH = Path(__file__).with_name("klhuber.mplstyle")
 
@@ -47,6 +49,45 @@ def markdown_table(header: Sequence[object], rows: Iterable[Sequence[object]]) -
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return MarkdownTable("\n".join(lines))
+
+
+def _escape(text: str) -> str:
+    for char in ("\\", "*", "`", "[", "]", "<", ">", "|", "_", "$"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+_GREEK_TEX = {"α": r"\alpha", "β": r"\beta", "γ": r"\gamma", "δ": r"\delta", "ε": r"\varepsilon",
+              "λ": r"\lambda", "μ": r"\mu", "σ": r"\sigma", "θ": r"\theta", "π": r"\pi",
+              "−": "-", "·": r"\cdot ", "≤": r"\le ", "≥": r"\ge ", "∞": r"\infty ",
+              "′": "'", "″": "''", "²": "^2", "³": "^3", "√": r"\sqrt ", "×": r"\times "}
+#: A sub- or superscripted symbol of proof text, e.g. ``D_{α/2,1/α}(x)``, ``e^{−x/α}``, ``H_α``.
+_SCRIPTED = (r"(?<![\w\\])[α-ω]*[A-Za-zα-ωΑ-Ω][′'″]*"
+             r"(?:[_^](?:\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}|[A-Za-z0-9α-ω*]+))+"
+             r"(?:\([^()\s]*(?:\([^()]*\)[^()\s]*)*\))?")
+
+
+def _tex_token(token: str) -> str:
+    token = re.sub(r"([_^])([A-Za-z0-9α-ω*]{2,})", r"\1{\2}", token)  # L_reg -> L_{reg}
+    for char, tex in _GREEK_TEX.items():
+        token = token.replace(char, tex)
+    token = re.sub(r"\\(alpha|beta|gamma|delta|lambda|mu|sigma|theta|pi)(?=[A-Za-z0-9])",
+                   r"\\\1 ", token)
+    token = token.replace("|", r"\vert ")  # a pipe would end a Markdown table cell
+    return token.replace(",", ",\\,") if token.count(",") == 1 and "_{" in token else token
+
+
+def markdown_text(text: str) -> str:
+    """Plain text (proof steps, scorecard cells) as MyST Markdown: scripted symbols such as
+    ``D_{α,β}``, ``H_α(γx)`` or ``e^{−x/α}`` become inline maths, and the characters Markdown
+    would read as markup are escaped everywhere else."""
+    out, last = [], 0
+    for match in re.finditer(_SCRIPTED, text):
+        out.append(_escape(text[last:match.start()]))
+        out.append(f"${_tex_token(match.group(0))}$")
+        last = match.end()
+    out.append(_escape(text[last:]))
+    return "".join(out)
 
 
 def use_style(svg: bool = True) -> None:

@@ -29,6 +29,8 @@ from fractions import Fraction
 import mpmath
 import sympy as sp
 
+from klhuber.plotting import markdown_text as _md_text
+
 __all__ = [
     "ClaimResult",
     "SYMBOLS",
@@ -95,16 +97,16 @@ class ClaimResult:
     def to_markdown(self) -> str:
         """Markdown with a ✓/✗ headline, the proof steps and the expressions in LaTeX."""
         tag = " *(beyond the paper)*" if self.ours else ""
-        lines = [f"**{self.mark} {_md_escape(self.name)}** — {_md_escape(self.reference)}{tag} "
+        lines = [f"**{self.mark} {_md_text(self.name)}** — {_md_escape(self.reference)}{tag} "
                  f"({'holds' if self.holds else 'FAILS'}, {self.seconds:.2f} s)", ""]
         for step in self.detail.splitlines():
-            lines.append(f"- {_md_escape(step)}" if step.strip() else "")
+            lines.append(f"- {_md_text(step)}" if step.strip() else "")
         if self.expressions:
             lines.append("")
             for key, expr in self.expressions.items():
                 lines.append(f"- `{key}`: ${sp.latex(expr)}$")
         if self.paper_note:
-            lines += ["", f"**Note on the paper.** {_md_escape(self.paper_note)}"]
+            lines += ["", f"**Note on the paper.** {_md_text(self.paper_note)}"]
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
@@ -122,9 +124,11 @@ def _txt(expr: object) -> str:
 
 def _md_escape(text: str) -> str:
     """Escape the characters of plain proof text that markdown would read as markup."""
-    for char in ("\\", "*", "`", "[", "]", "<", ">", "|"):
+    for char in ("\\", "*", "`", "[", "]", "<", ">", "|", "_", "$"):
         text = text.replace(char, "\\" + char)
     return text
+
+
 
 
 class _Proof:
@@ -811,8 +815,8 @@ def claim_scaling() -> ClaimResult:
     p.check("gap of the '≈' of eq. 21: λγ² · (α/γ)²/2 = λα²/2 (Claim 3's supremum, scaled)",
             _zero(lam * gamma**2 * (alpha / gamma) ** 2 / 2 - lam * alpha**2 / 2))
     return _result("scaling identities", "eq. 21, Section 4.3", p,
-                   {"eq. 21": sp.Eq(sp.Symbol("lambda H_alpha(gamma x)"),
-                                    sp.Symbol("D_{alpha/gamma, 1/(alpha gamma lambda)}(x)"))},
+                   {"eq. 21": sp.Eq(sp.Symbol(r"{\lambda H_\alpha(\gamma x)}"),
+                                    sp.Symbol(r"{D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x)}"))},
                    start, paper_note="'1/αγλ' in eq. 21 means 1/(αγλ). The '≈' is the lower bound "
                    "of eq. 20: λH_α(γx) − D_{α/γ,1/(αγλ)}(x) lies in [0, λα²/2), and the upper bound "
                    "D_{α/(2γ),1/(αγλ)} holds as well.")

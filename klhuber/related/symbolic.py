@@ -27,7 +27,7 @@ __all__ = [
 t = sp.Symbol("t", real=True)
 p = sp.Symbol("p", positive=True)
 x, y = sp.symbols("x y", positive=True)
-u = sp.Symbol("IoU", nonnegative=True)
+u = sp.Symbol(r"\mathrm{IoU}", nonnegative=True)  # one symbol, printed upright
 gamma = sp.Symbol("gamma", real=True)
 L = sp.Function("L")
 
@@ -56,7 +56,7 @@ def harmonic_regression_gradient() -> ClaimResult:
 def harmonic_classification_gradient() -> ClaimResult:
     r"""Supplement eq. 10: :math:`\partial\mathcal L_{Har}/\partial p = \mathcal L_{reg} -
     (1 + e^{-\mathcal L_{reg}})/p` (gradient taken through :math:`\beta_c = p`)."""
-    lreg = sp.Symbol("L_reg", nonnegative=True)
+    lreg = sp.Symbol(r"\mathcal{L}_{reg}", nonnegative=True)
     loss = (1 + sp.exp(-lreg)) * (-sp.log(p)) + (1 + p) * lreg
     grad = sp.diff(loss, p)
     eq10 = lreg - (1 + sp.exp(-lreg)) / p
@@ -87,7 +87,7 @@ def harmonic_convergence() -> ClaimResult:
     x0 = sp.log(y) - sp.log(1 + sp.exp(-y))
     factored = (1 + sp.exp(-y)) * sp.exp(-x) * (sp.exp(x) - sp.exp(x0))
     b = _is_zero(sp.expand(sp.simplify(factored - eq8)))
-    lreg = sp.Symbol("L_reg", positive=True)
+    lreg = sp.Symbol(r"\mathcal{L}_{reg}", positive=True)
     eq10 = lreg - (1 + sp.exp(-lreg)) / p
     c = _is_zero((eq10 - (-sp.exp(x) * eq8)).subs({p: sp.exp(-x), lreg: y}))
     holds = bool(a and b and c)
@@ -158,7 +158,7 @@ def hiou_monotonicity(n_gamma: int = 52, n_iou: int = 201) -> ClaimResult:
     a = len(root) == 1 and _is_zero(root[0] - (gamma - 1) / (gamma + 1))
     positive_factor = (1 + u) ** (gamma - 1)
     b = _is_zero(sp.diff((1 + u) ** gamma * (1 - u), u) / positive_factor - lin)
-    g = sp.Symbol("g", real=True)
+    g = sp.Symbol("gamma", real=True)  # prints as γ
     ends = sp.Max(lin.subs({u: 0, gamma: g}), lin.subs({u: 1, gamma: g}))
     cond = sp.solve_univariate_inequality(ends <= 0, g, relational=False)
     c = cond == sp.Interval(-sp.oo, 1)
