@@ -415,11 +415,29 @@ def _cell(text: str) -> str:
     return " ".join(str(text).replace("|", "\\|").split())
 
 
+def _md_cell(text: str) -> str:
+    """A table cell of plain text with its scripted symbols (``D_{α,β}``) set as maths."""
+    from klhuber.plotting import markdown_text
+
+    return " ".join(markdown_text(str(text)).split())
+
+
+def _result_device(path: Path) -> str:
+    """`` (on <device>)`` from a committed result's provenance block, or ``""``."""
+    try:
+        provenance = json.loads(path.read_text(encoding="utf-8")).get("provenance", {})
+    except (OSError, ValueError, AttributeError):
+        return ""
+    device = provenance.get("device") if isinstance(provenance, dict) else None
+    return f" (ran on {device})" if device else ""
+
+
 def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
     """Generate ``book/scorecard.md`` in the staged site from the notebooks' artefact rows.
 
     Raises :class:`BookError` when a row marked verified/reproduced carries a failing check.
     """
+    from klhuber.plotting import markdown_text
     from klhuber.scorecard import ARTEFACTS, EXTENSIONS, load_rows
 
     rows = load_rows(paths.artefacts) if paths.artefacts.exists() else []
@@ -435,21 +453,27 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
         "(scorecard)=",
         "# Reproduction scorecard",
         "",
-        "Generated at build time from what the notebooks computed: every row of the paper map "
-        "(`shared/paper-map.md`) with the chapter that reproduces it. *Paper* columns quote the "
-        "paper; *ours* columns were computed by the notebook named in the row, at the profile and "
-        "on the device shown. A row marked verified fails the build when its check fails.",
+        "Generated at build time from what the notebooks computed: every equation, figure and "
+        "table of the paper that the book reproduces (the paper map), with the chapter that "
+        "reproduces it. The table gives each row's status, chapter and run (profile / device); "
+        "the list below it what the paper states and what the notebook computed. A row marked "
+        "verified fails the build when its check fails.",
         "",
-        "| artefact | status | where | paper | ours | profile / device |",
-        "|---|---|---|---|---|---|",
+        "| artefact | status | chapter | run |",
+        "|---|---|---|---|",
     ]
+    details: list[str] = ["", "## What each row compares", "",
+                          "*Paper* quotes the paper; *ours* was computed by the chapter named in "
+                          "the row, at the profile and on the device of the table above.", ""]
     for artefact in ARTEFACTS + EXTENSIONS:
         if artefact is EXTENSIONS[0]:
-            lines.append("| **Beyond the paper** | | | | | |")
+            lines.append("| **Beyond the paper** | | | |")
+            details += ["", "**Beyond the paper**", ""]
         found = by_key.get(artefact.key, [])
         if not found:
             counts["missing"] = counts.get("missing", 0) + 1
-            lines.append(f"| {_cell(artefact.title)} | ✗ not recorded by any chapter | — | — | — | — |")
+            lines.append(f"| {_md_cell(artefact.title)} | ✗ not recorded by any "
+                         "chapter | — | — |")
             continue
         for row in found:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -458,9 +482,13 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
             if row.get("anchor"):
                 where = f"{{ref}}`{row['chapter']} <{row['anchor']}>`"
             lines.append(
-                f"| {_cell(artefact.title)} | {_STATUS_BADGE.get(row['status'], row['status'])} "
-                f"| {where} | {_cell(row['paper'])} | {_cell(row['ours'])} "
-                f"| {row['profile']} / {row['device']} |")
+                f"| {_md_cell(artefact.title)} "
+                f"| {_STATUS_BADGE.get(row['status'], row['status'])} "
+                f"| {where} | {row['profile']} / {row['device']} |")
+            details.append(f"- **{markdown_text(artefact.title)}** ({where}). *Paper:* "
+                           f"{markdown_text(str(row['paper']))}. *Ours:* "
+                           f"{markdown_text(str(row['ours']))}.")
+    lines += details
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     summary_line = (f"**Summary:** {len(ARTEFACTS)} artefacts of the paper map and "
                     f"{len(EXTENSIONS)} beyond it; rows: {summary}.")
@@ -477,11 +505,12 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
     downloads = sorted(p for p in paths.results.rglob("*.json")) if paths.results.exists() else []
     if downloads:
         lines += ["", "## Committed results", "",
-                  "Long runs (CPU grids and GPU runs), each with a provenance block that "
-                  "names its command, commit and device.", ""]
+                  "Runs too long for a book build, each with a provenance block that names its "
+                  "command, commit and the device it ran on (shown here).", ""]
         for path in downloads:
             relative = path.relative_to(paths.results).as_posix()
-            lines.append(f"- {{download}}`results/{relative} <results/{relative}>`")
+            lines.append(f"- {{download}}`results/{relative} <results/{relative}>`"
+                         f"{_result_device(path)}")
     target = paths.site / "book" / "scorecard.md"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, "\n".join(lines) + "\n")
@@ -490,7 +519,7 @@ def write_scorecard(paths: BookPaths = BookPaths()) -> Path:
                "| artefact | status |", "|---|---|"]
     for artefact in ARTEFACTS + EXTENSIONS:
         statuses = sorted({_STATUS_BADGE.get(r["status"], r["status"]) for r in rows_for[artefact.key]})
-        landing.append(f"| {_cell(artefact.title.split(':')[0])} "
+        landing.append(f"| {_md_cell(artefact.title.split(':')[0])} "
                        f"| {', '.join(statuses) or '✗ not recorded'} |")
     atomic_write_text(paths.site / "book" / "_scorecard_summary.md", "\n".join(landing) + "\n")
     atomic_write_text(paths.build / "scorecard.json",
