@@ -252,3 +252,24 @@ def test_search_finds_huber(built_book, browser):
     page.close()
     assert hits >= 3, hits
     assert not errors
+
+
+def test_pages_fit_a_phone_and_are_screenshotted(built_book, browser):
+    """Every page at 1400 px and at 400 px wide: screenshots of both (in
+    ``_build/screenshots/<width>/``), and at 400 px no page is wider than the viewport (wide
+    tables and equations scroll inside their own box)."""
+    shots = built_book.build / "screenshots"
+    too_wide = []
+    for width in (1400, 400):
+        (shots / str(width)).mkdir(parents=True, exist_ok=True)
+        for path in _pages(built_book):
+            page, _ = _open(browser, _url(built_book, path))
+            page.set_viewport_size({"width": width, "height": 900})
+            _wait_for_mathjax(page)
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            name = path.relative_to(built_book.html).as_posix().replace("/", "_")[:-len(".html")]
+            page.screenshot(path=str(shots / str(width) / f"{name}.png"), full_page=True)
+            if width == 400 and overflow > 1:
+                too_wide.append(f"{name}: {overflow} px wider than the 400 px viewport")
+            page.close()
+    assert not too_wide, "\n".join(too_wide)
