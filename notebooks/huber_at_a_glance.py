@@ -21,14 +21,14 @@
 # **Run time**: quick ≈ 5 s on 2 CPU cores; full ≈ 10 s (a finer grid and more values of α).
 # Re-run it alone: `klhuber book run huber_at_a_glance --profile full`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results live here
 
-# %%
+# %% tags=["remove-cell"]
 import math
 
 import matplotlib.pyplot as plt
@@ -48,23 +48,22 @@ settings = {
     "quick": {"grid_points": 2_001, "alphas": [0.5, 1.0, 2.0]},
     "full": {"grid_points": 200_001, "alphas": [0.25, 0.5, 1.0, 2.0, 4.0]},
 }[profile]
-settings
 
 # %% [markdown]
 # ## The loss
 #
 # For $\alpha > 0$ the Huber loss is (eq. 4 of {cite}`meyer2021huber`)
 #
+# (glance-eq4)=
 # ```{math}
-# :label: glance-eq4
 # H_\alpha(x) = \begin{cases} \tfrac12 x^2, & |x| \le \alpha,\\
-#   \alpha\left(|x| - \tfrac12 \alpha\right), & |x| > \alpha. \end{cases}
+#   \alpha\left(|x| - \tfrac12 \alpha\right), & |x| > \alpha. \end{cases} \tag{4}
 # ```
 #
-# The library's {py:func}`klhuber.losses.huber` implements {eq}`glance-eq4`; on the grid below it
+# The library's {py:func}`klhuber.losses.huber` implements {ref}`(4) <glance-eq4>`; on the grid below it
 # must agree exactly with `torch.nn.functional.huber_loss(x, 0, delta=α, reduction="none")`.
 
-# %%
+# %% tags=["hide-input"]
 x = torch.linspace(-6.0, 6.0, settings["grid_points"], dtype=torch.float64, device=device)
 max_abs_diff = {}
 for alpha in settings["alphas"]:
@@ -84,18 +83,18 @@ assert agrees_with_torch, max_abs_diff
 # noise has density $p_\alpha(x) = e^{-H_\alpha(x)}/Z_\alpha$ (eq. 1–2 and 5–6 of the paper).
 # Its normaliser has a closed form,
 #
+# (glance-huber-z)=
 # ```{math}
-# :label: glance-huber-z
 # Z_\alpha = \int_{-\infty}^{\infty} e^{-H_\alpha(x)}\,dx
 #          = \sqrt{2\pi}\,\operatorname{erf}\!\left(\tfrac{\alpha}{\sqrt 2}\right)
-#            + \frac{2}{\alpha}\, e^{-\alpha^2/2},
+#            + \frac{2}{\alpha}\, e^{-\alpha^2/2}, \tag{i}
 # ```
 #
-# a Gaussian core with exponential (Laplace) tails. We check {eq}`glance-huber-z` against
+# a Gaussian core with exponential (Laplace) tails. We check {ref}`(i) <glance-huber-z>` against
 # numerical integration.
 
 
-# %%
+# %% tags=["hide-input"]
 def huber_normaliser(alpha: float) -> float:
     """Closed form of eq. (glance-huber-z)."""
     return math.sqrt(2 * math.pi) * special.erf(alpha / math.sqrt(2)) + 2 / alpha * math.exp(-alpha**2 / 2)
@@ -114,7 +113,8 @@ display(Markdown(
     + "\n".join(f"| {a} | {huber_normaliser(a):.10f} | {e:.1e} |" for a, e in normaliser_errors.items())))
 assert max(normaliser_errors.values()) < 1e-9, normaliser_errors
 
-fig, (ax_loss, ax_density) = plt.subplots(1, 2, figsize=(9.0, 3.6))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the Huber loss $H_\\alpha$ for three values of $\\alpha$, with the $L_2$ loss $\\tfrac12 x^2$ dotted. Right: the Huber densities $e^{-H_\\alpha}/Z_\\alpha$, with the standard Laplace density dotted.", "name": "fig-glance-loss-density"}, "image": {"alt": "Two line plots against the residual x from -4 to 4: the Huber loss for alpha 0.5, 1 and 2 beside the parabola, and the matching Huber densities beside the Laplace density."}}
+fig, (ax_loss, ax_density) = plt.subplots(1, 2, figsize=(7.0, 3.0))
 xs = x.cpu().numpy()
 for i, alpha in enumerate(settings["alphas"]):
     ax_loss.plot(xs, klhuber.huber(x, alpha).cpu().numpy(), color=color(i), label=f"α = {alpha}")
@@ -145,12 +145,12 @@ plt.show()
 # the chapter on bounds. Here we only draw it, and check it on this chapter's grid; the landing
 # page shows this figure.
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The paper's eq. 20 at $\\alpha = 1$: the Huber loss $H_\\alpha$ (solid) lies between the KL-derived losses $D_{\\alpha,1/\\alpha}$ below and $D_{\\alpha/2,1/\\alpha}$ above (dashed).", "name": "fig-glance-headline"}, "image": {"alt": "Line plot of the Huber loss with alpha 1 between two dashed curves, the lower and upper KL bounds, for residuals from -4 to 4."}}
 headline_alpha = 1.0
 lower, upper = klhuber.huber_bounds(x, headline_alpha)
 huber_values = klhuber.huber(x, headline_alpha)
 bounds_hold = bool(((lower <= huber_values) & (huber_values <= upper)).all())
-fig, ax = plt.subplots(figsize=(6.4, 3.6))
+fig, ax = plt.subplots(figsize=(6.0, 3.2))
 ax.plot(xs, upper.cpu().numpy(), color=color(1), ls="--", label="$D_{α/2,1/α}$ (upper bound)")
 ax.plot(xs, huber_values.cpu().numpy(), color=color(0), label="$H_α$ (Huber)")
 ax.plot(xs, lower.cpu().numpy(), color=color(2), ls="--", label="$D_{α,1/α}$ (lower bound)")
@@ -159,10 +159,13 @@ ax.set(xlim=(-4, 4), ylim=(0, 4), xlabel="residual x", ylabel="loss",
 ax.legend()
 recorder.save_figure(fig, "headline")
 plt.show()
-print(f"bounds hold on all {x.numel()} grid points: {bounds_hold}")
-assert bounds_hold
+assert bounds_hold, "eq. 20 fails on the grid"
 
-# %%
+# %% [markdown]
+# On every point of this chapter's grid the Huber loss lies between the two bounds (the cell
+# above asserts it).
+
+# %% tags=["remove-cell"]
 _ = recorder.record(
     "eq1-7",
     paper="H_α of eq. 4; MLE view with p ∝ exp(−H_α)",

@@ -24,14 +24,16 @@
 # **Run time**: quick ≈ 5 s on 2 CPU cores; full: the same.
 # Re-run it alone: `klhuber book run laplace_kl --profile quick`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results (GPU runs) live here
 
-# %%
+# %% tags=["remove-cell"]
+import dataclasses
+
 import matplotlib.pyplot as plt
 import numpy as np
 import sympy as sp
@@ -52,27 +54,27 @@ settings = {"quick": {"torch_samples": 10_000}, "full": {"torch_samples": 1_000_
 # For $p = \mathrm{Laplace}(\mu_1, b_1)$ and $q = \mathrm{Laplace}(\mu_2, b_2)$ the paper writes
 # the KL divergence as cross entropy minus entropy (eq. 33), evaluates the cross entropy
 #
+# (laplace-kl-eq36)=
 # ```{math}
-# :label: laplace-kl-eq36
 # H(p, q) = \int_{-\infty}^{\infty} \frac{|x - \mu_2|}{2 b_1 b_2}
-#   \exp\!\left(-\frac{|x - \mu_1|}{b_1}\right) dx + \log(2 b_2)
+#   \exp\!\left(-\frac{|x - \mu_1|}{b_1}\right) dx + \log(2 b_2) \tag{36}
 # ```
 #
 # by splitting the real line at $\mu_1$ and $\mu_2$ — three regions for $\mu_1 \ge \mu_2$
 # (eq. 37) and three for $\mu_1 < \mu_2$ (eq. 38) — and uses the entropy
 # $H(p) = 1 + \log(2b_1)$ (eq. 41). The result is eq. 15 (= eq. 42):
 #
+# (laplace-kl-eq15)=
 # ```{math}
-# :label: laplace-kl-eq15
 # D(p \,\|\, q) = \frac{b_1 \exp\left(-\frac{|\mu_1 - \mu_2|}{b_1}\right) + |\mu_1 - \mu_2|}{b_2}
-#   + \log\frac{b_2}{b_1} - 1 .
+#   + \log\frac{b_2}{b_1} - 1 . \tag{15}
 # ```
 #
 # Below, sympy integrates each region of both cases (the text of Appendix A in our copy of the
-# paper is garbled, so every region is rebuilt from {eq}`laplace-kl-eq36`), and mpmath
+# paper is garbled, so every region is rebuilt from {ref}`(36) <laplace-kl-eq36>`), and mpmath
 # integrates $\int p \log(p/q)$ numerically as an independent check.
 
-# %%
+# %% tags=["remove-input"]
 laplace = symbolic.claim_laplace_kl()
 display(laplace)
 assert laplace.holds, laplace.detail
@@ -81,7 +83,7 @@ assert laplace.holds, laplace.detail
 # The closed form also agrees with PyTorch's own `torch.distributions.kl_divergence` for two
 # `Laplace` distributions, evaluated on random parameters in float64:
 
-# %%
+# %% tags=["hide-input"]
 generator = torch.Generator().manual_seed(seed)
 n = settings["torch_samples"]
 loc_p, loc_q = (torch.randn(n, generator=generator, dtype=torch.float64) * 3 for _ in range(2))
@@ -105,9 +107,9 @@ assert rel_err < 1e-10, rel_err
 # Writing $x = \mu_1 - \mu_2$ for the difference of the means, $\alpha = b_1$ and $\beta = b_2$,
 # the paper's loss is
 #
+# (laplace-kl-eq16)=
 # ```{math}
-# :label: laplace-kl-eq16
-# D_{\alpha,\beta}(x) = \frac{\alpha \exp\left(-\frac{|x|}{\alpha}\right) + |x| - \alpha}{\beta}.
+# D_{\alpha,\beta}(x) = \frac{\alpha \exp\left(-\frac{|x|}{\alpha}\right) + |x| - \alpha}{\beta}. \tag{16}
 # ```
 #
 # The paper says it is eq. 15 "with the existing constants removed and a new constant added so
@@ -116,7 +118,7 @@ assert rel_err < 1e-10, rel_err
 # $\alpha = \beta$, which is the paper's remark that $D$ *is* the KL divergence when
 # $b_1 = b_2$.
 
-# %%
+# %% tags=["remove-input"]
 constant = symbolic.claim_eq16_constant()
 display(constant)
 assert constant.holds, constant.detail
@@ -126,38 +128,40 @@ assert constant.holds, constant.detail
 #
 # On each side of 0, $D_{\alpha,\beta}$ is smooth (eq. 43); its derivatives are
 #
+# (laplace-kl-eq44)=
 # ```{math}
-# :label: laplace-kl-eq44
 # D'_{\alpha,\beta}(x) = \frac{\operatorname{sgn}(x)}{\beta}
 #   \left(1 - \exp\left(-\frac{|x|}{\alpha}\right)\right), \qquad
-# D''_{\alpha,\beta}(x) = \frac{1}{\alpha\beta}\exp\left(-\frac{|x|}{\alpha}\right).
+# D''_{\alpha,\beta}(x) = \frac{1}{\alpha\beta}\exp\left(-\frac{|x|}{\alpha}\right). \tag{44}
 # ```
 #
 # Claims 1 and 2 of Appendix B say that the difference quotients of $D$ and $D'$ at 0 have equal
-# one-sided limits, so {eq}`laplace-kl-eq44` holds at $x = 0$ as well. We compute the one-sided
+# one-sided limits, so {ref}`(44) <laplace-kl-eq44>` holds at $x = 0$ as well. We compute the one-sided
 # limits directly with sympy, and also the individual one-sided limits that the paper's proof
 # (eq. 49–54) adds up.
 
-# %%
+# %% tags=["remove-input"]
 claim1 = symbolic.claim_d_differentiable()
 display(claim1)
 assert claim1.holds, claim1.detail
 
-# %%
+# %% tags=["remove-input"]
 claim2 = symbolic.claim_d_twice_differentiable()
-display(claim2)
+# its note on the paper is Claim 1's, shown just above
+display(dataclasses.replace(claim2, paper_note="") if claim2.paper_note == claim1.paper_note
+        else claim2)
 assert claim2.holds, claim2.detail
 
 # %% [markdown]
 # The Huber loss, in contrast, is continuously differentiable but its curvature jumps from 1 to 0
 # where the quadratic piece meets the linear one:
 
-# %%
+# %% tags=["remove-input"]
 huber_c1 = symbolic.claim_huber_not_twice_differentiable()
 display(huber_c1)
 assert huber_c1.holds, huber_c1.detail
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Second derivatives at $\\alpha = 1$: $D''_{\\alpha,1/\\alpha}$ (eq. 45) is smooth and equals 1 at the origin, while the Huber loss's $H''_\\alpha$ jumps from 1 to 0 at $\\pm\\alpha$.", "name": "fig-laplace-kl-curvature"}, "image": {"alt": "Line plot of two second derivatives against x from -3 to 3: a smooth peak of height 1 for D and a box of height 1 between -1 and 1 for the Huber loss."}}
 alpha_value = 1.0
 grid = np.linspace(-3.0, 3.0, 1201)
 d2_expr = claim2.expressions["D''(x)"].subs({symbolic.alpha: alpha_value,
@@ -175,7 +179,7 @@ plt.show()
 # Both curves equal 1 at the origin, so near 0 the two losses coincide to second order (the
 # starting point of the next chapter); away from it $D''$ decays smoothly while $H''$ drops to 0.
 
-# %%
+# %% tags=["remove-cell"]
 _ = recorder.record("eq15-appA", paper="eq. 15 via Appendix A (eq. 33–42)",
                     ours=(f"sympy integration of both cases == eq. 15; mpmath quadrature agrees; "
                           f"torch kl_divergence max rel. diff {rel_err:.0e}"),

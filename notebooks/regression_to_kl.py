@@ -25,14 +25,14 @@
 # **Run time**: quick ≈ 5 s on 2 CPU cores; full: the same (everything here is exact algebra).
 # Re-run it alone: `klhuber book run regression_to_kl --profile quick`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results (GPU runs) live here
 
-# %%
+# %% tags=["remove-cell"]
 from IPython.display import display
 
 from klhuber import symbolic
@@ -46,25 +46,27 @@ recorder = Recorder("regression_to_kl", artefacts_dir, profile, device)
 # Model the data as $y_i = F_\theta(x_i) + \epsilon$ (eq. 5). Maximising the likelihood is
 # minimising the negative log-likelihood,
 #
+# (regression-to-kl-eq6)=
 # ```{math}
-# :label: regression-to-kl-eq6
-# \hat\theta = \arg\max_\theta \prod_{i=0}^N p(y_i \mid x_i, \theta)
-#            = \arg\min_\theta -\sum_{i=0}^N \log p(y_i \mid x_i, \theta).
+# \begin{aligned}
+# \hat\theta &= \arg\max_\theta \prod_{i=0}^N p(y_i \mid x_i, \theta)\\
+#            &= \arg\min_\theta -\sum_{i=0}^N \log p(y_i \mid x_i, \theta).
+# \end{aligned} \tag{6}
 # ```
 #
 # For zero-mean Gaussian noise of standard deviation $\sigma$ (eq. 7),
 #
+# (regression-to-kl-eq8)=
 # ```{math}
-# :label: regression-to-kl-eq8
 # -\log p(y_i \mid x_i, \theta) = \log\sqrt{2\pi\sigma^2}
-#   + \frac{(y_i - F_\theta(x_i))^2}{2\sigma^2},
+#   + \frac{(y_i - F_\theta(x_i))^2}{2\sigma^2}, \tag{8}
 # ```
 #
-# so for a fixed $\sigma$ the minimiser of {eq}`regression-to-kl-eq6` is the least-squares
+# so for a fixed $\sigma$ the minimiser of {ref}`(6) <regression-to-kl-eq6>` is the least-squares
 # estimate (eq. 9). The check below integrates the density, differentiates the negative
 # log-likelihood and compares its gradient with that of the squared residual.
 
-# %%
+# %% tags=["remove-input"]
 gaussian = symbolic.claim_gaussian_nll()
 display(gaussian)
 assert gaussian.holds, gaussian.detail
@@ -75,52 +77,51 @@ assert gaussian.holds, gaussian.detail
 # The paper's model has a hidden true value $y_i^*$ seen through a noisy label and through the
 # model's prediction (eq. 10–11):
 #
+# (regression-to-kl-eq10)=
 # ```{math}
-# :label: regression-to-kl-eq10
-# y_i^* = y_i + \epsilon_1, \qquad y_i^* = F_\theta(x_i) + \epsilon_2 .
+# y_i^* = y_i + \epsilon_1, \qquad y_i^* = F_\theta(x_i) + \epsilon_2 . \tag{10, 11}
 # ```
 #
 # Instead of a likelihood of the hidden $y_i^*$ one minimises the KL divergence between the label
 # distribution $p(y_i^* \mid y_i)$ and the prediction distribution $q(y_i^* \mid x_i, \theta)$,
 #
+# (regression-to-kl-eq12)=
 # ```{math}
-# :label: regression-to-kl-eq12
-# \hat\theta = \arg\min_\theta \sum_{i=0}^N D\big(p(y_i^*\mid y_i)\,\|\,q(y_i^*\mid x_i,\theta)\big)
-#  = \arg\min_\theta -\sum_{i=0}^N \int_{-\infty}^{\infty} p(y_i^*\mid y_i)
+# \begin{aligned}
+# \hat\theta &= \arg\min_\theta \sum_{i=0}^N D\big(p(y_i^*\mid y_i)\,\|\,q(y_i^*\mid x_i,\theta)\big)\\
+#  &= \arg\min_\theta -\sum_{i=0}^N \int_{-\infty}^{\infty} p(y_i^*\mid y_i)
 #    \log q(y_i^*\mid x_i,\theta)\, dy_i^* ,
+# \end{aligned} \tag{12}
 # ```
 #
 # because $D(p\|q) = H(p, q) - H(p)$ (eq. 33) and the entropy $H(p)$ does not depend on $\theta$.
 # With Laplace noise on both sides (eq. 13–14),
 #
+# (regression-to-kl-eq13)=
 # ```{math}
-# :label: regression-to-kl-eq13
-# p(y_i^*\mid y_i) = \frac{1}{2b_1} e^{-|y_i^* - y_i|/b_1}, \qquad
-# q(y_i^*\mid x_i,\theta) = \frac{1}{2b_2} e^{-|y_i^* - F_\theta(x_i)|/b_2}.
+# \begin{aligned}
+# p(y_i^*\mid y_i) &= \frac{1}{2b_1} e^{-|y_i^* - y_i|/b_1},\\
+# q(y_i^*\mid x_i,\theta) &= \frac{1}{2b_2} e^{-|y_i^* - F_\theta(x_i)|/b_2}.
+# \end{aligned} \tag{13, 14}
 # ```
 #
-# The paper states without proof that a Dirac label turns {eq}`regression-to-kl-eq12` into the
+# The paper states without proof that a Dirac label turns {ref}`(12) <regression-to-kl-eq12>` into the
 # negative log-likelihood. We make "Dirac" precise as the limit $b_1 \to 0^+$ of the Laplace
-# label {eq}`regression-to-kl-eq13`, for a Laplace prediction and for a Gaussian one (where the
-# limit is exactly {eq}`regression-to-kl-eq8`).
+# label {ref}`(13, 14) <regression-to-kl-eq13>`, for a Laplace prediction and for a Gaussian one (where the
+# limit is exactly {ref}`(8) <regression-to-kl-eq8>`).
 
-# %%
+# %% tags=["remove-input"]
 kl_ce = symbolic.claim_kl_cross_entropy()
 display(kl_ce)
 assert kl_ce.holds, kl_ce.detail
 
 # %% [markdown]
-# One imprecision: for an actual Dirac label the KL divergence is infinite (the entropy
-# $1 + \log 2b_1$ of the label density tends to $-\infty$), so the paper's "minimising the KL is
-# exactly maximum likelihood" holds for the cross entropy — the KL minus a $\theta$-independent
-# term — in the limit $b_1 \to 0^+$.
-#
 # For a Laplace label of scale $b_1$ and a Gaussian prediction the cross entropy is
 # $\log\sqrt{2\pi\sigma^2} + \big((y - F)^2 + 2b_1^2\big)/(2\sigma^2)$: label noise only adds a
 # constant, so with Gaussian predictions it does not change the minimiser. The Laplace–Laplace
 # case of the next chapter is different: there the label scale changes the *shape* of the loss.
 
-# %%
+# %% tags=["remove-cell"]
 _ = recorder.record(
     "eq8-14",
     paper="minimising KL = minimising cross entropy; Dirac label ⇒ NLL (eq. 6–14)",
