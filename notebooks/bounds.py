@@ -24,14 +24,14 @@
 # **Run time**: quick ≈ 10 s on 2 CPU cores; full ≈ 15 s (a denser mpmath grid).
 # Re-run it alone: `klhuber book run bounds --profile quick`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results (GPU runs) live here
 
-# %%
+# %% tags=["remove-cell"]
 import matplotlib.pyplot as plt
 import numpy as np
 import sympy as sp
@@ -45,9 +45,8 @@ use_style()
 recorder = Recorder("bounds", artefacts_dir, profile, device)
 settings = {"quick": {"dense_points": 300, "minimax_grid": 60},
             "full": {"dense_points": 5000, "minimax_grid": 300}}[profile]
-settings
 
-# %%
+# %% tags=["remove-cell"]
 x = symbolic.x
 alpha_sym, beta_sym = symbolic.alpha, symbolic.beta
 
@@ -68,50 +67,50 @@ grid = np.linspace(-4.0, 4.0, 1601)
 # Near the origin the second-order Taylor polynomial of $D_{\alpha,\beta}$ (with the derivatives
 # of {ref}`laplace-kl`) is
 #
+# (bounds-eq17)=
 # ```{math}
-# :label: bounds-eq17
 # D_{\alpha,\beta}(x) \approx D_{\alpha,\beta}(0) + D'_{\alpha,\beta}(0)\,x
-#   + \frac{D''_{\alpha,\beta}(0)}{2}x^2 = \frac{1}{2\alpha\beta}x^2 ,
+#   + \frac{D''_{\alpha,\beta}(0)}{2}x^2 = \frac{1}{2\alpha\beta}x^2 , \tag{17}
 # ```
 #
 # and far from it the exponential vanishes,
 #
+# (bounds-eq18)=
 # ```{math}
-# :label: bounds-eq18
-# D_{\alpha,\beta}(x) \approx \frac{|x| - \alpha}{\beta},
+# D_{\alpha,\beta}(x) \approx \frac{|x| - \alpha}{\beta}, \tag{18}
 # ```
 #
 # which the paper combines into the piecewise picture
 #
+# (bounds-eq19)=
 # ```{math}
-# :label: bounds-eq19
 # D_{\alpha,\beta}(x) \approx \begin{cases} \frac{1}{2\alpha\beta}x^2, & |x| \le \alpha,\\
-#   \frac{|x| - \alpha}{\beta}, & |x| > \alpha. \end{cases}
+#   \frac{|x| - \alpha}{\beta}, & |x| > \alpha. \end{cases} \tag{19}
 # ```
 #
 # The paper gives no error terms. The checks below supply them: the error of
-# {eq}`bounds-eq17` is of order $|x|^3$ (with the explicit bound
+# {ref}`(17) <bounds-eq17>` is of order $|x|^3$ (with the explicit bound
 # $0 \le \frac{x^2}{2\alpha\beta} - D_{\alpha,\beta}(x) \le \frac{|x|^3}{6\alpha^2\beta}$), the error
-# of {eq}`bounds-eq18` is exactly $\frac{\alpha}{\beta}e^{-|x|/\alpha}$, and
-# {eq}`bounds-eq19` is discontinuous at $|x| = \alpha$.
+# of {ref}`(18) <bounds-eq18>` is exactly $\frac{\alpha}{\beta}e^{-|x|/\alpha}$, and
+# {ref}`(19) <bounds-eq19>` is discontinuous at $|x| = \alpha$.
 
-# %%
+# %% tags=["remove-input"]
 small = symbolic.claim_small_x_expansion()
 display(small)
 assert small.holds, small.detail
 
-# %%
+# %% tags=["remove-input"]
 large = symbolic.claim_large_x_asymptote()
 display(large)
 assert large.holds, large.detail
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: $D_{1,1}$ (eq. 16) with its quadratic approximation near the origin (eq. 17) and its linear asymptote (eq. 18). Right: the error of the piecewise picture of eq. 19, which jumps at $\\lvert x\\rvert = \\alpha$.", "name": "fig-bounds-approximations"}, "image": {"alt": "Two line plots against x from -4 to 4: left, the loss D with a dashed parabola and a dotted V-shaped asymptote; right, the error of the piecewise approximation, with jumps at x = -1 and x = 1."}}
 alpha_value, beta_value = 1.0, 1.0
 d_fn = numeric(symbolic.kl_huber_expr(x, alpha_sym, beta_sym), alpha_value, beta_value)
 quad = grid**2 / (2 * alpha_value * beta_value)
 lin = (np.abs(grid) - alpha_value) / beta_value
 piecewise = np.where(np.abs(grid) <= alpha_value, quad, lin)
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7.0, 3.0))
 ax0.plot(grid, d_fn(grid), color=color(0), label=r"$D_{1,1}$ (eq. 16)")
 ax0.plot(grid, quad, color=color(1), ls="--", label="eq. 17")
 ax0.plot(grid, lin, color=color(2), ls=":", label="eq. 18")
@@ -119,7 +118,7 @@ ax0.set(ylim=(0, 3.5), xlabel="x", ylabel="loss", title="approximations")
 ax0.legend()
 ax1.plot(grid, piecewise - d_fn(grid), color=color(3), label="eq. 19 − D")
 ax1.axhline(0, color="0.6", lw=0.8)
-ax1.set(xlabel="x", ylabel="error", title="error of the piecewise approximation (eq. 19)")
+ax1.set(xlabel="x", ylabel="error", title="error of eq. 19")
 ax1.legend()
 fig.tight_layout()
 plt.show()
@@ -128,27 +127,27 @@ plt.show()
 # (bounds-eq20-section)=
 # ## The bounds of eq. 20 (Appendix C)
 #
+# (bounds-eq20)=
 # ```{math}
-# :label: bounds-eq20
 # D_{\alpha,1/\alpha}(x) \le H_\alpha(x) \le D_{\alpha/2,1/\alpha}(x)
-#   \quad \text{for all } x \in \mathbb{R},\ \alpha > 0.
+#   \quad \text{for all } x \in \mathbb{R},\ \alpha > 0. \tag{20}
 # ```
 #
 # Both sides are even, so $x \ge 0$ suffices. On each piece of $H_\alpha$ the difference becomes,
 # after the substitution $y = x/\alpha$ (lower bound) or $y = 2x/\alpha$ (upper bound), a fixed
 # function of $y$ times $\alpha^2$:
 #
+# (bounds-eq63)=
 # ```{math}
-# :label: bounds-eq63
 # H_\alpha - D_{\alpha,1/\alpha} = \alpha^2 \begin{cases} f_1(y) = \tfrac12 y^2 - y + 1 - e^{-y},
-#   & 0 \le y \le 1,\\ f_2(y) = \tfrac12 - e^{-y}, & y \ge 1, \end{cases}
+#   & 0 \le y \le 1,\\ f_2(y) = \tfrac12 - e^{-y}, & y \ge 1, \end{cases} \tag{63}
 # ```
 #
+# (bounds-eq70)=
 # ```{math}
-# :label: bounds-eq70
 # D_{\alpha/2,1/\alpha} - H_\alpha = \frac{\alpha^2}{2} \begin{cases}
 #   f_3(y) = e^{-y} + y - 1 - \tfrac14 y^2, & 0 \le y \le 2,\\
-#   f_4(y) = e^{-y}, & y \ge 2. \end{cases}
+#   f_4(y) = e^{-y}, & y \ge 2. \end{cases} \tag{70}
 # ```
 #
 # Each $f_i \ge 0$ is proved from values at the left end of its interval and signs of
@@ -157,12 +156,12 @@ plt.show()
 # $y_0 = 2 + W_0(-2e^{-2}) \approx 1.594$ ($W_0$: Lambert's function), which also locates the
 # largest gap.
 
-# %%
+# %% tags=["remove-input"]
 lower = symbolic.claim_lower_bound()
 display(lower)
 assert lower.holds, lower.detail
 
-# %%
+# %% tags=["remove-input"]
 upper = symbolic.claim_upper_bound()
 display(upper)
 assert upper.holds, upper.detail
@@ -173,7 +172,7 @@ assert upper.holds, upper.detail
 # $\beta^* = 1/\alpha$, and the curvature at the origin rules out every $\alpha^* < \alpha$
 # below $H_\alpha$.
 
-# %%
+# %% tags=["remove-input"]
 tight = symbolic.claim_bounds_tight()
 display(tight)
 assert tight.holds, tight.detail
@@ -181,13 +180,13 @@ assert tight.holds, tight.detail
 # %% [markdown]
 # A dense numerical check in 30-digit arithmetic, at several $\alpha$ and both signs of $x$:
 
-# %%
+# %% tags=["remove-input"]
 dense = symbolic.claim_eq20_dense(points=settings["dense_points"])
 display(dense)
 assert dense.holds, dense.detail
 
-# %%
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: $H_\\alpha$ for $\\alpha = 0.5$, 1 and 2 inside the band of eq. 20 (shaded, from $D_{\\alpha,1/\\alpha}$ to $D_{\\alpha/2,1/\\alpha}$). Right: the two gaps divided by $\\alpha^2$ against $x/\\alpha$, the same curves for every $\\alpha$ (solid: lower gap, dashed: upper gap; dotted: $y_0/2$ and $1/2$).", "name": "fig-bounds-band"}, "image": {"alt": "Two line plots: left, three Huber losses each inside a shaded band; right, the lower gap rising towards one half and the upper gap peaking near x over alpha 0.8, the curves for the three alphas lying on top of each other."}}
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7.0, 3.2))
 for i, a in enumerate((0.5, 1.0, 2.0)):
     h_fn = numeric(symbolic.huber_expr(x, alpha_sym), a)
     lo_fn = numeric(symbolic.kl_huber_expr(x, alpha_sym, 1 / alpha_sym), a)
@@ -205,8 +204,7 @@ ax1.axhline(0.5, color="0.5", lw=0.8, ls=":")
 ax0.set(xlim=(-3, 3), ylim=(0, 4), xlabel="x", ylabel="loss",
         title="$H_α$ and the band of eq. 20")
 ax0.legend()
-ax1.set(xlabel="x / α", ylabel="gap / α²",
-        title="gaps in units of α² (curves coincide for all α)")
+ax1.set(xlabel="x / α", ylabel="gap / α²", title="gaps in units of α²")
 ax1.legend()
 fig.tight_layout()
 plt.show()
@@ -224,18 +222,20 @@ plt.show()
 #
 # Scaling the argument or the loss moves the parameters of $D$ (Section 4.3):
 #
+# (bounds-eq21)=
 # ```{math}
-# :label: bounds-eq21
-# D_{\alpha,\beta}(\gamma x) = D_{\alpha/\gamma,\beta/\gamma}(x), \qquad
-# \lambda D_{\alpha,\beta}(x) = D_{\alpha,\beta/\lambda}(x), \qquad
-# \lambda H_\alpha(\gamma x) \approx D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x).
+# \begin{aligned}
+# D_{\alpha,\beta}(\gamma x) &= D_{\alpha/\gamma,\beta/\gamma}(x),\\
+# \lambda D_{\alpha,\beta}(x) &= D_{\alpha,\beta/\lambda}(x),\\
+# \lambda H_\alpha(\gamma x) &\approx D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x).
+# \end{aligned} \tag{21}
 # ```
 #
 # The first two are identities. For the third, the Huber loss scales exactly as
 # $H_\alpha(\gamma x) = \gamma^2 H_{\alpha/\gamma}(x)$, so eq. 20 turns "≈" into a precise
 # sandwich with a gap below $\lambda\alpha^2/2$.
 
-# %%
+# %% tags=["remove-input"]
 scaling = symbolic.claim_scaling()
 display(scaling)
 assert scaling.holds, scaling.detail
@@ -252,7 +252,7 @@ assert scaling.holds, scaling.detail
 # $c^* \approx 0.557$, which is neither above nor below $H_\alpha$ but within
 # $\approx 0.057\alpha^2$ of it everywhere.
 
-# %%
+# %% tags=["remove-input"]
 monotone = symbolic.claim_monotone_in_alpha()
 ratio = symbolic.claim_ratio_bound()
 minimax = symbolic.claim_minimax_alpha(grid=settings["minimax_grid"])
@@ -260,7 +260,7 @@ for result in (monotone, ratio, minimax):
     display(result)
     assert result.holds, result.detail
 
-# %%
+# %% tags=["remove-cell"]
 _ = recorder.record("eq17-19", paper="D ≈ x²/(2αβ) near 0, ≈ (|x| − α)/β for large |x|",
                     ours=("error of eq. 17 in [0, |x|³/(6α²β)]; eq. 18 error (α/β)e^{−|x|/α}; "
                           "eq. 19 jumps by α/(2β) at |x| = α"),

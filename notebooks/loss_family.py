@@ -22,15 +22,14 @@
 # **Run time**: quick ≈ 10 s on 2 CPU cores; full ≈ 15 s (100× finer grids).
 # Re-run it alone: `klhuber book run loss_family --profile full`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results live here
 
-# %%
-
+# %% tags=["remove-cell"]
 import math
 
 import matplotlib.pyplot as plt
@@ -51,7 +50,6 @@ settings = {
 }[profile]
 dtype = torch.float64
 EPS = torch.finfo(dtype).eps
-settings
 
 # %% [markdown]
 # ## The proposed loss
@@ -59,20 +57,20 @@ settings
 # With $x$ the difference between prediction and label, $\alpha > 0$ the scale of the label
 # noise and $\beta > 0$ the scale of the prediction noise, the paper proposes (eq. 16)
 #
+# (loss-family-eq16)=
 # ```{math}
-# :label: loss-family-eq16
-# D_{\alpha,\beta}(x) = \frac{\alpha e^{-|x|/\alpha} + |x| - \alpha}{\beta},
+# D_{\alpha,\beta}(x) = \frac{\alpha e^{-|x|/\alpha} + |x| - \alpha}{\beta}, \tag{16}
 # ```
 #
 # which is the KL divergence of eq. 15 between $\mathrm{Laplace}(y, \alpha)$ and
 # $\mathrm{Laplace}(\hat y, \beta)$ without its constant terms. Its derivatives (Appendix B) are
 # $D'(x) = \operatorname{sign}(x)\,(1 - e^{-|x|/\alpha})/\beta$ and
 # $D''(x) = e^{-|x|/\alpha}/(\alpha\beta)$, so unlike the Huber loss it is twice
-# differentiable. The library evaluates {eq}`loss-family-eq16` without cancellation (see
+# differentiable. The library evaluates {ref}`(16) <loss-family-eq16>` without cancellation (see
 # {py:func}`klhuber.losses.kl_huber`); here we check its autograd gradient against the
 # analytic $D'$ on the plotting grid.
 
-# %%
+# %% tags=["hide-input"]
 x_unit = torch.linspace(-4.0, 4.0, settings["grid_points"], dtype=dtype, device=device)
 grad_errors = {}
 for alpha, beta in [(0.1, 10.0), (1.0, 1.0), (10.0, 0.1), (0.5, 3.0)]:
@@ -91,9 +89,9 @@ assert max(grad_errors.values()) < 1e-13, grad_errors
 #
 # Section 4.2 states the bounds (eq. 20, proved in Appendix C)
 #
+# (loss-family-eq20)=
 # ```{math}
-# :label: loss-family-eq20
-# D_{\alpha,1/\alpha}(x) \;\le\; H_\alpha(x) \;\le\; D_{\alpha/2,1/\alpha}(x).
+# D_{\alpha,1/\alpha}(x) \;\le\; H_\alpha(x) \;\le\; D_{\alpha/2,1/\alpha}(x). \tag{20}
 # ```
 #
 # Figure 1 of the paper shows them for three values of the Huber parameter, α = 0.1, 1 and 10
@@ -104,9 +102,9 @@ assert max(grad_errors.values()) < 1e-13, grad_errors
 # $x$ is not given in the paper; we use $[-4\alpha, 4\alpha]$ in each row so that both the
 # quadratic and the linear regime are visible.
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The paper's Figure 1 redrawn from the library: the Huber loss $H_\\alpha$ (solid) between $D_{\\alpha,1/\\alpha}$ (dashed) and $D_{\\alpha/2,1/\\alpha}$ (dotted) for $\\alpha = 0.1$, 1 and 10 (rows), losses on the left and their derivatives on the right, over $[-4\\alpha, 4\\alpha]$.", "name": "fig-loss-family-figure-1"}, "image": {"alt": "Three rows of two line plots, for alpha 0.1, 1 and 10: left, the Huber loss between its lower and upper KL bounds; right, the three derivatives, the Huber one with kinks at plus and minus alpha."}}
 rows = (0.1, 1.0, 10.0)
-fig, axes = plt.subplots(len(rows), 2, figsize=(9.0, 9.0))
+fig, axes = plt.subplots(len(rows), 2, figsize=(7.0, 7.5))
 checks = {}
 for r, alpha in enumerate(rows):
     x = (alpha * x_unit).clone().requires_grad_()
@@ -158,7 +156,7 @@ assert figure_ok, checks
 # gaps divided by $\alpha^2$ are the same in every row. The derivative of $H_\alpha$ has kinks
 # at $\pm\alpha$; the derivatives of both bounds are smooth.
 
-# %%
+# %% tags=["remove-cell"]
 gap_over_alpha2 = np.array([[c["max (H - lower)/α²"], c["max (upper - H)/α²"]]
                             for c in checks.values()])
 assert np.allclose(gap_over_alpha2, gap_over_alpha2[0], rtol=1e-9), gap_over_alpha2
@@ -175,7 +173,7 @@ assert np.allclose(gap_over_alpha2, gap_over_alpha2[0], rtol=1e-9), gap_over_alp
 # linear one absolute, $D - (|x| - \alpha)/\beta = \alpha e^{-u}/\beta$. We plot both against
 # $u$ and check them.
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Errors of the approximations of eq. 17–19 against $u = \\lvert x\\rvert/\\alpha$ at $\\alpha = \\beta = 1$: the relative error of the quadratic piece (eq. 17) grows like $u/3$, the absolute error of the linear piece (eq. 18) decays like $\\alpha e^{-u}/\\beta$ (dotted: the predictions), and the glued eq. 19 is worst near $u = 1$.", "name": "fig-loss-family-approximations"}, "image": {"alt": "Log-log plot of three approximation errors against u from 1e-6 to 100, each following its dotted closed-form prediction, with the piecewise error peaking near u = 1."}}
 alpha, beta = 1.0, 1.0
 u = torch.logspace(-6, 2, settings["log_points"], dtype=dtype, device=device)
 d = klhuber.kl_huber(u * alpha, alpha, beta)
@@ -186,17 +184,18 @@ abs_lin_err = d - lin
 piecewise = torch.where(u <= 1, quad, lin)
 rel_piecewise_err = (piecewise - d).abs() / d
 
-fig, ax = plt.subplots(figsize=(7.0, 4.0))
+fig, ax = plt.subplots(figsize=(7.0, 3.8))
 un = u.cpu().numpy()
-ax.loglog(un, rel_quad_err.abs().cpu().numpy(), color=color(0), label="eq. 17: |1 − D / (x²/2αβ)|")
-ax.loglog(un, (un / 3), color=color(0), ls=":", label="u/3")
+ax.loglog(un, rel_quad_err.abs().cpu().numpy(), color=color(0),
+          label=r"eq. 17: $\left|1 - D / (x^2/2\alpha\beta)\right|$")
+ax.loglog(un, (un / 3), color=color(0), ls=":", label="$u/3$")
 ax.loglog(un, abs_lin_err.abs().cpu().numpy(), color=color(1),
-          label="eq. 18: |D − (|x| − α)/β|")
-ax.loglog(un, np.exp(-un) * alpha / beta, color=color(1), ls=":", label="α e^{−u}/β")
+          label=r"eq. 18: $\left|D - (|x| - \alpha)/\beta\right|$")
+ax.loglog(un, np.exp(-un) * alpha / beta, color=color(1), ls=":", label=r"$\alpha e^{-u}/\beta$")
 ax.loglog(un, rel_piecewise_err.cpu().numpy(), color=color(2), label="eq. 19: relative error")
 ax.set(xlabel="u = |x|/α", ylabel="error", ylim=(1e-12, 1e3),
        title="Approximation errors of eq. 17–19 (α = β = 1)")
-ax.legend(fontsize="small")
+ax.legend()
 plt.show()
 
 small = u < 1e-2
@@ -208,8 +207,8 @@ lin_ok = torch.allclose(abs_lin_err[large], alpha * torch.exp(-u[large]) / beta,
 worst_piecewise = rel_piecewise_err.max().item()
 at_worst = u[rel_piecewise_err.argmax()].item()
 display(Markdown(
-    f"* eq. 17: relative error equals u/3 − u²/12 for u < 0.01 (measured): **{quad_ok}**\n"
-    f"* eq. 18: absolute error equals α e^(−u)/β for u > 2 (measured): **{lin_ok}**\n"
+    f"* eq. 17: relative error equals $u/3 - u^2/12$ for $u < 0.01$ (measured): **{quad_ok}**\n"
+    f"* eq. 18: absolute error equals $\\alpha e^{{-u}}/\\beta$ for $u > 2$ (measured): **{lin_ok}**\n"
     f"* eq. 19: largest relative error {worst_piecewise:.3f} at u = {at_worst:.3f} "
     f"(measured; the two pieces are glued at u = 1)"))
 assert quad_ok and lin_ok
@@ -239,7 +238,7 @@ assert abs(quad_side - (math.e / 2 - 1)) < 1e-2, quad_side
 #
 # We check these four statements on the grid.
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative gaps of the bounds of eq. 20 against $\\lvert x\\rvert/\\alpha$: the lower bound trails $H_\\alpha$ by a relative $u/3$ near 0 and by about $1/(2u)$ far out; the upper bound is about twice $H_\\alpha$ near 0 and its gap vanishes exponentially for large residuals.", "name": "fig-loss-family-relative-gaps"}, "image": {"alt": "Log-log plot of the relative gaps of the lower and upper bounds against |x|/alpha from 1e-4 to 30; the upper gap starts near 1 and falls steeply after 1, the lower gap rises to a maximum and then decays slowly."}}
 xg = torch.logspace(-4, 1.5, settings["log_points"], dtype=dtype, device=device)
 lo, up = klhuber.huber_bounds(xg, 1.0)
 hh = klhuber.huber(xg, 1.0)
@@ -256,13 +255,13 @@ plt.show()
 bounds_ok = bool((lo <= hh * (1 + 4 * EPS)).all() and (hh <= up * (1 + 4 * EPS)).all())
 near, far = xg < 1e-2, xg > 2.0
 gap_checks = {
-    "lower, near 0: relative gap ≈ u/3": torch.allclose(((hh - lo) / hh)[near], xg[near] / 3,
+    "lower, near 0: relative gap ≈ $u/3$": torch.allclose(((hh - lo) / hh)[near], xg[near] / 3,
                                                          rtol=1e-2, atol=1e-13),
-    "upper, near 0: relative gap ≈ 1 − 4u/3": torch.allclose(
+    "upper, near 0: relative gap ≈ $1 - 4u/3$": torch.allclose(
         ((up - hh) / hh)[near], 1 - 4 * xg[near] / 3, rtol=1e-3, atol=1e-12),
-    "lower, far: gap = α²(1/2 − e^(−u))": torch.allclose(
+    "lower, far: gap = $\\alpha^2(1/2 - e^{-u})$": torch.allclose(
         (hh - lo)[far], 0.5 - torch.exp(-xg[far]), rtol=1e-9, atol=1e-13),
-    "upper, far: gap = α² e^(−2u)/2": torch.allclose(
+    "upper, far: gap = $\\alpha^2 e^{-2u}/2$": torch.allclose(
         (up - hh)[far], 0.5 * torch.exp(-2 * xg[far]), rtol=1e-3, atol=4 * EPS * hh[far].max()),
 }
 display(Markdown("\n".join(f"* {k} (measured): **{v}**" for k, v in gap_checks.items())))
@@ -276,9 +275,9 @@ assert bounds_ok and all(gap_checks.values()), gap_checks
 # and scaling the loss, $\lambda D_{\alpha,\beta}(x) = D_{\alpha,\beta/\lambda}(x)$. Combined
 # with $H_\alpha \approx D_{\alpha,1/\alpha}$ this gives eq. 21,
 #
+# (loss-family-eq21)=
 # ```{math}
-# :label: loss-family-eq21
-# \lambda H_\alpha(\gamma x) \approx D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x).
+# \lambda H_\alpha(\gamma x) \approx D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x). \tag{21}
 # ```
 #
 # Section 6 uses it with the Faster R-CNN target $t_x = (x - x_a)/w_a$, i.e.
@@ -286,7 +285,7 @@ assert bounds_ok and all(gap_checks.values()), gap_checks
 # the two identities exactly (to rounding) on random inputs and plot eq. 21 for an anchor of
 # width $w_a = 64$ pixels and $\lambda = 1$.
 
-# %%
+# %% tags=["hide-input"]
 gen = torch.Generator().manual_seed(seed)
 xr = torch.randn(100_000, generator=gen, dtype=dtype) * 10
 params = torch.rand(100_000, 4, generator=gen, dtype=dtype) * 5 + 0.01  # alpha, beta, gamma, lam
@@ -301,6 +300,7 @@ display(Markdown(
     f"* output scaling: max relative difference {output_scaling.max().item():.1e} (measured)"))
 assert input_scaling.max().item() < 1e-13 and output_scaling.max().item() < 1e-13
 
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Eq. 21 for an anchor of width $w_a = 64$ pixels and $\\lambda = 1$: the Huber loss of the Faster R-CNN target, $\\lambda H_1(x/w_a)$, against the KL loss $D_{w_a,w_a/\\lambda}(x)$ of the pixel offset.", "name": "fig-loss-family-eq21"}, "image": {"alt": "Line plot of two nearly coinciding V-shaped curves against the pixel offset from -256 to 256: the Huber loss of the scaled target and the dashed KL loss."}}
 w_a, lam, alpha = 64.0, 1.0, 1.0
 x_pix = torch.linspace(-4 * w_a, 4 * w_a, settings["grid_points"], dtype=dtype, device=device)
 lhs = lam * klhuber.huber(x_pix / w_a, alpha)
@@ -322,8 +322,8 @@ assert eq21_ok
 # The right-hand side of eq. 21 is exactly the lower bound $\lambda D_{\alpha,1/\alpha}(\gamma x)$,
 # so "≈" in eq. 21 has the error of eq. 20: at most the gap shown in the previous section.
 
-# %%
-recorder.record(
+# %% tags=["remove-cell"]
+_ = recorder.record(
     "fig1",
     paper="Figure 1: H_α between D_{α,1/α} and D_{α/2,1/α}, losses and derivatives, α = 0.1, 1, 10",
     ours=(f"regenerated from klhuber.losses on {settings['grid_points']} points per row; "
