@@ -24,15 +24,14 @@
 # **Run time**: quick ≈ 10 s on 2 CPU cores; full ≈ 15 s (more boxes and bootstrap samples in
 # the noise-estimation example). Re-run it alone: `klhuber book run case_study --profile quick`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results (GPU runs) live here
 
-# %%
-from dataclasses import replace
+# %% tags=["remove-cell"]
 from fractions import Fraction
 
 import matplotlib.pyplot as plt
@@ -54,10 +53,38 @@ settings = {
     "quick": {"boxes": 2_000, "bootstrap": 300},
     "full": {"boxes": 20_000, "bootstrap": 1_000},
 }[profile]
-settings
+ROW_LABELS = {"lam": r"$\lambda$", "alpha": r"$\alpha$", "sigma_x": r"$\sigma_x$",
+              "sigma_y": r"$\sigma_y$", "sigma_w": r"$\sigma_w$", "sigma_h": r"$\sigma_h$",
+              "x*": "$x^*$", "y*": "$y^*$", "w*": "$w^*$", "h*": "$h^*$", "x~": r"$\tilde x$",
+              "y~": r"$\tilde y$", "w~": r"$\tilde w$", "h~": r"$\tilde h$", "kind": "loss"}
 
 
-# %%
+def transposed(table, paper=None, compact=False):
+    """The library's Table 1/2 with one row per (preset, stage), so that it fits a page.
+
+    ``compact`` keeps the x and w rows of Table 2 only, after checking that the y and h rows
+    read the same with h_a for w_a. Cells that differ from ``paper`` are marked."""
+    rows = list(table.rows)
+    if compact:
+        for preset, stage in table.columns:
+            for short, tall in (("x*", "y*"), ("w*", "h*"), ("x~", "y~"), ("w~", "h~")):
+                cell = table.cells[(preset, stage)]
+                text = table.formatter(short, cell[short]).replace("w_a", "h_a")
+                assert table.formatter(tall, cell[tall]) == text, (preset, stage, tall)
+        rows = [r for r in rows if r[0] in "xw"]
+    lines = ["| preset | stage | " + " | ".join(ROW_LABELS.get(r, r) for r in rows) + " |",
+             "|---|---|" + "---|" * len(rows)]
+    for preset, stage in table.columns:
+        cells = []
+        for row in rows:
+            value = table.cells[(preset, stage)][row]
+            text = table.formatter(row, value)
+            text = f"${text}$" if "_a" in text else text.replace("_", " ")
+            if paper is not None and preset in paper and paper[preset][stage][row] != value:
+                text += f" (≠ paper {table.formatter(row, paper[preset][stage][row])})"
+            cells.append(text)
+        lines.append(f"| {preset.replace('_', ' ')} | {stage} | " + " | ".join(cells) + " |")
+    return Markdown("\n".join(lines))
 
 
 # %% [markdown]
@@ -72,10 +99,10 @@ settings
 # $\lambda H_\alpha(\gamma x) \approx D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x)$ (eq. 21)
 # gives
 #
+# (case-study-eq26)=
 # ```{math}
-# :label: case-study-eq26
 # \frac{\lambda}{\alpha} H_\alpha(t_x - \tilde t_x^*)
-#   \approx D_{\alpha\sigma_x w_a,\ \sigma_x w_a/\lambda}(\tilde x - x^*),
+#   \approx D_{\alpha\sigma_x w_a,\ \sigma_x w_a/\lambda}(\tilde x - x^*), \tag{26}
 # ```
 #
 # a label-noise scale $b_1 = \alpha\sigma_x w_a$ and a prediction-noise scale
@@ -87,16 +114,16 @@ settings
 # the loss of the anchor-relative displacement $\Delta = (\tilde x - x^*)/w_a$ depends on
 # $(\lambda, \alpha, \sigma)$ **only through** $(b_1, b_2)$ (in units of $w_a$):
 #
+# (case-study-same-loss)=
 # ```{math}
-# :label: case-study-same-loss
-# \frac{\lambda}{\alpha} H_\alpha\!\left(\frac{\Delta}{\sigma}\right) = \frac{H_{b_1}(\Delta)}{b_1 b_2}.
+# \frac{\lambda}{\alpha} H_\alpha\!\left(\frac{\Delta}{\sigma}\right) = \frac{H_{b_1}(\Delta)}{b_1 b_2}. \tag{i}
 # ```
 #
 # So two hyper-parameter triples with the same interpretation are the same loss of the box;
 # they differ only in the scale of the network's raw output. The check evaluates both sides
 # for every preset of the paper.
 
-# %%
+# %% tags=["hide-input"]
 delta = torch.linspace(-2.0, 2.0, 4_001, dtype=torch.float64)
 identity_error = 0.0
 for name in ki.PAPER_PRESETS:
@@ -108,7 +135,8 @@ for name in ki.PAPER_PRESETS:
             lhs = loss.loss(delta / float(loss.sigma[i]))
             rhs = F.huber_loss(delta, torch.zeros_like(delta), delta=b1, reduction="none") / (b1 * b2)
             identity_error = max(identity_error, ((lhs - rhs).abs() / rhs.clamp_min(1e-300)).max().item())
-print(f"max relative difference of the two sides of (case-study-same-loss): {identity_error:.1e}")
+display(Markdown(f"Largest relative difference of the two sides of eq. (i), over every preset, "
+                 f"stage and coordinate (measured): **{identity_error:.1e}**"))
 assert identity_error < 1e-12
 
 # %% [markdown]
@@ -117,31 +145,29 @@ assert identity_error < 1e-12
 #
 # The five columns of the paper are the library's presets `publication`, `implementation`,
 # `experiment_a`, `experiment_b` and `experiment_c` ({py:data}`klhuber.interpret.PRESETS`);
-# the table below is generated from them and compared with the paper's Table 1
-# (`klhuber/paper_values/tables.py`) cell by cell, as fractions.
+# the table below is generated from them and compared with the paper's Table 1 cell by cell, as
+# fractions (the paper's values are in {py:mod}`klhuber.paper_values.tables`). It is the paper's
+# table transposed: one row per preset and stage.
 
-# %%
+# %% tags=["remove-input"]
 t1 = ki.table1()
 table1_equal = t1.as_nested() == paper.TABLE1
 n_cells1 = sum(len(cells) for cells in t1.cells.values())
-display(Markdown(f"**Computed from the presets** (cells differing from the paper would be "
+display(Markdown(f"**Computed from the presets** (a cell differing from the paper would be "
                  f"marked): {n_cells1} cells, all equal to the paper: **{table1_equal}**"))
-display(Markdown(t1.to_markdown(paper=paper.TABLE1)))
-paper_t1 = replace(t1, cells={(p, s): paper.TABLE1[p][s] for p, s in t1.columns})
-display(Markdown("**Paper** (Table 1 as printed, from `klhuber/paper_values/tables.py`):"))
-display(Markdown(paper_t1.to_markdown()))
+display(transposed(t1, paper=paper.TABLE1))
 assert table1_equal
 
 # %% [markdown]
 # The same table for what the libraries compute today (sources in the next sections; ``l1``
 # means $\alpha = 0$):
 
-# %%
+# %% tags=["remove-input"]
 library_columns = ["implementation", "torchvision", "torchvision_retinanet", "detectron2"]
-display(Markdown(ki.table1(library_columns, include_kind=True).to_markdown()))
+display(transposed(ki.table1(library_columns, include_kind=True)))
 
-# %%
-recorder.record(
+# %% tags=["remove-cell"]
+_ = recorder.record(
     "table1",
     paper="Table 1: λ, α, σ_x..σ_h for Publication, Implementation, Experiments A–C",
     ours=f"generated from klhuber.interpret.PRESETS: {n_cells1}/{n_cells1} cells equal (Fractions)",
@@ -154,12 +180,14 @@ recorder.record(
 # (case-study-table2)=
 # ## Table 2: the noise each preset assumes
 #
-# {py:func}`klhuber.interpret.interpret` applies {eq}`case-study-eq26` per coordinate; rows
+# {py:func}`klhuber.interpret.interpret` applies {ref}`(26) <case-study-eq26>` per coordinate; rows
 # $x^*, y^*, w^*, h^*$ are the label-noise scales and $\tilde x, \tilde y, \tilde w, \tilde h$
 # the prediction-noise scales, as multiples of the anchor size. The comparison is exact, and
-# the printed cells must also read exactly as in the paper (`w_a/9`, `2w_a/5`, …).
+# the printed cells must also read exactly as in the paper ($w_a/9$, $2w_a/5$, …). The table is
+# the paper's transposed, and shows the $x$ and $w$ scales only: the $y$ and $h$ scales read the
+# same with the anchor's height $h_a$ for its width $w_a$ (checked).
 
-# %%
+# %% tags=["remove-input"]
 t2 = ki.table2()
 table2_equal = t2.as_nested() == paper.TABLE2
 printed_equal = all(
@@ -168,11 +196,7 @@ printed_equal = all(
 n_cells2 = sum(len(cells) for cells in t2.cells.values())
 display(Markdown(f"**Computed by `interpret`**: {n_cells2} cells, all equal to the paper as "
                  f"fractions: **{table2_equal}**; printed identically: **{printed_equal}**"))
-display(Markdown(t2.to_markdown(paper=paper.TABLE2)))
-display(Markdown("**Paper** (Table 2 as printed, from `klhuber/paper_values/tables.py`):"))
-display(md_table([""] + [f"{p} ({s})" for p, s in t2.columns],
-                 [[label] + [paper.TABLE2_PRINTED[p][s][row] for p, s in t2.columns]
-                  for row, label in zip(t2.rows, t2.row_labels)]))
+display(transposed(t2, paper=paper.TABLE2, compact=True))
 assert table2_equal and printed_equal
 
 # %% [markdown]
@@ -180,7 +204,7 @@ assert table2_equal and printed_equal
 # derivation of the theory chapter ({py:func}`klhuber.symbolic.interpreted_scales`), for every
 # preset, stage and coordinate and for a non-square anchor:
 
-# %%
+# %% tags=["hide-input"]
 try:
     import sympy as sp
 
@@ -204,12 +228,13 @@ if have_symbolic:
                 assert label == sp.Rational(result.label_noise[i]), (name, stage_name, coord)
                 assert prediction == sp.Rational(result.prediction_noise[i])
                 symbolic_checked += 2
-    print(f"{symbolic_checked} scales equal to klhuber.symbolic.interpreted_scales()")
+    display(Markdown(f"All {symbolic_checked} scales equal those of "
+                     "`klhuber.symbolic.interpreted_scales()`."))
 else:
-    print("klhuber.symbolic.interpreted_scales is not available; check skipped")
+    display(Markdown("`klhuber.symbolic.interpreted_scales` is not available; check skipped."))
 
-# %%
-recorder.record(
+# %% tags=["remove-cell"]
+_ = recorder.record(
     "table2",
     paper="Table 2: interpreted label / prediction scales (multiples of w_a, h_a)",
     ours=(f"computed by klhuber.interpret.interpret: {n_cells2}/{n_cells2} cells equal as "
@@ -229,11 +254,13 @@ recorder.record(
 # the anchor. The vertical axis is logarithmic, so a Laplace density is a tent whose slope is
 # $1/b$. An L1 loss ($\alpha = 0$) assumes a noise-free label: a spike at the centre (arrow).
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The Laplace densities of the box centre that five box losses assume, for a 128 px anchor (grey band): label distributions (solid, scale $b_1$) and prediction distributions (dashed, $b_2$) of the proposal network (thick) and of the detection network (thin), on a log scale. An L1 loss assumes an exact label (arrow).", "name": "fig-case-study-densities"}, "image": {"alt": "Five small log-scale plots, one per preset (publication, implementation, experiment C, torchvision, detectron2), each with tent-shaped label and prediction densities around the anchor centre; the publication's label tent is the widest, detectron2 shows arrows for exact labels."}}
 anchor = 128.0
 shown = ["publication", "implementation", "experiment_c", "torchvision", "detectron2"]
 xs = np.linspace(-1.5 * anchor, 1.5 * anchor, 2_001)
-fig, axes = plt.subplots(1, len(shown), figsize=(13.0, 3.6), sharey=True)
+fig, axes = plt.subplots(2, 3, figsize=(7.0, 5.2), sharey=True, sharex=True)
+legend_ax = axes[1, 2]
+axes = [axes[0, 0], axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]]
 widths = {"proposal": 2.6, "detection": 1.3}  # identical curves of both stages stay visible
 for ax, name in zip(axes, shown):
     ax.add_patch(Rectangle((-anchor / 2, 1e-7), anchor, 1.0, color="0.92", zorder=0))
@@ -247,9 +274,12 @@ for ax, name in zip(axes, shown):
                         arrowprops={"arrowstyle": "->", "color": color(j), "lw": widths[stage_name]})
         ax.plot(xs, np.exp(-np.abs(xs) / b2) / (2 * b2), color=color(j), lw=widths[stage_name],
                 ls="--")
-    ax.set(yscale="log", ylim=(1e-5, 1.0), xlim=(xs[0], xs[-1]), title=name,
-           xlabel="centre x − anchor centre (px)")
+    ax.set(yscale="log", ylim=(1e-5, 1.0), xlim=(xs[0], xs[-1]), title=name.replace("_", " "))
+for ax in axes[3:]:
+    ax.set_xlabel("x − anchor centre (px)")
 axes[0].set_ylabel("density")
+axes[3].set_ylabel("density")
+axes[2].tick_params(labelbottom=True)
 handles = [plt.Line2D([], [], color=color(0), lw=2.6, label="proposal network"),
            plt.Line2D([], [], color=color(1), lw=1.3, label="detection network"),
            plt.Line2D([], [], color="0.3", label="label distribution ($b_1$)"),
@@ -257,8 +287,9 @@ handles = [plt.Line2D([], [], color=color(0), lw=2.6, label="proposal network"),
            plt.Line2D([], [], color="0.3", marker="$\\uparrow$", ls="none", markersize=10,
                       label="exact label (L1)"),
            Rectangle((0, 0), 1, 1, color="0.92", label=f"anchor ({anchor:.0f} px)")]
-fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False)
-fig.tight_layout(rect=(0, 0.08, 1, 1))
+legend_ax.axis("off")
+legend_ax.legend(handles=handles, loc="center", frameon=False, handlelength=1.8)
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -302,7 +333,7 @@ plt.show()
 # functions on random inputs and compares them with the preset's loss, and reads the box-coder
 # weights from torchvision's modules.
 
-# %%
+# %% tags=["hide-input"]
 from torchvision.models.detection import roi_heads, rpn  # noqa: E402
 from torchvision.models.detection.retinanet import RetinaNetRegressionHead  # noqa: E402
 
@@ -338,11 +369,12 @@ display(md_table(["check against installed torchvision", "holds"], list(checks.i
 assert all(checks.values()), checks
 
 # %% [markdown]
-# The paper's Table 2 with the library columns added, in pixels for a 64 × 64 anchor:
+# The paper's Table 2 with the library columns added, in pixels for a 64 × 64 anchor ($y$ and $h$
+# as $x$ and $w$):
 
-# %%
-display(Markdown(ki.table2(["implementation", "experiment_c", "torchvision", "detectron2"],
-                           anchor=(64, 64)).to_markdown()))
+# %% tags=["remove-input"]
+display(transposed(ki.table2(["implementation", "experiment_c", "torchvision", "detectron2"],
+                             anchor=(64, 64)), compact=True))
 
 # %% [markdown]
 # (case-study-appendix-d)=
@@ -358,31 +390,33 @@ display(Markdown(ki.table2(["implementation", "experiment_c", "torchvision", "de
 # ratio: for concentric boxes whose width differs, $\mathrm{IoU} = \min(r, 1/r)$ with
 # $r = w^*/w_a$ ({py:func}`~klhuber.interpret.matched_ratio_range`).
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Appendix D. Left: the log width target $\\log(w^*/w_a)$ and the linear one $w^*/w_a - 1$. Right: their difference and the factor $w^*/w_a$ by which the log target's pixel scale differs from the reading $\\alpha\\sigma_w w_a$. Shaded: the ratios that width-only RPN (IoU ≥ 0.7) and RoI (IoU ≥ 0.5) matches allow.", "name": "fig-case-study-appendix-d"}, "image": {"alt": "Two line plots against r = w*/w_a from 0.4 to 2.5 with two shaded ranges of matched ratios: the log and linear targets touching at r = 1, and the target error growing away from r = 1 next to the straight line of the scale factor."}}
 ratios = np.linspace(0.4, 2.5, 1_001)
 error = ki.linear_target_error(ratios)
-fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+fig, (ax_t, ax_e) = plt.subplots(1, 2, figsize=(7.0, 3.6))
 ax_t.plot(ratios, np.log(ratios), color=color(0), label="log target $\\log(w^*/w_a)$")
 ax_t.plot(ratios, ratios - 1, color=color(1), ls="--", label="linear target $w^*/w_a - 1$")
-ax_e.plot(ratios, error, color=color(2), label="target error $(r-1) - \\log r$")
-ax_e.plot(ratios, ratios, color=color(4), ls=":", label="pixel-scale factor $w^*/w_a$ (log target)")
+ax_e.plot(ratios, error, color=color(2), label="error $(r-1) - \\log r$")
+ax_e.plot(ratios, ratios, color=color(4), ls=":", label="scale factor $w^*/w_a$")
 rows = []
 for k, (iou, stage_name) in enumerate(((0.7, "RPN positive (IoU ≥ 0.7)"),
                                        (0.5, "RoI positive (IoU ≥ 0.5)"))):
     low, high = ki.matched_ratio_range(iou)
     for ax in (ax_t, ax_e):
         ax.axvspan(low, high, color=color(k + 5), alpha=0.12 + 0.08 * k, lw=0,
-                   label=f"matched range, {stage_name.split(' ')[0]}" if ax is ax_t else None)
+                   label=f"{stage_name.split(' ')[0]} matches" if ax is ax_t else None)
     worst = max(ki.linear_target_error(low), ki.linear_target_error(high))
     rows.append([stage_name, f"[{low:.3f}, {high:.3f}]", f"{worst:.4f}",
                  f"{1 / low:.3f}"])
 ax_t.set(xlabel="$r = w^*/w_a$", ylabel="target", title="width targets")
 ax_e.set(xlabel="$r = w^*/w_a$", ylim=(0, 2.6), title="error of the approximation")
-ax_t.legend(fontsize=8)
-ax_e.legend(fontsize=8)
+ax_t.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=1)
+ax_e.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=1)
 fig.tight_layout()
 plt.show()
-display(md_table(["match", "range of w*/w_a (width only)", "max target error",
+
+# %% tags=["remove-input"]
+display(md_table(["match", "range of $w^*/w_a$ (width only)", "max target error",
                   "max pixel-scale factor"], rows))
 assert ki.linear_target_error(1.0) == 0.0 and np.all(error >= 0)
 
@@ -395,12 +429,12 @@ assert ki.linear_target_error(1.0) == 0.0 and np.all(error >= 0)
 # linear target — most matched boxes are much closer to their anchor than the extremes. (A box that is
 # also offset or differs in height matches over a narrower range.)
 
-# %%
+# %% tags=["hide-input"]
 smallest_label = min(ki.interpret(ki.get_preset(n).stage(s)).label_noise[2]
                      for n in ki.PAPER_PRESETS for s in ("proposal", "detection"))
 worst_rpn = max(ki.linear_target_error(v) for v in ki.matched_ratio_range(0.7))
-print(f"max target error for RPN matches: {worst_rpn:.4f}; smallest w* label scale in Table 2: "
-      f"{smallest_label} = {float(smallest_label):.3f}")
+display(Markdown(f"Largest target error for RPN matches: **{worst_rpn:.4f}**; smallest $w^*$ label "
+                 f"scale in Table 2: {smallest_label} = **{float(smallest_label):.3f}** (measured)."))
 assert worst_rpn < float(smallest_label)
 
 # %% [markdown]
@@ -471,7 +505,7 @@ same = all(ki.interpret(keep_weights.stage(s)).as_dict() == ki.interpret(suggest
 assert same
 
 # %% [markdown]
-# Both rows describe the same interpretation, and by {eq}`case-study-same-loss` the same loss of
+# Both rows describe the same interpretation, and by {ref}`(i) <case-study-same-loss>` the same loss of
 # the decoded box. The toy $\alpha$ is the value the interpretation suggests for a plain Huber
 # regression of an edge coordinate in units of the box size ($H_\alpha \approx D_{\alpha,1/\alpha}$
 # makes $\alpha$ the label scale); the toy-problem chapter measures how close the optimal
@@ -486,7 +520,7 @@ assert same
 # for square anchors or proposals of 32–512 px; the second table gives the prediction noise of
 # the centre.
 
-# %%
+# %% tags=["remove-input"]
 faq_settings = {
     "py-faster-rcnn RPN: sigma = 3 → β = 1/9": ki.get_preset("implementation").proposal,
     "py-faster-rcnn RoI head: β = 1, stds (.1, .1, .2, .2)": ki.get_preset("implementation").detection,
@@ -509,12 +543,12 @@ for title, loss in faq_settings.items():
     pred_rows.append([title, f"{ki.format_scale(ki.interpret(loss).prediction_noise[0], 'w_a')}"]
                      + [f"{float(r.prediction_noise[0]):.1f}" for r in results])
 display(Markdown("**Label noise of the centre (width) in px**"))
-display(md_table(["choice", "x* scale"] + [f"{a} px" for a in anchors], label_rows))
+display(md_table(["choice", "$x^*$ scale"] + [f"{a} px" for a in anchors], label_rows))
 display(Markdown("**Prediction noise of the centre in px** (λ = 1 in the per-sampled-example "
                  "convention above)"))
-display(md_table(["choice", "x̃ scale"] + [f"{a} px" for a in anchors], pred_rows))
+display(md_table(["choice", r"$\tilde x$ scale"] + [f"{a} px" for a in anchors], pred_rows))
 
-# %%
+# %% tags=["hide-input"]
 rpn_label = ki.interpret(ki.get_preset("implementation").proposal).label_noise[0]
 roi_label = ki.interpret(ki.get_preset("implementation").detection).label_noise[0]
 tv_roi_label = ki.interpret(ki.get_preset("torchvision").detection).label_noise[0]

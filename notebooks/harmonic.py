@@ -24,14 +24,14 @@
 # **Run time**: quick ≈ 10 s on 2 shared CPU cores; full ≈ 10 s (finer grids).
 # Re-run it alone: `klhuber book run harmonic --profile full`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results live here
 
-# %%
+# %% tags=["remove-cell"]
 import math
 
 import matplotlib.pyplot as plt
@@ -62,10 +62,10 @@ F64 = torch.float64
 # For a positive sample with probability $p$ of its true class and regression loss
 # $\mathcal L_{reg} = \mathcal L(t)$ of the offset $t = d - \hat d$ (supplement eq. 1):
 #
+# (harmonic-eq1)=
 # ```{math}
-# :label: harmonic-eq1
 # \mathcal L_{Har} = (1 + \beta_r)\,\mathrm{CE}(p, y) + (1 + \beta_c)\,\mathcal L(t),
-# \qquad \beta_r = e^{-\mathcal L(t)},\quad \beta_c = e^{-\mathrm{CE}} = p.
+# \qquad \beta_r = e^{-\mathcal L(t)},\quad \beta_c = e^{-\mathrm{CE}} = p. \tag*{(Harmonic supp., eq. 1)}
 # ```
 #
 # **What is detached.** The supplement's gradients (eq. 2–5 and eq. 10) differentiate *through*
@@ -74,7 +74,7 @@ F64 = torch.float64
 # default (`detach="none"`); `detach="both"` gives the variant with constant weights. The
 # following sympy checks confirm the supplement's algebra.
 
-# %%
+# %% tags=["remove-input"]
 claims = symbolic.verify_all()
 for claim in claims:
     display(Markdown(claim.to_markdown()))
@@ -88,8 +88,7 @@ assert all_claims_hold, [c.name for c in claims if not c.holds]
 # $(1 + p + e^{-\mathcal L(t)}\log p)\,\mathcal L'(t)$, on a grid of $(p, t)$, and
 # $\mathcal L_{reg} - (1 + e^{-\mathcal L_{reg}})/p$ (eq. 10) for the class score.
 
-
-# %%
+# %% tags=["hide-input"]
 def smooth_l1(t):
     return torch.where(t.abs() < 1, 0.5 * t**2, t.abs() - 0.5)
 
@@ -112,29 +111,29 @@ err5 = (grad_t - eq5).abs().max().item()
 err10 = ((grad_p - eq10).abs() / (reg + (1 + torch.exp(-reg)) / P.detach())).max().item()
 display(Markdown(
     "| gradient | closed form (supplement) | max error of autograd (measured) |\n|---|---|---|\n"
-    f"| w.r.t. t | eq. 5: `{paper.HARMONIC['eq5']}` | {err5:.1e} (absolute) |\n"
-    f"| w.r.t. p | eq. 10: `{paper.HARMONIC['eq10']}` | {err10:.1e} (relative to the terms) |"))
+    f"| w.r.t. $t$ | eq. 5: $(1 + p + e^{{-\\mathcal L(t)}}\\log p)\\,\\mathcal L'(t)$ | {err5:.1e} (absolute) |\n"
+    f"| w.r.t. $p$ | eq. 10: $\\mathcal L_{{reg}} - (1 + e^{{-\\mathcal L_{{reg}}}})/p$ | {err10:.1e} (relative to the terms) |"))
 assert err5 < 1e-12 and err10 < 1e-12
 
-# %%
-fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the size of the Harmonic loss's gradient with respect to the regression offset $t$ (eq. 5, Smooth L1 as $\\mathcal L$) for four class scores $p$, against plain cross entropy plus Smooth L1 (dashed; the supplement's Figure 1). Right: its gradient with respect to $p$ (eq. 10) for five values of $\\mathcal L_{reg}$ (the supplement's Figure 2).", "name": "fig-harmonic-gradients"}, "image": {"alt": "Two line plots: left, gradient magnitudes against t from -3 to 3 that grow with p and saturate outside [-1, 1], above a dashed reference; right, gradients against the class score p that rise from large negative values and cross zero only for the larger regression losses."}}
+fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(7.0, 3.2))
 tt = t_grid.numpy()
 for i, pv in enumerate([0.1, 0.3, 0.6, 0.9]):
     reg_t = smooth_l1(t_grid)
     g = (1 + pv + torch.exp(-reg_t) * np.log(pv)) * t_grid.clamp(-1, 1)
-    ax_t.plot(tt, g.abs().numpy(), color=color(i), label=f"Harmonic, p = {pv}")
-ax_t.plot(tt, t_grid.clamp(-1, 1).abs().numpy(), color="0.3", ls="--", label="CE + Smooth L1 (any p)")
+    ax_t.plot(tt, g.abs().numpy(), color=color(i), label=f"p = {pv}")
+ax_t.plot(tt, t_grid.clamp(-1, 1).abs().numpy(), color="0.3", ls="--", label="CE + S-L1")
 ax_t.set(xlabel="regression offset t", ylabel=r"$|\partial \mathcal{L}/\partial t|$",
-         title="gradient w.r.t. t (supplement Fig. 1)")
+         title="w.r.t. t (supp. Fig. 1)")
 ax_t.set_ylim(0, 2.7)
-ax_t.legend(fontsize=7, loc="upper center", ncol=2)
+ax_t.legend(loc="upper center", ncol=2, handlelength=1.2, columnspacing=0.8)
 pp = np.linspace(0.02, 1.0, 200)
 for i, lr in enumerate([0.05, 0.5, 1.0, 2.0, 3.0]):
-    ax_p.plot(pp, lr - (1 + np.exp(-lr)) / pp, color=color(i), label=rf"$\mathcal{{L}}_{{reg}}$ = {lr}")
+    ax_p.plot(pp, lr - (1 + np.exp(-lr)) / pp, color=color(i), label=f"{lr}")
 ax_p.axhline(0, color="0.5", lw=0.8)
 ax_p.set(xlabel="class score p", ylabel=r"$\partial \mathcal{L}_{Har}/\partial p$", ylim=(-10, 3),
-         title="gradient w.r.t. p (eq. 10, supplement Fig. 2)")
-ax_p.legend(fontsize=8)
+         title="w.r.t. p (eq. 10, supp. Fig. 2)")
+ax_p.legend(title=r"$\mathcal{L}_{reg}$", loc="lower right", ncol=2)
 fig.tight_layout()
 plt.show()
 
@@ -147,12 +146,13 @@ plt.show()
 # it holds for every class score while the per-sample regression loss stays below ≈ 1.28, and
 # above that only while $p$ is small enough.
 
-# %%
+# %% tags=["hide-input"]
 y_star = 1 + float(special.lambertw(math.exp(-1)).real)  # 1 + W(1/e), as in the claim above
 negative_below = all(bool((lr - (1 + np.exp(-lr)) / pp <= 1e-12).all()) for lr in np.linspace(0, y_star, 50))
 positive_somewhere_above = all(bool((lr - (1 + np.exp(-lr)) / pp > 0).any()) for lr in (1.3, 2.0, 3.0))
-print(f"eq. 10 <= 0 for all p in (0, 1] when L_reg <= y*: {negative_below}; "
-      f"> 0 for some p when L_reg in (1.3, 2, 3): {positive_somewhere_above}")
+display(Markdown(f"Eq. 10 ≤ 0 for all $p \\in (0, 1]$ when $\\mathcal L_{{reg}} \\le y^*$: "
+                 f"**{negative_below}**; > 0 for some $p$ when $\\mathcal L_{{reg}}$ = 1.3, 2 or 3: "
+                 f"**{positive_somewhere_above}** (measured)."))
 assert negative_below and positive_somewhere_above
 
 # %% [markdown]
@@ -164,10 +164,10 @@ assert negative_below and positive_somewhere_above
 # $(x_1, y_1, x_2, y_2)$ and accepts $\gamma \in [0, 1]$ only; the curves for $\gamma > 1$ below
 # use {py:func}`~klhuber.related.harmonic.hiou_from_iou` to show what goes wrong.
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The HIoU loss $(1 + \\mathrm{IoU})^\\gamma(1 - \\mathrm{IoU})$ (left) and its derivative (eq. 12, right) for six values of $\\gamma$; dotted: $\\gamma > 1$, where the derivative is positive near $\\mathrm{IoU} = 0$ and the loss is not monotone.", "name": "fig-harmonic-hiou"}, "image": {"alt": "Two line plots against IoU from 0 to 1: six loss curves falling to zero at IoU 1, the dotted ones first rising; and their derivatives, the dotted ones positive near zero."}}
 iou = torch.linspace(0, 1, settings["grid"], dtype=F64, requires_grad=True)
 gammas = [0.0, 0.25, 0.5, 1.0, 1.5, 3.0]
-fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(7.0, 3.0))
 monotone = {}
 grad_err = 0.0
 for i, g in enumerate(gammas):
@@ -182,12 +182,14 @@ for i, g in enumerate(gammas):
     ax_d.plot(ii.numpy(), d.numpy(), color=color(i), ls=style, label=f"γ = {g}")
 ax_d.axhline(0, color="0.5", lw=0.8)
 ax_l.set(xlabel="IoU", ylabel=r"$\mathcal{L}_{HIoU}$", title="HIoU loss (γ = 0: IoU loss)")
-ax_d.set(xlabel="IoU", ylabel="derivative (eq. 12)", title="derivative; > 0 somewhere iff γ > 1")
-ax_l.legend(fontsize=8)
+ax_d.set(xlabel="IoU", ylabel="derivative (eq. 12)", title="derivative")
+ax_l.legend(ncol=2, handlelength=1.2, columnspacing=0.8)
 fig.tight_layout()
 plt.show()
+
+# %% tags=["remove-input"]
 display(Markdown(
-    "| γ | non-increasing on [0, 1] (measured) | eq. 13 predicts (paper: γ ≤ 1) |\n|---|---|---|\n"
+    "| $\\gamma$ | non-increasing on [0, 1] (measured) | eq. 13 predicts (paper: $\\gamma \\le 1$) |\n|---|---|---|\n"
     + "\n".join(f"| {g} | {m} | {g <= 1} |" for g, m in monotone.items())))
 assert grad_err < 1e-12 and all(m == (g <= 1) for g, m in monotone.items())
 
@@ -195,7 +197,7 @@ assert grad_err < 1e-12 and all(m == (g <= 1) for g, m in monotone.items())
 # A box check: the loss on real boxes uses the differentiable pairwise IoU, and bad inputs
 # ($\gamma > 1$, boxes with $x_2 < x_1$) raise `ValueError`.
 
-# %%
+# %% tags=["hide-input"]
 target = torch.tensor([[10.0, 10.0, 30.0, 40.0]], dtype=F64)
 pred = torch.tensor([[12.0, 5.0, 35.0, 38.0]], dtype=F64, requires_grad=True)
 optimizer = torch.optim.Adam([pred], lr=0.5)
@@ -216,8 +218,9 @@ try:
     harmonic.hiou_loss(torch.tensor([[5.0, 0.0, 1.0, 2.0]], dtype=F64), target)
 except ValueError as exc:
     errors.append(str(exc))
-print(f"HIoU(γ=0.5) on one box: {start:.3f} -> {end:.4f} after 200 Adam steps (IoU {final_iou:.3f})")
-print("ValueErrors:", *errors, sep="\n  ")
+display(Markdown(f"HIoU ($\\gamma$ = 0.5) on one box: {start:.3f} → {end:.4f} after 200 Adam steps "
+                 f"(IoU {final_iou:.3f}). The three bad inputs raise `ValueError`:\n\n"
+                 + "\n".join(f"- {err}" for err in errors)))
 assert end < start and final_iou > 0.9 and len(errors) == 3
 
 # %% [markdown]
@@ -232,8 +235,8 @@ assert end < start and final_iou > 0.9 and len(errors) == 3
 # HIoU loss has no Laplace reading (IoU is not a difference of coordinates), so it is outside
 # the interpretation.
 
-# %%
-recorder.record(
+# %% tags=["remove-cell"]
+_ = recorder.record(
     "seed004",
     paper=("L_Har gradients eq. 5 and 10, convergence eq. 7–10, HIoU gradient eq. 12, "
            "monotone iff γ ≤ 1 (eq. 13)"),
