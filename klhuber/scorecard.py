@@ -154,6 +154,16 @@ class Recorder:
         return target
 
 
+    def save_markdown(self, text: str, name: str) -> Path | None:
+        """Save ``text`` as ``<name>.md`` beside the figures, for pages outside this chapter to
+        ``{include}`` (the landing page shows the toy chapter's verdict). Nothing is written in
+        interactive use."""
+        if self.path is None:
+            return None
+        target = figures_dir(self.path.parent) / f"{name}.md"
+        return atomic_write_text(target, text.rstrip("\n") + "\n")
+
+
 def figures_dir(artefacts_dir: str | os.PathLike) -> Path:
     """Where notebooks save figures that other pages (the landing page) show."""
     return Path(artefacts_dir).parent / "figures"

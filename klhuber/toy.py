@@ -1996,12 +1996,16 @@ _FAMILY_TITLE = {"laplace": "Laplace", "logistic": "Logistic", "cauchy": "Cauchy
 
 
 def plot_fig2(results: dict[str, Any], *, loss: str = "huber", families: Sequence[str] | None = None,
-              axes: Any = None, title: str | None = None, stat: str = "curve") -> Any:
+              axes: Any = None, title: str | None = None, stat: str = "curve",
+              stacked: bool = False) -> Any:
     """Figure 2: best alpha vs noise scale, one panel per family, three methods and fitted lines.
 
     ``stat="curve"``: best alpha of the seed-averaged RMSE curve with its 68% bootstrap interval
     over seeds; ``stat="seeds"``: mean ± standard deviation of the per-seed best alphas.
-    The theory is the line :math:`c_f s`.  Returns the figure.
+    The theory is the line :math:`c_f s`; the thin solid lines are least-squares lines through
+    each method's points (the "near linear relationship" the paper reads off its figure).
+    ``stacked=True`` puts the panels under each other, each as wide as a page of text (7 in),
+    with 9-pt text or larger.  Returns the figure.
     """
     if stat not in ("curve", "seeds"):
         raise ValueError(f"stat must be 'curve' or 'seeds', got {stat!r}")
@@ -2013,13 +2017,19 @@ def plot_fig2(results: dict[str, Any], *, loss: str = "huber", families: Sequenc
     families = list(families or [f for f in cfg["families"] if f in PAPER_FAMILIES]
                     or cfg["families"])
     scales = np.asarray(cfg["scales"], dtype=float)
-    if axes is None:
+    if axes is None and stacked:
+        fig, axes = plt.subplots(len(families), 1, figsize=(7.0, 2.5 * len(families) + 0.6),
+                                 squeeze=False, sharex=True)
+        axes = axes[:, 0]
+    elif axes is None:
         fig, axes = plt.subplots(1, len(families), figsize=(3.4 * len(families), 3.2),
                                  squeeze=False)
         axes = axes[0]
     else:
         fig = np.atleast_1d(axes)[0].figure
     for ax, fam in zip(axes, families):
+        r2_text: list[str] = []
+        c_text = "$c_f$ = ∞"
         for method in ("gd", "exact"):
             entry = results["methods"].get(method, {}).get(loss)
             if entry is None or "summary" not in entry:
@@ -2043,7 +2053,9 @@ def plot_fig2(results: dict[str, Any], *, loss: str = "huber", families: Sequenc
                         color=color(ci), label=label)
             if fit["slope"] is not None:
                 ax.plot(scales, fit["slope"] * scales + fit["intercept"], "-", lw=0.8,
-                        color=color(ci), alpha=0.6)
+                        color=color(ci), alpha=0.6,
+                        label="least-squares line" if stacked else None)
+                r2_text.append(f"{'GD' if method == 'gd' else 'exact'} {fit['r2'] or 0:.2f}")
         th = results.get("theory", {}).get(fam, {}).get(loss)
         if th is not None:
             label, ci, _ = _METHOD_STYLE["theory"]
@@ -2052,15 +2064,31 @@ def plot_fig2(results: dict[str, Any], *, loss: str = "huber", families: Sequenc
                 ax.axhline(max(cfg["alphas"]), color=color(ci), ls="--", label=label + " (∞)")
             else:
                 ax.plot(scales, np.maximum(c * scales, 0), "--", color=color(ci),
-                        label=label + f", $c_f$={c:.3g}")
-        ax.set_title(_FAMILY_TITLE[fam])
-        ax.set_xlabel("noise scale")
+                        label=label if stacked else label + f", $c_f$={c:.3g}")
+                c_text = f"$c_f$ = {c:.3g}"
+        if stacked:
+            ax.set_title(f"{_FAMILY_TITLE[fam]} ({c_text}; least-squares $R^2$: "
+                         f"{', '.join(r2_text)})", fontsize=10)
+        else:
+            ax.set_title(_FAMILY_TITLE[fam])
+        if not stacked or ax is axes[-1]:
+            ax.set_xlabel("noise scale")
         ax.set_ylim(bottom=0)
+        if stacked:
+            ax.set_ylabel(r"best $\alpha$")
+            ax.tick_params(labelsize=9)
     axes[0].set_ylabel(r"best $\alpha$" + (" ($D_{\\alpha,1/\\alpha}$)" if loss == "kl" else ""))
-    axes[0].legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if stacked:  # one legend for all panels, under them
+        handles, labels = axes[0].get_legend_handles_labels()
+        seen = dict(zip(labels, handles))
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=2, fontsize=9,
+                   frameon=False)
+    else:
+        axes[0].legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
     return fig
 
 

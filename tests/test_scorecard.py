@@ -54,3 +54,12 @@ def test_scorecard_page_lists_every_artefact_and_refuses_failing_verified(tmp_pa
     sidecar.write_text(json.dumps(rows))
     with pytest.raises(book.BookError, match="fig1"):
         book.write_scorecard(paths)
+
+
+def test_save_markdown_for_other_pages(tmp_path):
+    artefacts = tmp_path / "artefacts"
+    recorder = scorecard.Recorder("toy_problem", artefacts, "quick", "cpu")
+    path = recorder.save_markdown("The verdict.\n\n", "toy_verdict")
+    assert path == scorecard.figures_dir(artefacts) / "toy_verdict.md"
+    assert path.read_text() == "The verdict.\n"
+    assert scorecard.Recorder("toy_problem", None, "quick", "cpu").save_markdown("x", "y") is None
