@@ -12,7 +12,7 @@
 # (smooth-l1)=
 # # Smooth L1 and "why β = 1?"
 #
-# Lecture slides on regression losses (seed 002) introduce Smooth L1 — the box-regression loss
+# Lecture slides on regression losses introduce Smooth L1 — the box-regression loss
 # of Fast R-CNN {cite}`girshick2015fast` — plot its derivative next to L1 and L2, and ask:
 # *"Why 1? Can I use 2 or 5?"*, before showing PyTorch's parameterised `smooth_l1_loss(beta)`.
 # This chapter checks that PyTorch's Smooth L1 is $H_\beta/\beta$, reads it through the KL
@@ -25,21 +25,22 @@
 # `device`).
 # Re-run it alone: `klhuber book run smooth_l1 --profile full`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results live here
 
-# %%
+# %% tags=["remove-cell"]
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from klhuber import losses, toy
 from klhuber.paper_values import related as paper
@@ -48,6 +49,9 @@ from klhuber.plotting import markdown_table as md_table
 from klhuber.related import barron
 from klhuber.scorecard import Recorder
 
+with warnings.catch_warnings():  # tqdm.auto (used by klhuber.toy) warns on import that the
+    warnings.simplefilter("ignore")  # notebook widgets are missing; the book shows no progress bars
+    import tqdm.auto  # noqa: F401
 use_style()
 if device == "cpu":
     torch.set_num_threads(1)  # tiny problems: extra threads only add overhead on shared CPUs
@@ -62,26 +66,24 @@ settings = {
 F64 = torch.float64
 t_start = time.perf_counter()
 
-
-
-
 # %% [markdown]
 # ## Smooth L1 is a rescaled Huber loss
 #
 # The slides' Smooth L1 is $\tfrac12 x^2$ for $|x| < 1$ and $|x| - \tfrac12$ otherwise; PyTorch
 # parameterises it as
 #
+# (smooth-l1-beta)=
 # ```{math}
-# :label: smooth-l1-beta
 # \mathrm{SmoothL1}_\beta(x) = \begin{cases} \tfrac{1}{2\beta} x^2, & |x| < \beta,\\
 #   |x| - \tfrac12\beta, & \text{otherwise,} \end{cases}
-# \qquad\text{so}\qquad \mathrm{SmoothL1}_\beta = \frac{H_\beta}{\beta}
+# \qquad\text{so}\qquad \mathrm{SmoothL1}_\beta = \frac{H_\beta}{\beta} \tag{i}
 # ```
 #
 # with the Huber loss $H_\beta$ of eq. 4 — the slides' "Huber = β (S-L1)". We check it
-# exactly, including the slide's $\beta = 2$ and $5$.
+# exactly, including the slide's $\beta = 2$ and $5$; at $\beta = 1$ the library's Smooth L1
+# also equals the slides' piecewise definition exactly (asserted).
 
-# %%
+# %% tags=["hide-input"]
 x = torch.linspace(-12, 12, settings["grid"], dtype=F64)
 betas = [0.1, 1 / 9, 0.5, 1.0, 2.0, 5.0]
 rows, identity_ok = [], True
@@ -93,10 +95,10 @@ for b in betas:
     d2 = ((via_huber - torch_sl1).abs() / torch_sl1.clamp_min(1e-300)).max().item()
     identity_ok &= d1 == 0.0 and d2 <= 4e-16
     rows.append((f"{b:.4g}", f"{d1:.1e}", f"{d2:.1e}"))
-display(md_table(("β", "max |smooth_l1 − torch| (measured)", "max rel. |H_β/β − torch| (measured)"), rows))
+display(md_table(("$\\beta$", "max $\\lvert$`smooth_l1` − torch$\\rvert$ (measured)",
+                  "max relative $\\lvert H_\\beta/\\beta - {}$torch$\\rvert$ (measured)"), rows))
 slides_formula = torch.where(x.abs() < 1, 0.5 * x**2, x.abs() - 0.5)  # the slides' definition
 slides_ok = bool((losses.smooth_l1(x, 1.0) == slides_formula).all())
-print(f"β = 1 equals the slides' piecewise definition exactly: {slides_ok}")
 assert identity_ok and slides_ok
 
 # %% [markdown]
@@ -107,31 +109,31 @@ assert identity_ok and slides_ok
 # $|x| < 1$ and $\pm 1$ outside. The right panel adds the paper's $D_{\beta,1}$, whose derivative
 # $1 - e^{-|x|/\beta}$ (signed) is the smooth version of the same curve.
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The slides' argument for Smooth L1. Left and middle: L2, L1 and Smooth L1 ($\\beta = 1$) and their derivatives. Right: the derivative of Smooth L1 for $\\beta = 0.5$ to 5 (solid) and of the paper's $D_{\\beta,1}$ (dotted): $\\beta$ moves the knee, the slope far out stays 1.", "name": "fig-smooth-l1-derivatives"}, "image": {"alt": "Three line plots: the L2, L1 and Smooth L1 losses; their derivatives, a line, a step and a clipped line; and the clipped-line derivatives of Smooth L1 for four betas next to the smooth derivatives of D."}}
 xs = torch.linspace(-3, 3, settings["grid"], dtype=F64, requires_grad=True)
 curves = {
     "L2 = x²": xs**2,
     "L1 = |x|": xs.abs(),
     "Smooth L1 (β = 1)": losses.smooth_l1(xs, 1.0),
 }
-fig, (ax_l, ax_d, ax_b) = plt.subplots(1, 3, figsize=(12, 3.4))
+fig, (ax_l, ax_d, ax_b) = plt.subplots(1, 3, figsize=(7.0, 3.0))
 derivs = {}
 for i, (label, v) in enumerate(curves.items()):
     (dv,) = torch.autograd.grad(v.sum(), xs)
     derivs[label] = dv
     ax_l.plot(xs.detach(), v.detach(), color=color(i), label=label)
     ax_d.plot(xs.detach(), dv, color=color(i), label=label)
-ax_l.set(xlabel="x", ylabel="loss", ylim=(0, 4), title="losses (slides)")
-ax_d.set(xlabel="x", ylabel="derivative", ylim=(-3, 3), title="derivatives (slides)")
-ax_l.legend(fontsize=8)
+ax_l.set(xlabel="x", ylabel="loss", ylim=(0, 4), title="losses")
+ax_d.set(xlabel="x", ylabel="derivative", ylim=(-3, 3), title="derivatives")
+fig.legend(*ax_l.get_legend_handles_labels(), loc="lower center", ncol=3, bbox_to_anchor=(0.36, 1.0))
 xw = torch.linspace(-10, 10, settings["grid"], dtype=F64, requires_grad=True)
 for i, b in enumerate([0.5, 1.0, 2.0, 5.0]):
     (dsl1,) = torch.autograd.grad(losses.smooth_l1(xw, b).sum(), xw)
-    ax_b.plot(xw.detach(), dsl1, color=color(i), label=f"Smooth L1, β = {b}")
+    ax_b.plot(xw.detach(), dsl1, color=color(i), label=f"β = {b}")
     ax_b.plot(xw.detach(), losses.kl_huber_derivative(xw.detach(), b, 1.0), color=color(i), ls=":",
-              label=f"$D_{{{b},1}}'$")
-ax_b.set(xlabel="x", ylabel="derivative", title="β moves the knee; the slope stays 1")
-ax_b.legend(fontsize=6, ncol=2)
+              label=None)
+ax_b.set(xlabel="x", title="Smooth L1$_β$ and $D_{β,1}$")
+ax_b.legend(loc="lower right", handlelength=1.2)
 fig.tight_layout()
 plt.show()
 xd = xs.detach()
@@ -139,8 +141,7 @@ slides_derivatives_ok = (
     torch.allclose(derivs["L2 = x²"], 2 * xd)
     and bool((derivs["L1 = |x|"][xd != 0] == torch.sign(xd[xd != 0])).all())
     and torch.allclose(derivs["Smooth L1 (β = 1)"], xd.clamp(-1, 1)))
-print(f"derivatives as on the slides (2x; ±1; x inside |x| < 1, ±1 outside): {slides_derivatives_ok}")
-assert slides_derivatives_ok
+assert slides_derivatives_ok, "derivatives differ from the slides' 2x; ±1; x inside |x| < 1"
 
 # %% [markdown]
 # ## "Why 1? Can I use 2 or 5?" — the KL reading
@@ -148,13 +149,14 @@ assert slides_derivatives_ok
 # By eq. 21, $\lambda H_\alpha(\gamma x) \approx D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x)$. With
 # $\alpha = \beta$, $\gamma = 1$, $\lambda = 1/\beta$:
 #
+# (smooth-l1-kl)=
 # ```{math}
-# :label: smooth-l1-kl
 # \mathrm{SmoothL1}_\beta(x) = \tfrac1\beta H_\beta(x) \approx D_{\beta,1}(x),
-# \qquad D_{\beta,1}(x) \le \mathrm{SmoothL1}_\beta(x) \le D_{\beta/2,1}(x)
+# \qquad D_{\beta,1}(x) \le \mathrm{SmoothL1}_\beta(x) \le D_{\beta/2,1}(x) \tag{ii}
 # ```
 #
-# (the bounds are eq. 20 divided by $\beta$). So Smooth L1 with parameter $\beta$ minimises an
+# (the bounds are eq. 20 divided by $\beta$; the cell below asserts them on every grid point for
+# every $\beta$ of the table). So Smooth L1 with parameter $\beta$ minimises an
 # upper bound on the KL divergence between a Laplace *label* distribution of scale $\beta$ and a
 # Laplace *prediction* distribution of scale 1 — both in the units of the regression target.
 #
@@ -171,17 +173,16 @@ assert slides_derivatives_ok
 #   $\tfrac{\lambda}{\beta} H_\beta\!\left(\tfrac{x}{\sigma}\right) \approx
 #   D_{\beta\sigma,\;\sigma/\lambda}(x)$ (eq. 26).
 
-# %%
+# %% tags=["hide-input"]
 sandwich_ok, gaps = True, {}
 for b in betas:
     s = losses.smooth_l1(x, b)
     lo, hi = losses.kl_huber(x, b, 1.0), losses.kl_huber(x, b / 2, 1.0)
     sandwich_ok &= bool(((lo <= s + 1e-12) & (s <= hi + 1e-12)).all())
     gaps[b] = (s - lo).max().item() / b
-display(md_table(("β", "max (SmoothL1_β − D_{β,1}) / β (measured)"),
+display(md_table(("$\\beta$", "max $(\\mathrm{SmoothL1}_\\beta - D_{\\beta,1}) / \\beta$ (measured)"),
                  [(f"{b:.4g}", f"{g:.4f}") for b, g in gaps.items()]))
-print(f"D_(β,1) <= SmoothL1_β <= D_(β/2,1) on {x.numel()} points for every β: {sandwich_ok}")
-assert sandwich_ok
+assert sandwich_ok, "the bounds of eq. (ii) fail on the grid"
 
 # %% [markdown]
 # ## The toy problem: best β against the noise scale
@@ -240,7 +241,7 @@ for k, nz in enumerate(settings["toy_noises"]):
             color=color(k), label=f"{nz} (offset ×{1.06 ** k:.2f} for visibility)" if k else nz)
 ax.plot(settings["toy_scales"], settings["toy_scales"], color="0.6", ls=":", label="β = noise scale")
 ax.set(xscale="log", yscale="log", xlabel="noise scale", ylabel="best β on the grid",
-       title="Smooth L1: best β grows with the label noise")
+       title="Smooth L1: best β on the grid against the noise scale")
 ax.legend(fontsize=8)
 plt.show()
 
@@ -259,7 +260,17 @@ assert grows and beta5_bad and adam_vs_exact < 0.05
 # On this problem the answer to "can I use 2 or 5?" is: not unless the labels are that noisy —
 # $\beta = 5$ is worse than the best $\beta$ at every noise level tried (for light tails and small
 # noise only marginally, since every residual then falls in the quadratic zone of all large
-# $\beta$), and the best $\beta$ moves with the noise scale, as the KL reading predicts.
+# $\beta$). Whether the best $\beta$ grows *in proportion to* the noise scale, as Figure 2 of the
+# paper claims for $\alpha$, is decided once, in the {ref}`toy chapter <toy-problem-verdict>`,
+# from its committed full-profile results:
+
+# %% tags=["remove-input"]
+committed = toy.committed_results(results_dir)
+if committed is not None:
+    display(Markdown("> " + toy.figure2_verdict(
+        committed[0], source=f"full profile, {committed[1]}").sentence()))
+else:
+    display(Markdown("> No committed toy results are present; see the toy chapter."))
 
 # %% [markdown]
 # (smooth-l1-table)=
@@ -281,9 +292,9 @@ assert grows and beta5_bad and adam_vs_exact < 0.05
 # | Harmonic, $(1+p)\,\mathcal L_{reg}$ | — | with $\mathcal L_{reg} \approx D_{\beta,1}$: $D_{\beta,1/(1+p)}$, prediction scale shrinks with confidence $p$ | {ref}`harmonic` |
 # | HIoU, $(1+\mathrm{IoU})^\gamma(1-\mathrm{IoU})$ | — | none: IoU is not a difference of coordinates | {ref}`harmonic` |
 
-# %%
+# %% tags=["remove-cell"]
 elapsed = time.perf_counter() - t_start
-recorder.record(
+_ = recorder.record(
     "seed002",
     paper=(f"Smooth L1 with β = {paper.SMOOTH_L1['default_beta']:g}; '{paper.SMOOTH_L1['question']}'; "
            "PyTorch's beta form; derivatives of L1, L2, Smooth L1"),
