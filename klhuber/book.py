@@ -36,6 +36,7 @@ __all__ = [
     "PROFILES",
     "BookError",
     "BookPaths",
+    "OUTPUT_PROBLEMS",
     "build",
     "build_html",
     "cache_key",

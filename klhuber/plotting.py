@@ -67,6 +67,10 @@ _SCRIPTED = (r"(?<![\w\\])[α-ω]*[A-Za-zα-ωΑ-Ω][′'″]*"
              r"(?:\([^()\s]*(?:\([^()]*\)[^()\s]*)*\))?")
 
 
+#: An absolute value in proof text, e.g. ``|x|``, ``|γx|``, ``|μ₁ − μ₂|`` (no spaces inside).
+_ABSOLUTE = r"\|[^|\s]{1,16}\|"
+
+
 def _tex_token(token: str) -> str:
     token = re.sub(r"([_^])([A-Za-z0-9α-ω*]{2,})", r"\1{\2}", token)  # L_reg -> L_{reg}
     for char, tex in _GREEK_TEX.items():
@@ -82,9 +86,13 @@ def markdown_text(text: str) -> str:
     ``D_{α,β}``, ``H_α(γx)`` or ``e^{−x/α}`` become inline maths, and the characters Markdown
     would read as markup are escaped everywhere else."""
     out, last = [], 0
-    for match in re.finditer(_SCRIPTED, text):
+    for match in re.finditer(f"{_ABSOLUTE}|{_SCRIPTED}", text):
         out.append(_escape(text[last:match.start()]))
-        out.append(f"${_tex_token(match.group(0))}$")
+        token = match.group(0)
+        if token.startswith("|"):  # |x| as maths: no raw pipe in a table cell
+            out.append(f"$\\lvert {_tex_token(token[1:-1])}\\rvert$")
+        else:
+            out.append(f"${_tex_token(token)}$")
         last = match.end()
     out.append(_escape(text[last:]))
     return "".join(out)

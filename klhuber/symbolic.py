@@ -1222,7 +1222,7 @@ def summary_markdown(results: Iterable[ClaimResult]) -> str:
         ref = _md_escape(r.reference)
         if r.ours and not r.reference.startswith("ours"):
             ref += " *(ours)*"
-        lines.append(f"| {r.mark} | {_md_escape(r.name)} | {ref} | {r.seconds:.2f} |")
+        lines.append(f"| {r.mark} | {_md_text(r.name)} | {ref} | {r.seconds:.2f} |")
     return "\n".join(lines)
 
 
@@ -1232,5 +1232,5 @@ def paper_notes_markdown(results: Iterable[ClaimResult]) -> str:
     for r in results:
         if r.paper_note and not r.paper_note.startswith("Correct"):
             notes.setdefault(r.paper_note, []).append(r.reference)
-    return "\n".join(f"- **{_md_escape('; '.join(refs))}** — {_md_escape(note)}"
+    return "\n".join(f"- **{_md_escape('; '.join(refs))}** — {_md_text(note)}"
                      for note, refs in notes.items())
