@@ -84,8 +84,11 @@ grid = np.linspace(-4.0, 4.0, 1601)
 #
 # (bounds-eq19)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # D_{\alpha,\beta}(x) \approx \begin{cases} \frac{1}{2\alpha\beta}x^2, & |x| \le \alpha,\\
 #   \frac{|x| - \alpha}{\beta}, & |x| > \alpha. \end{cases} \tag{19}
+# \end{equation}
 # ```
 #
 # The paper gives no error terms. The checks below supply them: the error of
@@ -139,15 +142,21 @@ plt.show()
 #
 # (bounds-eq63)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # H_\alpha - D_{\alpha,1/\alpha} = \alpha^2 \begin{cases} f_1(y) = \tfrac12 y^2 - y + 1 - e^{-y},
 #   & 0 \le y \le 1,\\ f_2(y) = \tfrac12 - e^{-y}, & y \ge 1, \end{cases} \tag{63}
+# \end{equation}
 # ```
 #
 # (bounds-eq70)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # D_{\alpha/2,1/\alpha} - H_\alpha = \frac{\alpha^2}{2} \begin{cases}
 #   f_3(y) = e^{-y} + y - 1 - \tfrac14 y^2, & 0 \le y \le 2,\\
 #   f_4(y) = e^{-y}, & y \ge 2. \end{cases} \tag{70}
+# \end{equation}
 # ```
 #
 # Each $f_i \ge 0$ is proved from values at the left end of its interval and signs of
@@ -224,11 +233,14 @@ plt.show()
 #
 # (bounds-eq21)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # \begin{aligned}
 # D_{\alpha,\beta}(\gamma x) &= D_{\alpha/\gamma,\beta/\gamma}(x),\\
 # \lambda D_{\alpha,\beta}(x) &= D_{\alpha,\beta/\lambda}(x),\\
 # \lambda H_\alpha(\gamma x) &\approx D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x).
 # \end{aligned} \tag{21}
+# \end{equation}
 # ```
 #
 # The first two are identities. For the third, the Huber loss scales exactly as

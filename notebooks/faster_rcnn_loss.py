@@ -38,6 +38,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import sympy as sp
 from IPython.display import Markdown, display
+from sympy.parsing.sympy_parser import (
+    implicit_multiplication_application,
+    parse_expr,
+    standard_transformations,
+)
 
 from klhuber import symbolic
 from klhuber.paper_values import tables as paper
@@ -143,9 +148,6 @@ assert table2.holds, table2.detail
 # paper's printed values.
 
 # %% tags=["hide-input"]
-from sympy.parsing.sympy_parser import (implicit_multiplication_application, parse_expr,
-                                        standard_transformations)
-
 computed = symbolic.table2_from_formulas()
 anchor_size = {"w_a": symbolic.w_a, "h_a": symbolic.h_a}
 
@@ -174,7 +176,8 @@ for preset in paper.PRESET_COLUMNS:
         equal = [sp.simplify(scales[k] - printed_value(paper.TABLE2_PRINTED[preset][stage][k])) == 0
                  for k in paper.TABLE2_ROWS]
         cells_as_printed += sum(equal)
-        cells = " | ".join(f"${sp.latex(scales[k])}$" for k in ("x*", "w*", "x~", "w~"))
+        cells = " | ".join(f"${sp.latex(scales[k], fold_short_frac=True)}$"
+                            for k in ("x*", "w*", "x~", "w~"))
         verdict = "same" if all(equal) else f"differs in {len(equal) - sum(equal)} of 8"
         lines.append(f"| {preset_name(preset)} | {stage} | {cells} | {verdict} |")
 display(Markdown("\n".join(lines)))

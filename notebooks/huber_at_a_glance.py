@@ -56,8 +56,11 @@ settings = {
 #
 # (glance-eq4)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # H_\alpha(x) = \begin{cases} \tfrac12 x^2, & |x| \le \alpha,\\
 #   \alpha\left(|x| - \tfrac12 \alpha\right), & |x| > \alpha. \end{cases} \tag{4}
+# \end{equation}
 # ```
 #
 # The library's {py:func}`klhuber.losses.huber` implements {ref}`(4) <glance-eq4>`; on the grid below it

@@ -140,6 +140,7 @@ for ax in axes[-1]:
 fig.tight_layout()
 plt.show()
 
+# %% tags=["remove-input"]
 display(Markdown(
     "| α | H = `F.huber_loss` | lower ≤ H | H ≤ upper | max gap H − lower (÷α²) "
     "| max gap upper − H (÷α²) |\n|---|---|---|---|---|---|\n"
@@ -198,6 +199,7 @@ ax.set(xlabel="u = |x|/α", ylabel="error", ylim=(1e-12, 1e3),
 ax.legend()
 plt.show()
 
+# %% tags=["hide-input"]
 small = u < 1e-2
 quad_ok = torch.allclose(rel_quad_err[small], u[small] / 3 - u[small] ** 2 / 12,
                          rtol=1e-3, atol=1e-12)
@@ -252,6 +254,8 @@ ax.set(xlabel="|x| / α", ylabel="relative gap", ylim=(1e-18, 2),
        title="Relative gaps of the bounds of eq. 20")
 ax.legend()
 plt.show()
+
+# %% tags=["hide-input"]
 bounds_ok = bool((lo <= hh * (1 + 4 * EPS)).all() and (hh <= up * (1 + 4 * EPS)).all())
 near, far = xg < 1e-2, xg > 2.0
 gap_checks = {

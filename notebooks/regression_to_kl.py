@@ -48,10 +48,13 @@ recorder = Recorder("regression_to_kl", artefacts_dir, profile, device)
 #
 # (regression-to-kl-eq6)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # \begin{aligned}
 # \hat\theta &= \arg\max_\theta \prod_{i=0}^N p(y_i \mid x_i, \theta)\\
 #            &= \arg\min_\theta -\sum_{i=0}^N \log p(y_i \mid x_i, \theta).
 # \end{aligned} \tag{6}
+# \end{equation}
 # ```
 #
 # For zero-mean Gaussian noise of standard deviation $\sigma$ (eq. 7),
@@ -87,11 +90,14 @@ assert gaussian.holds, gaussian.detail
 #
 # (regression-to-kl-eq12)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # \begin{aligned}
 # \hat\theta &= \arg\min_\theta \sum_{i=0}^N D\big(p(y_i^*\mid y_i)\,\|\,q(y_i^*\mid x_i,\theta)\big)\\
 #  &= \arg\min_\theta -\sum_{i=0}^N \int_{-\infty}^{\infty} p(y_i^*\mid y_i)
 #    \log q(y_i^*\mid x_i,\theta)\, dy_i^* ,
 # \end{aligned} \tag{12}
+# \end{equation}
 # ```
 #
 # because $D(p\|q) = H(p, q) - H(p)$ (eq. 33) and the entropy $H(p)$ does not depend on $\theta$.
@@ -99,10 +105,13 @@ assert gaussian.holds, gaussian.detail
 #
 # (regression-to-kl-eq13)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # \begin{aligned}
 # p(y_i^*\mid y_i) &= \frac{1}{2b_1} e^{-|y_i^* - y_i|/b_1},\\
 # q(y_i^*\mid x_i,\theta) &= \frac{1}{2b_2} e^{-|y_i^* - F_\theta(x_i)|/b_2}.
 # \end{aligned} \tag{13, 14}
+# \end{equation}
 # ```
 #
 # The paper states without proof that a Dirac label turns {ref}`(12) <regression-to-kl-eq12>` into the
