@@ -10,6 +10,7 @@ alike, and prints images/s (median) and the ratio to stock.  Target (issue 8): e
 
     python benchmarks/bench_detection.py              # CPU tiny config (+ CUDA if available)
     python benchmarks/bench_detection.py --repeats 10  # quicker, noisier
+    python benchmarks/bench_detection.py --json bench_detection.json  # also write JSON
 """
 
 from __future__ import annotations
@@ -74,9 +75,9 @@ def config(arch: str, size: int, device: str) -> TrainConfig:
 
 
 def bench(arch: str, device: torch.device, size: int, batch_size: int, repeats: int,
-          warmup: int, amp: bool) -> dict[str, list[float]]:
+          warmup: int, amp: bool, presets: tuple[str, ...] = PRESETS) -> dict[str, list[float]]:
     models = {}
-    for preset in PRESETS:
+    for preset in presets:
         torch.manual_seed(0)
         cfg = config(arch, size, str(device))
         cfg.box_loss = preset
@@ -127,21 +128,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--arch", action="append", default=None)
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--preset", action="append", default=None, choices=PRESETS,
+                        help="only these presets (repeatable; default all; stock is always "
+                        "timed and needs 'torchvision')")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write images/s and ratios as a results JSON (with provenance)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
+    rows: list[dict] = []
     if args.threads:
         torch.set_num_threads(args.threads)
     archs = args.arch or ["fasterrcnn", "retinanet"]
+    presets = tuple(args.preset or PRESETS)
+    if "torchvision" not in presets:  # the stock model is a copy of the torchvision preset's
+        presets = ("torchvision", *presets)
     ok = True
     for arch in archs:
-        times = bench(arch, torch.device("cpu"), 64, 2, args.repeats, args.warmup, amp=False)
+        times = bench(arch, torch.device("cpu"), 64, 2, args.repeats, args.warmup, amp=False,
+                      presets=presets)
         ok &= report(arch, torch.device("cpu"), 2, times, args.target)
+        rows.append(_row(arch, "cpu", 64, 2, False, times))
         if torch.cuda.is_available() and not args.no_cuda:
             device = torch.device("cuda")
-            times = bench(arch, device, 128, 16, args.repeats, args.warmup, amp=True)
+            times = bench(arch, device, 128, 16, args.repeats, args.warmup, amp=True,
+                          presets=presets)
             ok &= report(arch, device, 16, times, args.target)
+            rows.append(_row(arch, "cuda", 128, 16, True, times))
     print("\nall presets within target" if ok else "\nsome preset below target (on a shared, "
           "loaded machine single medians are noisy: re-run before concluding)")
+    if args.json:
+        from klhuber.results import save_results
+
+        save_results(args.json, {"benchmark": "bench_detection", "args": vars(args),
+                                 "all_within_target": ok, "rows": rows},
+                     command=" ".join(["python", *sys.argv]),
+                     device="cuda" if any(r["device"] == "cuda" for r in rows) else "cpu",
+                     wall_time_s=time.perf_counter() - started)
     return 0
+
+
+def _row(arch: str, device: str, size: int, batch_size: int, amp: bool,
+         times: dict[str, list[float]]) -> dict:
+    """One (arch, device) block of the JSON: images/s and the ratio to stock per model."""
+    stock = statistics.median(times["stock"])
+    return {"arch": arch, "device": device, "image_size": size, "batch_size": batch_size,
+            "amp_bf16": amp, "repeats": len(times["stock"]),
+            "models": {name: {"median_s": statistics.median(v),
+                              "images_per_s": batch_size / statistics.median(v),
+                              "ratio_to_stock": stock / statistics.median(v)}
+                       for name, v in times.items()}}
 
 
 if __name__ == "__main__":

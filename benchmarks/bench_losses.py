@@ -9,6 +9,7 @@ Targets (issue 4): default <= 3x and compiled <= 1.5x ``F.smooth_l1_loss`` on CP
 
     python benchmarks/bench_losses.py                # 10^7 float32 elements, CPU (+ CUDA)
     python benchmarks/bench_losses.py --size 100000  # quick run
+    python benchmarks/bench_losses.py --json bench_losses.json  # also write the rows as JSON
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--no-compile", action="store_true", help="skip impl='compiled'")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the rows as a results JSON (with provenance)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = []
@@ -121,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         devices.append(torch.device("cuda"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"size {args.size:,} float32, median of {args.repeats} runs (forward + backward)")
+    report: dict[str, dict] = {}
     for device in devices:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
         print(f"\n{device.type} ({name})")
@@ -132,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
             saved = "n/a (compiled graph)" if mem is None else \
                 f"{mem / (4 * args.size):.2f} x input"
             print(f"{case:34s} {t * 1e3:10.2f} {t / reference:12.2f}x {saved:>23s}")
+        report[device.type] = {"name": name, "rows": [
+            {"case": case, "median_s": t, "ratio_to_smooth_l1": t / reference,
+             "saved_for_backward_bytes": mem} for case, t, mem in rows]}
+    if args.json:
+        from klhuber.results import save_results
+
+        save_results(args.json, {"benchmark": "bench_losses", "args": vars(args),
+                                 "torch_threads": torch.get_num_threads(), "devices": report},
+                     command=" ".join(["python", *sys.argv]),
+                     device="cuda" if "cuda" in report else "cpu",
+                     wall_time_s=time.perf_counter() - started)
     return 0
 
 

@@ -17,13 +17,15 @@ points, K = 8), and printed as ratios:
 3. the exact solver (:func:`klhuber.toy.exact_grid`) versus batched GD run until it reaches the
    same tolerance (relative function-space distance to the exact minimiser <= ``--tol``).
 
-Usage: ``python benchmarks/bench_toy.py [--device cpu|cuda] [--iterations 200]``.
+Usage: ``python benchmarks/bench_toy.py [--device cpu|cuda] [--iterations 200] [--json PATH]``
+(``--n 500 --iterations 5 --loop-configs 1 --repeats 1``: a seconds-long smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -52,7 +54,7 @@ def autograd_loop(data: toy.ToyData, alpha: float, lr: float, fi: int, si: int, 
     return theta.detach().double().cpu().numpy()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--iterations", type=int, default=200)
@@ -63,11 +65,18 @@ def main() -> None:
                         "floors near 1e-3 for the smallest noise)")
     parser.add_argument("--max-elements", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of batched GD")
-    args = parser.parse_args()
+    parser.add_argument("--n", type=int, default=toy.N_TRAIN,
+                        help="training points (default: the paper's N; small for a smoke run)")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write the timings and ratios as a results JSON (with "
+                        "provenance)")
+    args = parser.parse_args(argv)
     dev, its = args.device, args.iterations
+    started = time.perf_counter()
     torch.manual_seed(0)
 
-    data = toy.make_data(("laplace", "cauchy"), (0.5, 2.0), (0, 1), n=toy.N_TRAIN, n_test=2000)
+    data = toy.make_data(("laplace", "cauchy"), (0.5, 2.0), (0, 1), n=args.n,
+                         n_test=min(2000, args.n))
     alphas = tuple(np.geomspace(0.05, 5.0, 6).tolist())
     lrs = (1.0, 8.0, 64.0)
     n_cfg = len(data.families) * len(data.scales) * len(data.seeds) * len(alphas) * len(lrs)
@@ -132,6 +141,17 @@ def main() -> None:
           f", mean stop iteration {retired.stop_iteration.mean():.0f}")
     print(f"batched ({backends[0]}) vs loop max relative coefficient difference (float32): "
           f"{max_dev:.1e}")
+    report: dict = {
+        "benchmark": "bench_toy", "args": vars(args), "configurations": n_cfg, "n": data.n,
+        "k": data.k, "torch_threads": torch.get_num_threads(),
+        "loop_same_update_s": t_loop, "loop_autograd_sgd_s": t_auto,
+        "batched_no_retirement_s": t_batched,
+        "speedup_vs_same_update_loop": {be: t_loop / tb for be, tb in t_batched.items()},
+        "speedup_vs_autograd_sgd": {be: t_auto / tb for be, tb in t_batched.items()},
+        "batched_default_s": t_retire,
+        "default_status_counts": np.bincount(retired.status.ravel(), minlength=3).tolist(),
+        "batched_vs_loop_max_rel_diff": max_dev,
+    }
 
     # what bounds the batched step --------------------------------------------------------------
     n, k, m = data.n, data.k, n_cfg
@@ -145,6 +165,7 @@ def main() -> None:
             dst.copy_(big)
         copy_bw = 5 * 2 * big.numel() * 4 / (time.perf_counter() - t)  # read + write
         print(f"measured copy bandwidth (64 MiB, read + write): {copy_bw / 1e9:6.1f} GB/s")
+        report["copy_bandwidth_gb_s"] = copy_bw / 1e9
     else:
         copy_bw = None
     if "torch" in t_batched:
@@ -152,6 +173,7 @@ def main() -> None:
         # psi reads and writes r, the second baddbmm reads r: 6 float32 accesses
         traffic = 6 * 4 * pci
         bw = traffic / t_batched["torch"]
+        report["torch_backend_traffic_gb_s"] = bw / 1e9
         line = f"torch backend: {bw / 1e9:6.1f} GB/s of tensor traffic ({traffic / 1e9:.1f} GB)"
         if copy_bw:
             frac = bw / copy_bw
@@ -163,6 +185,7 @@ def main() -> None:
         flops = (4 * k + 4) * pci  # residual and gradient: 2K multiply-adds, psi and the rest
         tk = t_batched["kernel"]
         stream = (k + 1) * 4 * n * its * -(-m // 8) / tk  # phi and y rows, once per 8 configs
+        report["kernel_gflop_s"] = flops / tk / 1e9
         print(f"kernel backend: {flops / tk / 1e9:6.1f} GFLOP/s, {pci / tk / 1e9:5.2f} G "
               f"(point, configuration) updates/s; it streams phi and y from cache at "
               f"{stream / 1e9:5.1f} GB/s and stores nothing of size N x configurations: "
@@ -188,6 +211,8 @@ def main() -> None:
         reached = float(np.mean(dist <= args.tol))
         print(f"  GD {budget:6d} iterations: {elapsed:7.2f} s, {reached:6.1%} of (config, alpha)"
               f" within {args.tol:g} of the exact minimiser")
+        report.setdefault("gd_to_tolerance", []).append(
+            {"iterations": budget, "seconds": elapsed, "fraction_within_tol": reached})
         t_gd_tol = elapsed
         if reached >= 0.99:
             break
@@ -196,6 +221,13 @@ def main() -> None:
           f"{ex.converged.mean():.1%}")
     print(f"GD to tolerance {args.tol:g} ({reached:.1%} reached): {t_gd_tol:8.2f} s  "
           f"exact is {t_gd_tol / t_exact:6.1f}x faster")
+    report.update(exact_s=t_exact, exact_converged_fraction=float(ex.converged.mean()),
+                  gd_to_tol_s=t_gd_tol, exact_speedup_vs_gd_to_tol=t_gd_tol / t_exact)
+    if args.json:
+        from klhuber.results import save_results
+
+        save_results(args.json, report, command=" ".join(["python", *sys.argv]), device=dev,
+                     wall_time_s=time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -477,3 +477,20 @@ def load_profile_results(results_dir: str | os.PathLike, profile: str) -> list[d
     """All run results of ``profile`` under ``results_dir`` (sorted by run id)."""
     folder = Path(results_dir) / profile
     return [load_results(p) for p in sorted(folder.glob("*.json"))]
+
+
+# ---------------------------------------------------------------------------------------------
+# ``gpu``: more seeds of the ``cpu`` grid, on a GPU (benchmarks/gpu_session.sh)
+
+#: Seeds of the ``gpu`` profile: new seeds that add to the ``cpu`` profile's 0, 1, 2.
+GPU_SEEDS: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
+GPU = register_profile(replace(
+    CPU,
+    name="gpu",
+    description="GPU variant of the cpu profile: the same data, grid and training settings "
+                f"with seeds {GPU_SEEDS[0]}-{GPU_SEEDS[-1]} (they add to the cpu profile's "
+                "seeds 0-2), run with --device cuda --jobs 8 (several small models per GPU)",
+    seeds=GPU_SEEDS,
+    schedule_note=CPU.schedule_note.replace("one CPU thread per run",
+                                            "one CUDA device shared by several runs (float32)"),
+))
