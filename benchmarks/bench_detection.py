@@ -65,21 +65,30 @@ def batch(size: int, n: int, device: torch.device, seed: int = 0):
     return images, targets
 
 
-def config(arch: str, size: int, device: str) -> TrainConfig:
+#: Backbones timed by default: the quick profile's and the cpu profile's (its own anchors and
+#: heads, :mod:`klhuber.detection.backbones`).
+BACKBONES = ("resnet18_fpn", "convnet4_fpn")
+
+
+def config(arch: str, size: int, device: str, backbone: str = "resnet18_fpn") -> TrainConfig:
     small = {"rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 150,
              "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 32}
-    return TrainConfig(arch=arch, backbone="resnet18_fpn", min_size=size, max_size=size,
+    if backbone == "convnet4_fpn":  # the builder's anchors and heads, as the cpu profile
+        return TrainConfig(arch=arch, backbone=backbone, min_size=size, max_size=size,
+                           device=device, model_kwargs=small if arch == "fasterrcnn" else {})
+    return TrainConfig(arch=arch, backbone=backbone, min_size=size, max_size=size,
                        anchor_sizes=(8, 16, 32, 64, 128), device=device,
                        box_head_dim=128 if arch == "fasterrcnn" else None,
                        model_kwargs=small if arch == "fasterrcnn" else {})
 
 
 def bench(arch: str, device: torch.device, size: int, batch_size: int, repeats: int,
-          warmup: int, amp: bool, presets: tuple[str, ...] = PRESETS) -> dict[str, list[float]]:
+          warmup: int, amp: bool, presets: tuple[str, ...] = PRESETS,
+          backbone: str = "resnet18_fpn") -> dict[str, list[float]]:
     models = {}
     for preset in presets:
         torch.manual_seed(0)
-        cfg = config(arch, size, str(device))
+        cfg = config(arch, size, str(device), backbone)
         cfg.box_loss = preset
         models[preset] = build_detector(cfg, 4).to(device).train()
     models["stock"] = stock_copy(models["torchvision"], arch).to(device).train()
@@ -106,10 +115,10 @@ def bench(arch: str, device: torch.device, size: int, batch_size: int, repeats: 
 
 
 def report(arch: str, device: torch.device, batch_size: int, times: dict[str, list[float]],
-           target: float) -> bool:
+           target: float, backbone: str = "resnet18_fpn") -> bool:
     stock = statistics.median(times["stock"])
-    print(f"\n{arch} on {device}: images/s of a training step (median), ratio to stock "
-          f"torchvision")
+    print(f"\n{arch} ({backbone}) on {device}: images/s of a training step (median), ratio to "
+          f"stock torchvision")
     ok = True
     for name, values in times.items():
         med = statistics.median(values)
@@ -127,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.97)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--arch", action="append", default=None)
+    parser.add_argument("--backbone", action="append", default=None, choices=BACKBONES,
+                        help="only these backbones (repeatable; default all)")
     parser.add_argument("--no-cuda", action="store_true")
     parser.add_argument("--preset", action="append", default=None, choices=PRESETS,
                         help="only these presets (repeatable; default all; stock is always "
@@ -143,17 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     if "torchvision" not in presets:  # the stock model is a copy of the torchvision preset's
         presets = ("torchvision", *presets)
     ok = True
-    for arch in archs:
-        times = bench(arch, torch.device("cpu"), 64, 2, args.repeats, args.warmup, amp=False,
-                      presets=presets)
-        ok &= report(arch, torch.device("cpu"), 2, times, args.target)
-        rows.append(_row(arch, "cpu", 64, 2, False, times))
-        if torch.cuda.is_available() and not args.no_cuda:
-            device = torch.device("cuda")
-            times = bench(arch, device, 128, 16, args.repeats, args.warmup, amp=True,
-                          presets=presets)
-            ok &= report(arch, device, 16, times, args.target)
-            rows.append(_row(arch, "cuda", 128, 16, True, times))
+    for backbone in args.backbone or BACKBONES:
+        for arch in archs:
+            times = bench(arch, torch.device("cpu"), 64, 2, args.repeats, args.warmup,
+                          amp=False, presets=presets, backbone=backbone)
+            ok &= report(arch, torch.device("cpu"), 2, times, args.target, backbone)
+            rows.append(_row(arch, "cpu", 64, 2, False, times, backbone))
+            if torch.cuda.is_available() and not args.no_cuda:
+                device = torch.device("cuda")
+                times = bench(arch, device, 128, 16, args.repeats, args.warmup, amp=True,
+                              presets=presets, backbone=backbone)
+                ok &= report(arch, device, 16, times, args.target, backbone)
+                rows.append(_row(arch, "cuda", 128, 16, True, times, backbone))
     print("\nall presets within target" if ok else "\nsome preset below target (on a shared, "
           "loaded machine single medians are noisy: re-run before concluding)")
     if args.json:
@@ -168,10 +180,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(arch: str, device: str, size: int, batch_size: int, amp: bool,
-         times: dict[str, list[float]]) -> dict:
-    """One (arch, device) block of the JSON: images/s and the ratio to stock per model."""
+         times: dict[str, list[float]], backbone: str = "resnet18_fpn") -> dict:
+    """One (arch, backbone, device) block of the JSON: images/s and the ratio to stock."""
     stock = statistics.median(times["stock"])
-    return {"arch": arch, "device": device, "image_size": size, "batch_size": batch_size,
+    return {"arch": arch, "backbone": backbone, "device": device, "image_size": size,
+            "batch_size": batch_size,
             "amp_bf16": amp, "repeats": len(times["stock"]),
             "models": {name: {"median_s": statistics.median(v),
                               "images_per_s": batch_size / statistics.median(v),
