@@ -567,8 +567,11 @@ def stage_site(paths: BookPaths = BookPaths()) -> Path:
     (site / "book" / "nb").mkdir(parents=True)
     shutil.copy2(paths.root / "_config.yml", site / "_config.yml")
     shutil.copy2(paths.root / "_toc.yml", site / "_toc.yml")
+    static = paths.root / "book" / "_static"
+    if static.is_dir():  # the book's own CSS (Jupyter Book adds every .css in <site>/_static)
+        shutil.copytree(static, site / "_static")
     for item in (paths.root / "book").iterdir():
-        if item.name in ("_build", "nb") or item.name.startswith("."):
+        if item.name in ("_build", "nb", "_static") or item.name.startswith("."):
             continue
         if item.is_dir():
             shutil.copytree(item, site / "book" / item.name)
