@@ -256,10 +256,11 @@ def test_search_finds_huber(built_book, browser):
 
 def test_pages_fit_a_phone_and_are_screenshotted(built_book, browser):
     """Every page at 1400 px and at 400 px wide: screenshots of both (in
-    ``_build/screenshots/<width>/``), and at 400 px no page is wider than the viewport (wide
-    tables and equations scroll inside their own box)."""
+    ``_build/screenshots/<width>/``); at 400 px no page is wider than the viewport (wide
+    tables and equations scroll inside their own box); at 1400 px no figure is shrunk below
+    90 % of its size, so the style's 10 pt text (9 pt legends) stays at least 9 pt / 8 pt."""
     shots = built_book.build / "screenshots"
-    too_wide = []
+    too_wide, shrunk = [], []
     for width in (1400, 400):
         (shots / str(width)).mkdir(parents=True, exist_ok=True)
         for path in _pages(built_book):
@@ -271,5 +272,12 @@ def test_pages_fit_a_phone_and_are_screenshotted(built_book, browser):
             page.screenshot(path=str(shots / str(width) / f"{name}.png"), full_page=True)
             if width == 400 and overflow > 1:
                 too_wide.append(f"{name}: {overflow} px wider than the 400 px viewport")
+            if width == 1400:
+                scales = page.evaluate(
+                    "Array.from(document.querySelectorAll('article img'))"
+                    ".filter(i => i.naturalWidth > 0)"
+                    ".map(i => [i.getAttribute('src'), i.getBoundingClientRect().width / i.naturalWidth])")
+                shrunk += [f"{name}: {src} shown at {scale:.0%}" for src, scale in scales
+                           if scale < 0.9]
             page.close()
-    assert not too_wide, "\n".join(too_wide)
+    assert not too_wide and not shrunk, "\n".join(too_wide + shrunk)
