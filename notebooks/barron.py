@@ -16,8 +16,8 @@
 # into one loss $\rho(x, \alpha, c)$ with a continuous shape $\alpha$, and makes $\alpha$
 # learnable by minimising the negative log-likelihood of the matching density. This chapter
 # implements both ({py:mod}`klhuber.related.barron`), checks the special cases against their
-# closed forms and the density's normalisation, re-runs the outlier demo of the blog review
-# (seed 003) with L2, Huber, the paper's $D_{\alpha,\beta}$, the general loss and the adaptive
+# closed forms and the density's normalisation, re-runs the outlier demo of a blog review of
+# Barron's paper with L2, Huber, the paper's $D_{\alpha,\beta}$, the general loss and the adaptive
 # loss, relates pseudo-Huber to $H_\alpha$ and $D_{\alpha,\beta}$ {cite}`meyer2021huber`, and
 # lets the adaptive loss choose its own shape on the Section 5 toy problem.
 #
@@ -25,16 +25,17 @@
 # N = 10 000; the toy fits run on `device`).
 # Re-run it alone: `klhuber book run barron --profile full`.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "quick"  # "quick" (laptop, minutes) or "full" (paper scale)
 device = "cpu"  # "cpu" or "cuda"
 seed = 0
 artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results live here
 
-# %%
+# %% tags=["remove-cell"]
 import math
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import mpmath as mp
@@ -50,6 +51,9 @@ from klhuber.plotting import markdown_table as md_table
 from klhuber.related import barron
 from klhuber.scorecard import Recorder
 
+with warnings.catch_warnings():  # tqdm.auto (used by klhuber.toy) warns on import that the
+    warnings.simplefilter("ignore")  # notebook widgets are missing; the book shows no progress bars
+    import tqdm.auto  # noqa: F401
 use_style()
 if device == "cpu":
     torch.set_num_threads(1)  # tiny problems: extra threads only add overhead on shared CPUs
@@ -64,17 +68,15 @@ F64 = torch.float64
 t_start = time.perf_counter()
 
 
-
-
 # %% [markdown]
 # ## The general loss
 #
 # For a residual $x$, shape $\alpha \in [-\infty, \infty]$ and scale $c > 0$,
 #
+# (barron-rho)=
 # ```{math}
-# :label: barron-rho
 # \rho(x, \alpha, c) = \frac{|\alpha - 2|}{\alpha}
-#   \left[\left(\frac{(x/c)^2}{|\alpha - 2|} + 1\right)^{\alpha/2} - 1\right],
+#   \left[\left(\frac{(x/c)^2}{|\alpha - 2|} + 1\right)^{\alpha/2} - 1\right], \tag*{(Barron, eq. 1)}
 # ```
 #
 # defined by its limits at $\alpha = 2$ (L2), $0$ (Cauchy) and $\pm\infty$. The formula divides
@@ -84,7 +86,7 @@ t_start = time.perf_counter()
 # next to them. We check the five named special cases against their closed forms in float64 and
 # a few near-singular shapes against 80-digit arithmetic.
 
-# %%
+# %% tags=["hide-input"]
 x = torch.linspace(-50, 50, settings["grid"], dtype=F64)
 x = x[x != 0]
 rows, special_errors = [], {}
@@ -110,7 +112,9 @@ for a in near:
         got = barron.general_loss(torch.tensor(xv, dtype=F64), a).item()
         ref = rho_80_digits(xv, a)
         near_errors.append(abs(got - ref) / abs(ref))
-print(f"near-singular α {near}: max relative error vs 80-digit reference = {max(near_errors):.1e}")
+display(Markdown(f"Near-singular shapes α = {', '.join(f'{a:g}' for a in near)}: "
+                 f"max relative error against an 80-digit reference **{max(near_errors):.1e}** "
+                 "(measured)."))
 special_ok = max(special_errors.values()) <= 1e-12 and max(near_errors) <= 1e-12
 assert special_ok
 
@@ -122,7 +126,7 @@ assert special_ok
 # $\log|\alpha - 2|$; the learnable shape is kept inside $(0.001, 1.999)$, as in the reference
 # implementation.)
 
-# %%
+# %% tags=["hide-input"]
 gradcheck_ok = True
 for a0 in (-3.0, -0.7, 1e-6, 0.0, 0.4, 1.0, 1.7, 2.6):
     xs = torch.tensor([-2.0, -0.3, 0.2, 1.5], dtype=F64, requires_grad=True)
@@ -135,7 +139,8 @@ deriv_err = 0.0
 for a in (-math.inf, -2.0, 0.0, 1.0, 2.0, 3.0):
     (g,) = torch.autograd.grad(barron.general_loss(xg, a, 1.3).sum(), xg)
     deriv_err = max(deriv_err, (g - barron.general_loss_derivative(xg.detach(), a, 1.3)).abs().max().item())
-print(f"gradcheck in (x, α, c) at 8 shapes: {gradcheck_ok}; autograd vs closed-form ∂ρ/∂x: {deriv_err:.1e}")
+display(Markdown(f"`gradcheck` in $(x, \\alpha, c)$ at 8 shapes passes: **{gradcheck_ok}**; autograd "
+                 f"against the closed-form $\\partial\\rho/\\partial x$: **{deriv_err:.1e}** (measured)."))
 assert gradcheck_ok and deriv_err < 1e-12
 
 # %% [markdown]
@@ -143,27 +148,30 @@ assert gradcheck_ok and deriv_err < 1e-12
 # $\alpha = 1$ the derivative saturates at $1/c$; for $\alpha < 1$ it redescends, so outliers
 # pull less and less.
 
-# %%
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Barron's general loss $\\rho(x, \\alpha, c)$ at $c = 1.1$ (left) and its derivative (right) for shapes from $\\alpha = -\\infty$ to 2. At $\\alpha = 1$ the derivative saturates at $1/c$ (dotted); for $\\alpha < 1$ it redescends.", "name": "fig-barron-general-loss"}, "image": {"alt": "Two line plots against x from -7 to 7: seven loss curves that flatten more as alpha decreases, and their derivatives, which saturate or redescend, with a dotted line at 1 over c."}}
 c = 1.1  # the blog's figure uses c = 1.1
 xp = torch.linspace(-7, 7, settings["grid"], dtype=F64)
 shapes = [-math.inf, -2.0, 0.0, 0.5, 1.0, 1.5, 2.0]
-fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(7.0, 3.0))
 for i, a in enumerate(shapes):
     ax_l.plot(xp, barron.general_loss(xp, a, c), color=color(i), label=f"α = {a}")
     ax_d.plot(xp, barron.general_loss_derivative(xp, a, c), color=color(i), label=f"α = {a}")
 ax_d.axhline(1 / c, color="0.6", ls=":", lw=0.8)
 ax_l.set(xlabel="x", ylabel=r"$\rho(x, \alpha, c)$", ylim=(0, 8), title=f"general loss, c = {c}")
 ax_d.set(xlabel="x", ylabel=r"$\partial\rho/\partial x$", title="derivative (dotted: 1/c)")
-ax_l.legend(fontsize=8)
 fig.tight_layout()
+fig.legend(*ax_l.get_legend_handles_labels(), loc="lower center", ncol=4, bbox_to_anchor=(0.5, 1.0))
 plt.show()
+
+# %% tags=["hide-input"]
 xa = torch.linspace(0, 20, 401, dtype=F64)
 stack = torch.stack([barron.general_loss(xa, a, c) for a in [-math.inf, -5, -2, -1, 0, 0.5, 1, 1.5, 2, 2.5]])
 monotone_alpha = bool((stack.diff(dim=0) >= -1e-15).all())
 monotone_x = bool((stack.diff(dim=1) >= 0).all())
 saturation = barron.general_loss_derivative(torch.tensor(1e6, dtype=F64), 1.0, c).item() * c
-print(f"monotone in α: {monotone_alpha}; in |x|: {monotone_x}; "
-      f"c·∂ρ/∂x at x = 1e6, α = 1: {saturation:.12f} (blog: saturates at 1/c)")
+display(Markdown(f"Monotone in $\\alpha$: **{monotone_alpha}**; in $\\lvert x\\rvert$: **{monotone_x}**; "
+                 f"$c\\,\\partial\\rho/\\partial x$ at $x = 10^6$, $\\alpha = 1$: **{saturation:.12f}** "
+                 "(measured; the blog: it saturates at $1/c$)."))
 assert monotone_alpha and monotone_x and abs(saturation - 1) < 1e-9
 
 # %% [markdown]
@@ -178,7 +186,7 @@ assert monotone_alpha and monotone_x and abs(saturation - 1) < 1e-9
 # $[0, 3]$ at first use (about a second, no data file) and interpolates with a cubic Hermite
 # spline after removing the non-smooth term $\tfrac14(\alpha-2)\log|\alpha-2|$ at $\alpha = 2$.
 
-# %%
+# %% tags=["hide-input"]
 t0 = time.perf_counter()
 table = barron.partition_table()
 table_seconds = time.perf_counter() - t0
@@ -212,7 +220,8 @@ display(md_table(("check", "measured"), [
 ]))
 assert closed_err < 1e-12 and interp_err < 3e-7 and mass_err < 1e-6
 
-fig, (ax_z, ax_p) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the log partition function $\\log Z(\\alpha)$ of Barron's density, interpolated from the library's table, with the closed forms at $\\alpha = 0$ and 2. Right: the density $p(x \\mid \\alpha, c = 1)$ for four shapes, on a log scale.", "name": "fig-barron-density"}, "image": {"alt": "Two plots: an increasing curve of log Z against alpha from 0 to 3 passing through two marked points, and four bell-shaped densities on a log scale whose tails get lighter as alpha grows."}}
+fig, (ax_z, ax_p) = plt.subplots(1, 2, figsize=(7.0, 3.0))
 aa = torch.linspace(0, 3, 601, dtype=F64)
 ax_z.plot(aa, barron.log_partition(aa), color=color(0), label="interpolated")
 ax_z.plot([0, 2], [closed[0.0], closed[2.0]], "o", color=color(1), label="closed forms")
@@ -222,7 +231,7 @@ xd = torch.linspace(-6, 6, 601, dtype=F64)
 for i, a in enumerate([0.0, 1.0, 2.0, 3.0]):
     ax_p.plot(xd, barron.density(xd, a, 1.0), color=color(i), label=f"α = {a}")
 ax_p.set(xlabel="x", ylabel="density", yscale="log", ylim=(1e-5, 1), title="p(x | α, c = 1)")
-ax_p.legend(fontsize=8)
+ax_p.legend()
 fig.tight_layout()
 plt.show()
 
@@ -237,10 +246,10 @@ plt.show()
 # suggests; the general loss uses the blog's fixed $(\alpha, c) = (2, 0.1)$ (L2) and also
 # $\alpha = 1$ and $0$; the adaptive loss learns $\alpha \in (0.001, 1.999)$ and $c$.
 
-# %%
+# %% tags=["hide-input"]
 demo = paper.BARRON["demo"]
-runs = [("L2", "l2", {}), ("Huber H_0.025", "huber", {"alpha": 0.025}),
-        ("D_{0.025, 40} (KL)", "kl_huber", {"alpha": 0.025}),
+runs = [("L2", "l2", {}), ("Huber $H_{0.025}$", "huber", {"alpha": 0.025}),
+        ("$D_{0.025,40}$ (KL)", "kl_huber", {"alpha": 0.025}),
         ("general α=2, c=0.1 (blog)", "general", {"alpha": 2.0, "scale": 0.1}),
         ("general α=1, c=0.1", "general", {"alpha": 1.0, "scale": 0.1}),
         ("general α=0, c=0.1", "general", {"alpha": 0.0, "scale": 0.1}),
@@ -274,30 +283,32 @@ display(Markdown(f"Seed {settings['demo_seeds'][0]}: {int(demo_data[2].sum())} o
 display(md_table(("loss", "slope", "shift",
                   f"line RMS error (mean of {len(settings['demo_seeds'])} seeds)", "learned"), rows))
 
-fig, (ax_f, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The blog's demo. Left: 100 points with about 10 % outliers (crosses), the true line (black) and the lines fitted under L2, $H_{0.025}$, $D_{0.025,40}$, the general loss at $\\alpha = 1$ and the adaptive loss. Right: the shape $\\alpha$ the adaptive loss learns during training.", "name": "fig-barron-demo"}, "image": {"alt": "Left, a scatter of points with crosses for outliers near 0.05 and 0.85 and six fitted lines, all but the L2 line on the true line; right, the learned alpha falling over the training epochs."}}
+fig, (ax_f, ax_a) = plt.subplots(1, 2, figsize=(7.0, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
 xs_, ys_, out_ = demo_data
 ax_f.scatter(xs_[~out_], ys_[~out_], s=8, color="0.5", label="inliers")
 ax_f.scatter(xs_[out_], ys_[out_], s=14, marker="x", color="0.2", label="outliers")
 xx = np.linspace(0, 1, 2)
 ax_f.plot(xx, demo["slope"] * xx + demo["shift"], color="k", lw=2, label="truth")
-for i, label in enumerate(["L2", "Huber H_0.025", "D_{0.025, 40} (KL)", "general α=1, c=0.1", "adaptive"]):
+for i, label in enumerate(["L2", "Huber $H_{0.025}$", "$D_{0.025,40}$ (KL)", "general α=1, c=0.1", "adaptive"]):
     f0 = fits[label][0]
     ax_f.plot(xx, f0.slope * xx + f0.shift, color=color(i), ls="--" if i % 2 else "-", label=label)
 ax_f.set(xlabel="x", ylabel="y", title=f"fits (seed {settings['demo_seeds'][0]})")
-ax_f.legend(fontsize=7, ncol=2)
+ax_f.legend(loc="upper left", bbox_to_anchor=(0.0, -0.22), ncol=2)
 ad = fits["adaptive"][0]
 ax_a.plot(np.linspace(0, demo["epochs"], len(ad.alpha_history)), ad.alpha_history, color=color(4))
-ax_a.set(xlabel="epoch", ylabel="α", title="adaptive loss: learned shape")
+ax_a.set(xlabel="epoch", ylabel="α", title="learned shape")
 fig.tight_layout()
 plt.show()
 
+# %% tags=["hide-input"]
 err = {label: np.mean([line_error(f) for f in fl]) for label, fl in fits.items()}
 best = min(err.values())
 demo_ok = (err["adaptive"] < 0.25 * err["L2"] and err["adaptive"] < 0.02
-           and err["Huber H_0.025"] < 2 * best and err["D_{0.025, 40} (KL)"] < 2 * best
+           and err["Huber $H_{0.025}$"] < 2 * best and err["$D_{0.025,40}$ (KL)"] < 2 * best
            and ad.alpha < 0.5 and ad.scale < demo["noise_sigma"])
-print(f"adaptive α = {ad.alpha:.4f}, c = {ad.scale:.4f}; line errors: "
-      + ", ".join(f"{k}: {v:.4f}" for k, v in err.items()))
+display(Markdown(f"Adaptive loss: learned $\\alpha$ = **{ad.alpha:.4f}**, $c$ = **{ad.scale:.4f}**; "
+                 "line errors: " + ", ".join(f"{k} {v:.4f}" for k, v in err.items()) + " (measured)."))
 assert demo_ok
 
 # %% [markdown]
@@ -319,7 +330,7 @@ assert demo_ok
 # the paper's lower bound and the Huber loss, $D_{c,1/c} \le c^2\rho(x,1,c) \le H_c$; by eq. 21,
 # Barron's $\rho(x, 1, c) \ge D_{c,c}$, i.e. label and prediction scale both equal to $c$.
 
-# %%
+# %% tags=["hide-input"]
 xq = torch.linspace(-60, 60, 20 * settings["grid"] + 1, dtype=F64)
 sandwich, gap = True, {}
 for cq in (0.25, 1.0, 4.0):
@@ -327,11 +338,13 @@ for cq in (0.25, 1.0, 4.0):
     lower, upper = losses.kl_huber(xq, cq, 1 / cq), losses.huber(xq, cq)
     sandwich &= bool(((lower <= ph + 1e-12) & (ph <= upper + 1e-12)).all())
     gap[cq] = ((ph - lower).max().item() / cq**2, (upper - ph).max().item() / cq**2)
-display(md_table(("c", "max (PH − D_{c,1/c})/c²", "max (H_c − PH)/c²"),
+display(md_table(("$c$", "max $(\\mathrm{PH} - D_{c,1/c})/c^2$", "max $(H_c - \\mathrm{PH})/c^2$"),
                  [(cq, f"{g[0]:.4f}", f"{g[1]:.4f}") for cq, g in gap.items()]))
-print(f"D_(c,1/c) <= pseudo-Huber <= H_c on {xq.numel()} points for c in {list(gap)}: {sandwich}")
+display(Markdown(f"$D_{{c,1/c}} \\le$ pseudo-Huber $\\le H_c$ on all {xq.numel():,} grid points for "
+                 f"$c \\in \\{{{', '.join(f'{v:g}' for v in gap)}\\}}$: **{sandwich}** (measured)."))
 assert sandwich
 
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Pseudo-Huber $c^2\\rho(x, 1, c)$ at $c = 1$ between the paper's lower bound $D_{c,1/c}$ and the Huber loss $H_c$, with the upper bound $D_{c/2,1/c}$ (dashed: the bounds); losses left, derivatives right.", "name": "fig-barron-pseudo-huber"}, "image": {"alt": "Two line plots against x from -5 to 5: four nearly overlapping V-shaped losses, pseudo-Huber between the KL lower bound and the Huber loss, and their four S-shaped derivatives."}}
 cq = 1.0
 xp = torch.linspace(-5, 5, settings["grid"], dtype=F64, requires_grad=True)
 curves = {
@@ -340,7 +353,7 @@ curves = {
     "$D_{c,1/c}$ (KL lower bound)": losses.kl_huber(xp, cq, 1 / cq),
     "$D_{c/2,1/c}$ (KL upper bound)": losses.kl_huber(xp, cq / 2, 1 / cq),
 }
-fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(7.0, 3.0))
 for i, (label, v) in enumerate(curves.items()):
     (dv,) = torch.autograd.grad(v.sum(), xp)
     ls = "--" if "bound" in label else "-"
@@ -348,8 +361,8 @@ for i, (label, v) in enumerate(curves.items()):
     ax_d.plot(xp.detach(), dv, color=color(i), ls=ls, label=label)
 ax_l.set(xlabel="x", ylabel="loss", ylim=(0, 4), title="c = 1")
 ax_d.set(xlabel="x", ylabel="derivative", title="derivatives")
-ax_l.legend(fontsize=7)
 fig.tight_layout()
+fig.legend(*ax_l.get_legend_handles_labels(), loc="lower center", ncol=2, bbox_to_anchor=(0.5, 1.0))
 plt.show()
 
 # %% [markdown]
@@ -372,7 +385,7 @@ plt.show()
 # $\alpha$ ({py:func}`klhuber.toy.exact_grid`). With one seed the test-RMSE curves over $\alpha$
 # are flat and noisy, so the best grid $\alpha$ of a single case is only indicative.
 
-# %%
+# %% tags=["hide-input"]
 noises = ["laplace", "logistic", "cauchy"]
 scales = settings["toy_scales"]
 toy_data = toy.make_data(noises, scales, (seed,), n=settings["toy_n"], n_test=16, common_noise=True)
@@ -400,28 +413,30 @@ for i, (nz, sc) in enumerate(cases):
     j = int(h_rmse[i].argmin())
     rows.append((nz, sc, f"{toy_l2.test_rmse[i]:.4f}", f"{h_rmse[i, j]:.4f} (α = {huber_alphas[j]})",
                  f"{toy_ad.test_rmse[i]:.4f}", f"{toy_ad.alpha[i]:.3f}", f"{toy_ad.scale[i]:.3f}"))
-display(md_table(("noise", "scale", "L2 RMSE", "best exact H_α on grid", "adaptive RMSE", "learned α",
-                  "learned c"), rows))
-print(f"toy fits: {toy_seconds:.1f} s ({len(cases)} adaptive fits with {settings['toy_steps']} Adam "
-      f"steps, {len(cases) * len(huber_alphas)} exact Huber fits, N = {settings['toy_n']}); exact "
-      f"solver converged everywhere: {bool(exact.converged.all())}")
+display(md_table(("noise", "scale", "L2 RMSE", "best exact $H_\\alpha$ on grid", "adaptive RMSE",
+                  "learned $\\alpha$", "learned $c$"), rows))
+display(Markdown(f"{len(cases)} adaptive fits with {settings['toy_steps']} Adam steps and "
+                 f"{len(cases) * len(huber_alphas)} exact Huber fits, $N$ = {settings['toy_n']}, in "
+                 f"{toy_seconds:.1f} s; the exact solver converged everywhere: "
+                 f"**{bool(exact.converged.all())}** (measured)."))
 
-fig, (ax_c, ax_a) = plt.subplots(1, 2, figsize=(9.5, 3.4))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The adaptive loss on the toy problem, one seed. Left: the learned scale $c$ (circles) and the best Huber $\\alpha$ of the exact grid (squares) against the noise scale. Right: the learned shape $\\alpha$, smallest for Cauchy noise.", "name": "fig-barron-toy"}, "image": {"alt": "Two log-scale plots against the noise scale for Laplace, logistic and Cauchy noise: the learned scale c rising in proportion to the noise, with the best grid alphas, and the learned shape alpha, nearly flat per noise family."}}
+fig, (ax_c, ax_a) = plt.subplots(1, 2, figsize=(7.0, 3.2))
 for k, nz in enumerate(noises):
     idx = [i for i, (n_, _) in enumerate(cases) if n_ == nz]
     ax_c.plot(scales, toy_ad.scale[idx], "o-", color=color(k), label=f"{nz}: learned c")
     best = [huber_alphas[int(h_rmse[i].argmin())] for i in idx]
-    ax_c.plot(scales, best, "s:", color=color(k), alpha=0.6, label=f"{nz}: best exact H_α (grid)")
+    ax_c.plot(scales, best, "s:", color=color(k), alpha=0.6, label=None)
     ax_a.plot(scales, toy_ad.alpha[idx], "o-", color=color(k), label=nz)
-ax_c.set(xlabel="noise scale", ylabel="c  /  α", xscale="log", yscale="log",
-         title="learned scale vs noise scale")
-ax_c.legend(fontsize=7)
+ax_c.set(xlabel="noise scale", ylabel="c  /  best α", xscale="log", yscale="log",
+         title="learned scale")
 ax_a.set(xlabel="noise scale", ylabel="learned α (shape)", xscale="log", ylim=(0, 2),
-         title="learned shape: heavier tails, smaller α")
-ax_a.legend(fontsize=8)
+         title="learned shape")
+ax_a.legend()
 fig.tight_layout()
 plt.show()
 
+# %% tags=["hide-input"]
 mean_alpha = {nz: float(toy_ad.alpha[[i for i, (n_, _) in enumerate(cases) if n_ == nz]].mean())
               for nz in noises}
 scale_increases = all(
@@ -430,9 +445,11 @@ scale_increases = all(
 ratio = (toy_ad.test_rmse / h_rmse.min(dim=1).values).max().item()
 c_ratio = {nz: [round(float(toy_ad.scale[i]) / sc, 3) for i, (n_, sc) in enumerate(cases) if n_ == nz]
            for nz in noises}
-print(f"mean learned α: { {k: round(v, 3) for k, v in mean_alpha.items()} }; learned c / scale: "
-      f"{c_ratio}; c increases with the noise scale: {scale_increases}; "
-      f"worst adaptive RMSE / best-grid-Huber RMSE: {ratio:.2f}")
+display(md_table(
+    ("noise", "mean learned $\\alpha$", "learned $c$ / noise scale"),
+    [(nz, f"{mean_alpha[nz]:.3f}", ", ".join(f"{v:.3f}" for v in c_ratio[nz])) for nz in noises]))
+display(Markdown(f"$c$ increases with the noise scale for every noise: **{scale_increases}**; worst "
+                 f"adaptive RMSE / best-grid Huber RMSE: **{ratio:.2f}** (measured)."))
 toy_ok = (mean_alpha["cauchy"] < mean_alpha["laplace"] < mean_alpha["logistic"]
           and scale_increases and ratio < 1.5)
 assert toy_ok
@@ -446,9 +463,9 @@ assert toy_ok
 # stays within a factor 1.5 of the best exact Huber fit on the grid (ratio printed above); L2 is
 # far worse under Cauchy noise.
 
-# %%
+# %% tags=["remove-cell"]
 elapsed = time.perf_counter() - t_start
-recorder.record(
+_ = recorder.record(
     "seed003",
     paper=("ρ(x, α, c) with special cases L2 / pseudo-Huber / Cauchy / Geman–McClure / Welsch; "
            "adaptive α; demo: slope 0.7, shift 0.15, σ 0.025, 10 % outliers, Adam 0.01 × 2000"),

@@ -40,7 +40,6 @@ import torch
 from IPython.display import Markdown, display
 from scipy import special
 
-from klhuber.paper_values import related as paper
 from klhuber.plotting import color, use_style
 from klhuber.related import harmonic, symbolic
 from klhuber.scorecard import Recorder
@@ -64,8 +63,13 @@ F64 = torch.float64
 #
 # (harmonic-eq1)=
 # ```{math}
-# \mathcal L_{Har} = (1 + \beta_r)\,\mathrm{CE}(p, y) + (1 + \beta_c)\,\mathcal L(t),
-# \qquad \beta_r = e^{-\mathcal L(t)},\quad \beta_c = e^{-\mathrm{CE}} = p. \tag*{(Harmonic supp., eq. 1)}
+# :nowrap:
+# \begin{equation}
+# \begin{aligned}
+# \mathcal L_{Har} &= (1 + \beta_r)\,\mathrm{CE}(p, y) + (1 + \beta_c)\,\mathcal L(t),\\
+# \beta_r &= e^{-\mathcal L(t)},\quad \beta_c = e^{-\mathrm{CE}} = p.
+# \end{aligned} \tag*{(supp. eq. 1)}
+# \end{equation}
 # ```
 #
 # **What is detached.** The supplement's gradients (eq. 2–5 and eq. 10) differentiate *through*
