@@ -51,4 +51,6 @@ device tool call (one call; it returns manifest.json, results.tar.gz, logs.tar.g
   command:   KLHUBER_GIT_COMMIT=$COMMIT bash benchmarks/gpu_session.sh --budget $BUDGET
   carry:     $CARRY
   timeout_s: $TIMEOUT
+first the device tool's status: budget_left_s must cover timeout_s plus the machine's start
+(minutes); if it does not, pass a smaller --budget (the steps' limits shrink with it).
 EOF

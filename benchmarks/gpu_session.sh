@@ -15,6 +15,13 @@
 #   toy_resume.tar.gz        (only if the toy grid stopped early) .gpu-resume/toy/... checkpoints
 #   detection_resume.tar.gz  (only if a detection run was interrupted) .gpu-resume/detection/...
 #
+# Step limits (share of the budget; time a step leaves unused goes to the later ones; at 540 s):
+# check_image 120 s, install_wheels 60 s, pytest_cuda 18% (97 s), bench_losses 11% (59 s),
+# bench_detection 15% (81 s), bench_toy 10% (54 s), detect_amp 9% (48 s), toy_full 28% (151 s,
+# no new GD chunk after 3/4 of it), detection: the rest (no new run later than
+# KLHUBER_GPU_DET_RUN_S before its end); 25 s are kept for packing.  A step past its limit gets
+# SIGTERM (detection runs write a checkpoint), then SIGKILL 15 s later.
+#
 # Usage (see README, "GPU session"; benchmarks/gpu_prepare.sh prints the exact device call):
 #   bash benchmarks/gpu_session.sh [--budget SECONDS]        # on the device machine, default 540
 #   bash benchmarks/gpu_session.sh --dry-run [--budget S]    # CPU, tiny sizes, no CUDA needed
@@ -45,7 +52,7 @@ while [ $# -gt 0 ]; do
     --python) PY="${2:?--python needs a value}"; shift ;;
     --skip) SKIP_STEPS="$SKIP_STEPS${2:?--skip needs a value},"; shift ;;
     --skip=*) SKIP_STEPS="$SKIP_STEPS${1#*=}," ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "gpu_session.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -344,7 +351,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # 4. the detection engine's AMP (bf16) on CUDA: train + evaluate both architectures briefly
 if [ "$ABORT" = 0 ] && [ "$HAVE_COCO" = 1 ]; then
-  step_limit 7
+  step_limit 9
   if [ "$DRY_RUN" = 1 ]; then AMP=none AMP_ITERS=2 AMP_ARCHS=retinanet AMP_N="16 8" AMP_W=0
   else AMP=bf16 AMP_ITERS=40 AMP_ARCHS="retinanet fasterrcnn" AMP_N="64 16" AMP_W=4; fi
   export PY WORK RES DEV AMP AMP_ITERS AMP_ARCHS AMP_N AMP_W
@@ -379,7 +386,7 @@ elif [ "$ABORT" = 0 ]; then
     cp -r "$REPO/.gpu-resume/toy/checkpoints/$TOY_PROFILE" "$TOY_OUT/checkpoints/"
     echo "resuming the toy grid from .gpu-resume/toy/checkpoints/$TOY_PROFILE"
   fi
-  step_limit 30
+  step_limit 28
   # start no new GD chunk in the last quarter (a chunk, the summary and the figures follow)
   TOY_STOP=$((LIMIT - LIMIT / 4 - 10)); [ "$TOY_STOP" -ge 1 ] || TOY_STOP=1
   run toy_full "$PY" -m klhuber toy --profile "$TOY_PROFILE" --device "$DEV" --out "$TOY_OUT" \
