@@ -333,7 +333,7 @@ if [ "$ABORT" = 0 ]; then
   step_limit 15
   if [ "$DRY_RUN" = 1 ]; then
     run bench_detection "$PY" benchmarks/bench_detection.py --no-cuda --repeats 1 --warmup 0 \
-        --arch retinanet --preset experiment_c --threads 1 --json "$RES/benchmarks/bench_detection_$DEV.json"
+        --arch retinanet --backbone convnet4_fpn --preset experiment_c --threads 1 --json "$RES/benchmarks/bench_detection_$DEV.json"
   else  # the CPU rows come first (64 px, batch 2), then the CUDA rows (128 px, batch 16, bf16)
     run bench_detection "$PY" benchmarks/bench_detection.py --repeats 12 --threads 8 \
         --json "$RES/benchmarks/bench_detection_$DEV.json"
