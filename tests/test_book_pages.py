@@ -94,3 +94,15 @@ def test_the_build_fails_on_a_page_a_reader_should_not_see(tmp_path):
     (paths.html / "book" / "nb" / "a.html").write_text(_page(_output("TqdmWarning")))
     with pytest.raises(book.BookError, match="book/nb/a: a cell output shows a warning"):
         book._check_reader_view(paths)
+
+
+def test_the_books_own_css_is_staged_at_the_site_root(tmp_path):
+    (tmp_path / "book" / "_static").mkdir(parents=True)
+    (tmp_path / "book" / "_static" / "klhuber.css").write_text("code { white-space: normal; }\n")
+    (tmp_path / "book" / "intro.md").write_text("# Intro\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\n")
+    (tmp_path / "_config.yml").write_text("title: t\n")
+    paths = book.BookPaths(root=tmp_path, output=tmp_path / "out")
+    site = book.stage_site(paths)
+    assert (site / "_static" / "klhuber.css").is_file()  # Jupyter Book links every .css there
+    assert not (site / "book" / "_static").exists()
