@@ -411,8 +411,8 @@ for k, (iou, stage_name) in enumerate(((0.7, "RPN positive (IoU ≥ 0.7)"),
                  f"{1 / low:.3f}"])
 ax_t.set(xlabel="$r = w^*/w_a$", ylabel="target", title="width targets")
 ax_e.set(xlabel="$r = w^*/w_a$", ylim=(0, 2.6), title="error of the approximation")
-ax_t.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=1)
-ax_e.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncol=1)
+ax_t.legend(loc="upper left", bbox_to_anchor=(0.0, -0.3), ncol=1)
+ax_e.legend(loc="upper left", bbox_to_anchor=(0.0, -0.3), ncol=1)
 fig.tight_layout()
 plt.show()
 

@@ -129,7 +129,8 @@ for i, alpha in enumerate(settings["alphas"]):
     pdf = np.exp(-klhuber.huber(x, alpha).cpu().numpy()) / huber_normaliser(alpha)
     ax_density.plot(xs, pdf, color=color(i), label=f"α = {alpha}")
 ax_density.plot(xs, np.exp(-np.abs(xs)) / 2, color="0.6", ls=":", label="Laplace(0, 1)")
-ax_density.set(xlim=(-4, 4), xlabel="residual x", ylabel="density", title="Huber density $e^{-H_α}/Z_α$")
+ax_density.set(xlim=(-4, 4), ylim=(0, 0.62), xlabel="residual x", ylabel="density",
+               title="Huber density $e^{-H_α}/Z_α$")
 ax_density.legend()
 fig.tight_layout()
 plt.show()

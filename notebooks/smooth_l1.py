@@ -74,9 +74,12 @@ t_start = time.perf_counter()
 #
 # (smooth-l1-beta)=
 # ```{math}
+# :nowrap:
+# \begin{equation}
 # \mathrm{SmoothL1}_\beta(x) = \begin{cases} \tfrac{1}{2\beta} x^2, & |x| < \beta,\\
 #   |x| - \tfrac12\beta, & \text{otherwise,} \end{cases}
 # \qquad\text{so}\qquad \mathrm{SmoothL1}_\beta = \frac{H_\beta}{\beta} \tag{i}
+# \end{equation}
 # ```
 #
 # with the Huber loss $H_\beta$ of eq. 4 — the slides' "Huber = β (S-L1)". We check it
@@ -133,7 +136,7 @@ for i, b in enumerate([0.5, 1.0, 2.0, 5.0]):
     ax_b.plot(xw.detach(), losses.kl_huber_derivative(xw.detach(), b, 1.0), color=color(i), ls=":",
               label=None)
 ax_b.set(xlabel="x", title="Smooth L1$_β$ and $D_{β,1}$")
-ax_b.legend(loc="lower right", handlelength=1.2)
+ax_b.legend(loc="upper left", handlelength=1.2)
 fig.tight_layout()
 plt.show()
 xd = xs.detach()
@@ -298,8 +301,8 @@ _ = recorder.record(
     "seed002",
     paper=(f"Smooth L1 with β = {paper.SMOOTH_L1['default_beta']:g}; '{paper.SMOOTH_L1['question']}'; "
            "PyTorch's beta form; derivatives of L1, L2, Smooth L1"),
-    ours=(f"smooth_l1(β) == F.smooth_l1_loss == H_β/β (≤ 4e-16) for β in {betas}; "
-          f"D_(β,1) ≤ SmoothL1_β ≤ D_(β/2,1); toy best β: "
+    ours=(f"smooth_l1(β) == F.smooth_l1_loss == H_β/β (≤ 4e-16) for β = "
+          f"{', '.join(f'{b:.4g}' for b in betas)}; D_{{β,1}} ≤ SmoothL1_β ≤ D_{{β/2,1}}; toy best β: "
           + ", ".join(f"{nz} {sc}→{best_beta[(nz, sc)]}" for nz, sc in cases)),
     status="verified",
     check=bool(identity_ok and slides_ok and slides_derivatives_ok and sandwich_ok and grows
