@@ -294,7 +294,7 @@ for i, label in enumerate(["L2", "Huber $H_{0.025}$", "$D_{0.025,40}$ (KL)", "ge
     f0 = fits[label][0]
     ax_f.plot(xx, f0.slope * xx + f0.shift, color=color(i), ls="--" if i % 2 else "-", label=label)
 ax_f.set(xlabel="x", ylabel="y", title=f"fits (seed {settings['demo_seeds'][0]})")
-ax_f.legend(loc="upper left", bbox_to_anchor=(0.0, -0.22), ncol=2)
+ax_f.legend(loc="upper left", bbox_to_anchor=(0.0, -0.3), ncol=2)
 ad = fits["adaptive"][0]
 ax_a.plot(np.linspace(0, demo["epochs"], len(ad.alpha_history)), ad.alpha_history, color=color(4))
 ax_a.set(xlabel="epoch", ylabel="α", title="learned shape")
