@@ -30,6 +30,13 @@ maximum relative error of value and derivative is below 5 eps in float64 and 3 e
 under :class:`torch.autocast` the loss is computed and returned in float32, as torch does for its
 regression losses.
 
+Extreme scales (subnormal, below the dtype's range, huge or infinite :math:`\alpha`, :math:`\beta`)
+give no NaN: where :math:`1/\alpha` or :math:`1/\beta` is not a normal number of the dtype the
+kernels divide (in float64) instead of multiplying by the reciprocal, and they return the limits:
+:math:`D = 0` at :math:`x = 0` for every scale, :math:`D \to 0` as :math:`\alpha \to \infty` or
+:math:`\beta \to \infty`, the L1 limit for an :math:`\alpha` that rounds to 0, and ``inf`` where
+the value overflows.  Moderate scalar scales keep the fast paths unchanged.
+
 .. rubric:: Implementations (``impl=``)
 
 ``"default"``
@@ -270,13 +277,33 @@ def _recip_fits(p: float, dtype: torch.dtype) -> bool:
     return p * torch.finfo(dtype).max >= 1.0
 
 
+def _recip_normal(p: float, dtype: torch.dtype) -> bool:
+    """Whether 1/p of a positive number is a finite normal number in ``dtype``."""
+    fi = torch.finfo(dtype)
+    inv = 1.0 / p
+    return fi.smallest_normal <= inv <= fi.max
+
+
 def _div(t: Tensor, p: ParamLike) -> Tensor:
-    """t / p for a positive scale: a multiplication by the reciprocal where that is finite in
-    t's dtype (the fast path, as before), a true division for tensors and subnormal scales
-    (where 1/p overflows and 0 * inf would give NaN)."""
+    """t / p for a positive scale: a multiplication by the reciprocal where that is a normal
+    number in t's dtype (the fast path, as before), a true division for tensors, and
+    :func:`_div_tiny` for extreme numbers (where 1/p overflows or underflows, and 0 * inf or
+    inf * 0 would give NaN)."""
     if isinstance(p, Tensor):
         return t / p
-    return t * (1.0 / p) if _recip_fits(p, t.dtype) else t / p
+    if _recip_normal(p, t.dtype):
+        return t * (1.0 / p)
+    return _div_tiny(t, p)
+
+
+def _div_tiny(t: Tensor, p: float) -> Tensor:
+    """t / p for a positive number that is extreme for t's dtype: divided in float64, where p
+    is exact (float32 may round it to 0 or inf), and exactly 0 at t = 0, also in the gradient
+    (where 0 * inf would be NaN)."""
+    zero = t == 0
+    t_safe = torch.where(zero, torch.ones_like(t), t)
+    q = t_safe / p if t.dtype == torch.float64 else (t_safe.double() / p).to(t.dtype)
+    return torch.where(zero, t * 0, q)
 
 
 def _neg_u(a: Tensor, alpha: ParamLike) -> Tensor:
@@ -287,9 +314,10 @@ def _neg_u(a: Tensor, alpha: ParamLike) -> Tensor:
         return torch.where(a == 0, torch.zeros((), dtype=a.dtype, device=a.device), nu)
     alpha = _effective_scalar(alpha, a.dtype)
     if alpha == 0:
-        return torch.where(a == 0, 0.0, -math.inf) + a * 0  # keeps NaN of a
-    if not _recip_fits(alpha, a.dtype):  # subnormal alpha: 1/alpha overflows, 0 * inf = NaN
-        return torch.where(a == 0, 0.0, a / -alpha)
+        nu = torch.where(a == 0, 0.0, -math.inf).to(a.dtype)
+        return torch.where(torch.isnan(a), a, nu)  # keeps NaN of a (and inf stays -inf)
+    if not _recip_normal(alpha, a.dtype):  # 1/alpha over- or underflows: 0 * inf = NaN
+        return -_div_tiny(a, alpha)
     return a * (-1.0 / alpha)
 
 
@@ -764,17 +792,26 @@ def _second_derivative_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Te
     """d2D/dx2 = e^{-|x|/alpha}/(alpha beta) (Appendix B); the L1 limit alpha = 0 gives 0 for
     x != 0 and +inf at x = 0."""
     a = x.abs()
+    if not isinstance(beta, Tensor) and math.isinf(beta):  # the limit beta -> inf: 0
+        return torch.where(torch.isnan(a), a, torch.zeros_like(a))
     if isinstance(alpha, Tensor):
         pos = alpha > 0
         safe = torch.where(pos, alpha, torch.ones_like(alpha))
         val = _div(torch.exp(-a / safe) / safe, beta)
-        limit = torch.where(a == 0, math.inf, 0.0).to(val.dtype) + a * 0
-        return torch.where(pos, val, limit)
-    alpha = _effective_scalar(alpha, x.dtype)
-    if alpha == 0:
-        return torch.where(a == 0, math.inf, 0.0).to(x.dtype) + a * 0 / beta
-    # (e^{-u}/alpha)/beta: 0 where e^{-u} underflows, never 0/0 or 0 * inf (subnormal scales)
-    return _div(_div(torch.exp(_neg_u(a, alpha)), alpha), beta)
+        limit = torch.where(a == 0, math.inf, 0.0).to(val.dtype)
+        limit = torch.where(torch.isnan(a), a, limit)  # keeps NaN of a
+        out = torch.where(pos, val, limit)
+    else:
+        alpha = _effective_scalar(alpha, x.dtype)
+        if alpha == 0:
+            val = torch.where(a == 0, math.inf, 0.0).to(x.dtype)
+            return torch.where(torch.isnan(a), a, val)  # keeps NaN of a
+        # (e^{-u}/alpha)/beta: 0 where e^{-u} underflows, never 0/0 or 0 * inf (subnormal
+        # scales)
+        out = _div(_div(torch.exp(_neg_u(a, alpha)), alpha), beta)
+    if isinstance(beta, Tensor):
+        out = torch.where(torch.isinf(beta) & ~torch.isnan(a), torch.zeros_like(out), out)
+    return out
 
 
 def _dalpha_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
@@ -796,12 +833,24 @@ def _dalpha_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+def _div_exact(t: Tensor, p: ParamLike) -> Tensor:
+    """t / p; for a positive Python number that rounds to 0 in t's dtype, the limit (0 at
+    t = 0, +-inf elsewhere) instead of 0/0."""
+    if isinstance(p, Tensor):  # exactly 0 at t = 0, also in the gradient (subnormal p)
+        return torch.where(t == 0, t * 0, t / p)
+    if not _recip_normal(p, t.dtype):
+        return _div_tiny(t, p)
+    return t / p
+
+
 def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     """Eq. 16 with plain tensor operations, safe for autograd in every branch."""
     t, coeffs = _PHI[x.dtype]
     a = x.abs()
-    if not isinstance(alpha, Tensor) and alpha == 0:
-        return a / beta
+    if not isinstance(alpha, Tensor):
+        alpha = _effective_scalar(alpha, x.dtype)
+        if alpha == 0:
+            return _div_exact(a, beta)
     if isinstance(alpha, Tensor):
         pos = alpha > 0
         safe_alpha = torch.where(pos, alpha, torch.ones_like(alpha))
@@ -811,9 +860,27 @@ def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     small = u < t
     us = torch.where(small, u, torch.zeros_like(u))
     ul = torch.where(small, torch.full_like(u, t), u)
-    ab = a / beta
+    ab = _div_exact(a, beta)
     val_small = ab * (us * _horner(-us, coeffs))  # alpha u^2 phi(u) / beta
-    val_large = ab + (safe_alpha / beta) * torch.expm1(-ul)
+    tensors = isinstance(alpha, Tensor) or isinstance(beta, Tensor)
+    if tensors:
+        ratio = safe_alpha / beta
+        ok = torch.isfinite(ratio)
+        val_large = torch.where(ok, ab + ratio * torch.expm1(-ul), ratio * (ul + torch.expm1(-ul)))
+        # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
+        ab_s = torch.where(us == 0, torch.zeros_like(ab), ab)
+        val_small = ab_s * (us * _horner(-us, coeffs))
+    elif _moderate(alpha, beta, x.dtype):
+        val_large = ab + (safe_alpha / beta) * torch.expm1(-ul)
+    else:  # extreme scalars: no inf - inf, no 0 * inf; alpha = inf gives the limit 0
+        ratio = alpha / beta
+        if ratio <= torch.finfo(x.dtype).max:
+            val_large = ab + ratio * torch.expm1(-ul)
+        else:  # (alpha/beta) g(u), inf where alpha/beta overflows
+            val_large = ratio * (ul + torch.expm1(-ul))
+        # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
+        ab_s = torch.where(us == 0, torch.zeros_like(ab), ab)
+        val_small = ab_s * (us * _horner(-us, coeffs))
     val = torch.where(small, val_small, val_large)
     if pos is not None:
         val = torch.where(pos, val, ab)
@@ -1069,8 +1136,9 @@ def _huber_bounds_direct(x: Tensor, alpha: ParamLike) -> tuple[Tensor, Tensor]:
     pos = al > 0
     al_safe = torch.where(pos, al, torch.ones_like(al))
     results = []
+    infinite = torch.isinf(al_safe)  # alpha = inf: u = 0 (not inf/inf at |x| = inf)
     for k, half in ((1.0, 1.0), (2.0, 0.5)):
-        u = k * (a / al_safe)
+        u = torch.where(infinite, torch.zeros_like(a), k * (a / al_safe))
         small = u < t
         us = torch.where(small, u, torch.zeros_like(u))
         ul = torch.where(small, torch.full_like(u, t), u)
