@@ -137,7 +137,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="alpha"):
         B.nll(1.0, -0.5, 1.0)
     with pytest.raises(ValueError, match="alpha"):
-        B.log_partition(3.5)
+        B.log_partition(-0.5)  # (issue 17: every alpha >= 0 is now supported, 3.5 included)
     with pytest.raises(ValueError, match="alpha_lo"):
         B.AdaptiveLoss(alpha_lo=-1.0)
     with pytest.raises(ValueError, match="scale_lo"):
