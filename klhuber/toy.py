@@ -1011,7 +1011,10 @@ def gd_grid(
     atomically under a key of all inputs and reused on a re-run (resume).  With ``deadline`` (a
     :func:`time.monotonic` value) no chunk starts after it: :class:`StoppedEarly` is raised.
     """
-    from tqdm.auto import tqdm
+    if progress:  # the notebook-aware bar only when one is shown (no widget warnings)
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
     from klhuber.results import atomic_write_bytes
 
@@ -1403,7 +1406,10 @@ def exact_grid(
     finished by an LP-certified vertex (``_l1_irls``), and the fits it leaves uncertified by
     linear programming with HiGHS (alphas are ignored for both).
     """
-    from tqdm.auto import tqdm
+    if progress:  # the notebook-aware bar only when one is shown (no widget warnings)
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
     _check_loss(loss)
     alphas = _check_positive_grid(alphas, "alphas")

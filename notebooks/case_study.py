@@ -474,8 +474,9 @@ display(md_table(
 covered = {axis: fit.low < true_edge < fit.high
            for axis, fit in (("x", estimate.edge_x), ("y", estimate.edge_y))}
 relative_error = max(abs(fit.scale / true_edge - 1) for fit in (estimate.edge_x, estimate.edge_y))
-print(f"largest relative error of the edge scales: {relative_error:.2%}; "
-      f"true value inside the bootstrap interval: {covered}")
+print(f"largest relative error of the edge scales: {relative_error:.2%}; true value inside "
+      "the bootstrap interval: " + ", ".join(f"{axis} edges {'yes' if inside else 'no'}"
+                                            for axis, inside in covered.items()))
 assert relative_error < 0.05
 
 # %% [markdown]

@@ -200,7 +200,7 @@ assert sandwich_ok, "the bounds of eq. (ii) fail on the grid"
 # is also fitted with Smooth L1 itself by Adam ({py:func}`klhuber.related.barron.fit_polynomial`:
 # least-absolute-deviation start, one cosine-decayed learning rate), on a fresh noise-free test set.
 
-# %%
+# %% tags=["hide-input"]
 beta_grid = [0.01, 0.03, 0.1, 0.3, 1.0, 2.0, 5.0]
 seeds = tuple(range(seed, seed + settings["toy_seeds"]))
 toy_data = toy.make_data(settings["toy_noises"], settings["toy_scales"], seeds, n=settings["toy_n"])
@@ -237,16 +237,6 @@ print(f"exact sweep: {len(cases) * len(beta_grid)} (noise, β) × {len(seeds)} s
       f"Adam on SmoothL1_β (seed {seed}, {len(B)} fits, {settings['toy_steps']} steps, "
       f"{adam_seconds:.1f} s) vs exact minimisers: max relative RMSE difference {adam_vs_exact:.1%}")
 
-fig, ax = plt.subplots(figsize=(5.5, 3.6))
-for k, nz in enumerate(settings["toy_noises"]):
-    sc_list = [sc for (n_, sc) in cases if n_ == nz]
-    ax.plot(sc_list, [best_beta[(nz, sc)] * (1.06 ** k) for sc in sc_list], "os^"[k % 3] + "-",
-            color=color(k), label=f"{nz} (offset ×{1.06 ** k:.2f} for visibility)" if k else nz)
-ax.plot(settings["toy_scales"], settings["toy_scales"], color="0.6", ls=":", label="β = noise scale")
-ax.set(xscale="log", yscale="log", xlabel="noise scale", ylabel="best β on the grid",
-       title="Smooth L1: best β on the grid against the noise scale")
-ax.legend(fontsize=8)
-plt.show()
 
 grows = all(
     best_beta[(nz, settings["toy_scales"][-1])] > best_beta[(nz, settings["toy_scales"][0])]
@@ -258,6 +248,17 @@ beta5_bad = (all(rmse[i, i5] > rmse[i].min() for i in range(len(cases)))
 print(f"best β larger at the largest noise scale than at the smallest, for every noise: {grows}; "
       f"β = 5 worse than the best β in every case, by at least 10 % under Cauchy noise: {beta5_bad}")
 assert grows and beta5_bad and adam_vs_exact < 0.05
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Smooth L1 on the toy problem: the best $\\beta$ of the grid (lowest seed-averaged test RMSE of the exact minimiser) against the noise scale, per noise family; dotted, $\\beta$ equal to the noise scale.", "name": "fig-smooth-l1-best-beta"}, "image": {"alt": "Log-log plot of the best beta on the grid against the noise scale for each noise family, with the diagonal beta equals noise scale."}}
+fig, ax = plt.subplots(figsize=(7.0, 3.8))
+for k, nz in enumerate(settings["toy_noises"]):
+    sc_list = [sc for (n_, sc) in cases if n_ == nz]
+    ax.plot(sc_list, [best_beta[(nz, sc)] * (1.06 ** k) for sc in sc_list], "os^"[k % 3] + "-",
+            color=color(k), label=f"{nz} (offset ×{1.06 ** k:.2f} for visibility)" if k else nz)
+ax.plot(settings["toy_scales"], settings["toy_scales"], color="0.6", ls=":", label="β = noise scale")
+ax.set(xscale="log", yscale="log", xlabel="noise scale", ylabel="best β on the grid")
+ax.legend(fontsize=9, frameon=False)
+plt.show()
 
 # %% [markdown]
 # On this problem the answer to "can I use 2 or 5?" is: not unless the labels are that noisy —

@@ -6,7 +6,7 @@ layers per stage, each stage halving the resolution) under torchvision's
 :class:`~torchvision.ops.FeaturePyramidNetwork`.  On 64-px images it gives feature maps of
 stride 4, 8, 16 and 32 (16x16 down to 2x2), enough for objects of 8-48 px;
 :func:`convnet4_anchor_generator` gives anchors matched to those strides for both
-architectures.  It is offered by :func:`klhuber.detection.build_model` as
+architectures.  It is offered by :func:`klhuber.detection.models.build_model` as
 ``backbone="convnet4_fpn"``.
 
 Measured on two CPU cores (2026-12, torch 2.14, 64-px synthetic shapes, batch 16):
