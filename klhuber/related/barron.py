@@ -720,6 +720,16 @@ class AdaptiveLoss(nn.Module):
     scale_init`` fixes c. Defaults follow the reference implementation: α ∈ (0.001, 1.999)
     starting at 1, c ≥ 1e-5 starting at 1. The residual's last dimension must be ``num_dims``
     (or 1, broadcast).
+
+    What is learned, and why it has a finite minimiser: α and c minimise the negative
+    log-likelihood :math:`\rho(x, \alpha, c) + \log c + \log Z(\alpha)` *including* its
+    normalising terms. Without them the loss would decrease without bound as c grows; with
+    them the expected NLL tends to :math:`+\infty` both as :math:`c \to 0` (the
+    :math:`\rho` term) and as :math:`c \to \infty` (the :math:`\log c` term), so its
+    minimiser in c is finite, and α lives in the closed interval
+    :math:`[\alpha_{lo}, \alpha_{hi}]` (any finite :math:`\alpha_{hi}`; log Z is available for
+    every α ≥ 0). The latent 0 gives exactly ``alpha_lo + (alpha_hi - alpha_lo)/2`` (rounded
+    to the dtype) when ``alpha_init`` is not given.
     """
 
     def __init__(self, num_dims: int = 1, alpha_lo: float = 0.001, alpha_hi: float = 1.999,
