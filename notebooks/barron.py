@@ -181,10 +181,11 @@ assert monotone_alpha and monotone_x and abs(saturation - 1) < 1e-9
 # $\alpha \ge 0$ (for $\alpha < 0$ the loss is bounded and $e^{-\rho}$ is not integrable). The
 # adaptive loss is its negative log-likelihood $\rho + \log c + \log Z(\alpha)$: minimising it
 # over $\alpha$ cannot simply lower $\alpha$, because $Z(\alpha)$ grows as the tails get heavier.
-# $Z$ has closed forms only at $\alpha = 0$ ($\pi\sqrt2$, Cauchy) and $2$ ($\sqrt{2\pi}$,
-# Gaussian). {py:func}`klhuber.related.barron.log_partition` tabulates it by quadrature on
-# $[0, 3]$ at first use (about a second, no data file) and interpolates with a cubic Hermite
-# spline after removing the non-smooth term $\tfrac14(\alpha-2)\log|\alpha-2|$ at $\alpha = 2$.
+# $Z$ has closed forms at $\alpha = 0$ ($\pi\sqrt2$, Cauchy), $1$ ($2e\,K_1(1)$), $2$
+# ($\sqrt{2\pi}$, Gaussian) and $\infty$. {py:func}`klhuber.related.barron.log_partition`
+# tabulates it by quadrature at first use (about a second, no data file) on $[0, 3]$ and, in
+# $1/\alpha$, beyond 3 up to $\alpha = \infty$, and interpolates with cubic Hermite splines after
+# removing the non-smooth term $\tfrac14(\alpha-2)\log|\alpha-2|$ at $\alpha = 2$.
 
 # %% tags=["hide-input"]
 t0 = time.perf_counter()
