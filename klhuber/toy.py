@@ -61,8 +61,12 @@ test MSE (``curve_best``, with a 68% bootstrap interval over seeds) and the per-
 Profiles (:data:`PROFILES`).  ``quick`` (the book on 2 CPU cores): the three paper families,
 4 scales, 3 seeds, 11 :math:`\alpha`, 3 learning rates, 150 iterations, GD for :math:`H_\alpha`
 only.  ``full``: five families, 12 scales in [0.25, 3], 10 seeds, 40 :math:`\alpha` in
-[0.01, 30], learning rates 1-256, 2,000 iterations, GD for every loss plus GD on the raw
-monomials; about 3 minutes on one H100 (``klhuber toy --profile full --device cuda``).
+[0.01, 30], 2,000 iterations, GD for every loss plus GD on the raw monomials, with three
+learning rates per alpha relative to the loss curvature at that alpha (0.25, 1, 1.8 times
+:math:`1/\lambda_{\max}(H_\alpha)`; the reasons are in :class:`ToyConfig`).  On 2 CPU cores the
+fused float32 kernel and early retirement of converged runs (:func:`gd_grid`) make it about
+20 minutes of wall time when the cores are free (88 minutes measured with other jobs sharing
+them): ``OMP_NUM_THREADS=1 klhuber toy --profile full --device cpu [--stop-after-s S]``.
 """
 
 from __future__ import annotations
