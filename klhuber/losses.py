@@ -57,6 +57,7 @@ the value overflows.  Moderate scalar scales keep the fast paths unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
@@ -224,7 +225,25 @@ def _check_pair(input: Any, target: Any) -> tuple[Tensor, Tensor]:
     return input, target
 
 
+def _autocast_available(device_type: str) -> bool:
+    """Whether :class:`torch.autocast` knows ``device_type`` (not e.g. ``"meta"``)."""
+    available = getattr(getattr(torch, "amp", None), "is_autocast_available", None)
+    if available is None:  # pragma: no cover - torch < 2.4
+        return device_type in ("cpu", "cuda", "xpu", "mps", "hpu", "xla")
+    return bool(available(device_type))
+
+
+def _autocast_off(device_type: str) -> Any:
+    """``torch.autocast(device_type, enabled=False)``, or a no-op context for devices autocast
+    does not know (meta tensors: shapes and dtypes only, as torch functions give)."""
+    if _autocast_available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _autocast_enabled(device_type: str) -> bool:
+    if not _autocast_available(device_type):
+        return False
     try:
         return bool(torch.is_autocast_enabled(device_type))
     except TypeError:  # pragma: no cover - torch < 2.4 signature
@@ -920,7 +939,7 @@ def _dispatch(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: Para
     input, target, alpha, beta, out_dtype = _prepare(input, alpha, beta, target)
     if input.dtype not in _PHI:  # pragma: no cover - _prepare guarantees f32/f64
         raise TypeError(f"unsupported dtype {input.dtype}")
-    with torch.autocast(device_type=input.device.type, enabled=False):
+    with _autocast_off(input.device.type):
         if impl == "default":
             want_d = (torch.is_grad_enabled()
                       and (input.requires_grad or (target is not None and target.requires_grad))
@@ -1030,7 +1049,7 @@ def kl_huber_derivative(x: Tensor, alpha: ParamLike, beta: ParamLike = 1.0,
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
     xw, _, a_, b_, out_dtype = _prepare(x, alpha, beta)
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with _autocast_off(x.device.type):
         if order == 1:
             out = _deriv_fn().apply(xw, a_, b_)
         else:
@@ -1049,7 +1068,8 @@ def laplace_kl(loc_p: Tensor | float, scale_p: ParamLike, loc_q: Tensor | float,
     :math:`q = \mathrm{Laplace}(\mu_2, b_2)`.  Written as
     :math:`D_{b_1,b_2}(\mu_1 - \mu_2) + (r - 1 - \log r)` with :math:`r = b_1/b_2` (eq. 16 plus
     the constant terms), so it is accurate when the two distributions are close.  All four
-    arguments broadcast and are differentiable; scales must be positive.
+    arguments broadcast and are differentiable (shapes that do not broadcast raise
+    ``ValueError``); scales must be positive.
     """
     tensors = [v for v in (loc_p, scale_p, loc_q, scale_q) if isinstance(v, Tensor)]
     dtype = torch.get_default_dtype()
@@ -1067,6 +1087,12 @@ def laplace_kl(loc_p: Tensor | float, scale_p: ParamLike, loc_q: Tensor | float,
             args[name] = torch.tensor(float(v), dtype=dtype, device=device)
         else:
             raise TypeError(f"{name} must be a real number or a tensor, got {type(v).__name__}")
+    try:
+        torch.broadcast_shapes(*(a.shape for a in args.values()))
+    except RuntimeError:
+        shapes = ", ".join(f"{k} {tuple(a.shape)}" for k, a in args.items())
+        raise ValueError(f"loc_p, scale_p, loc_q and scale_q must have shapes that broadcast "
+                         f"together; got {shapes}") from None
     for name in ("scale_p", "scale_q"):
         s = args[name]
         if _can_inspect(s) and s.numel() > 0 and bool(~(s > 0).all()):
@@ -1293,6 +1319,33 @@ class KLHuberLoss(nn.Module):
                 f"impl={self.impl!r}, objective={self.objective!r}")
 
 
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    """A parameter shape: an int or a sequence of positive ints (``()`` for one scalar)."""
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of positive ints, got "
+                        f"{type(shape).__name__}") from None
+    for d in dims:
+        if not isinstance(d, numbers.Integral) or isinstance(d, bool):
+            raise TypeError(f"shape must be a tuple of positive ints, got {shape!r}")
+        if d < 1:
+            raise ValueError(f"shape must be a tuple of positive ints (each >= 1), got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def _check_representable(value: float, name: str, dtype: torch.dtype) -> None:
+    """An initial scale must be finite and nonzero once stored in ``dtype``."""
+    fi = torch.finfo(dtype)
+    tiny = fi.smallest_normal * fi.eps  # the smallest subnormal
+    v = float(value)
+    if not (v <= fi.max and float(torch.tensor(v, dtype=dtype)) > 0):
+        raise ValueError(f"{name} must be in [{tiny:.3g}, {fi.max:.3g}], the positive finite "
+                         f"range of the module's dtype {dtype} (the default dtype), got {value!r}")
+
+
 def _inv_softplus(v: Tensor) -> Tensor:
     # log(expm1(v)), stable for large v
     return v + torch.log(-torch.expm1(-v))
@@ -1339,10 +1392,11 @@ class AdaptiveKLHuberLoss(nn.Module):
     Parameters
     ----------
     alpha, beta:
-        Initial scales (> 0).
+        Initial scales (> 0, and finite and nonzero in the default dtype, in which the
+        parameters are created).
     shape:
-        Shape of the parameters, broadcast against the input (e.g. ``(4,)`` for one scale per
-        box coordinate).
+        Shape of the parameters, a tuple of positive ints broadcast against the input (e.g.
+        ``(4,)`` for one scale per box coordinate).
     learn_alpha, learn_beta:
         Which scales are :class:`~torch.nn.Parameter`\ s (the others are buffers).
     """
@@ -1362,9 +1416,12 @@ class AdaptiveKLHuberLoss(nn.Module):
             self.objective = "d"
         else:
             self.objective = _resolve_objective(objective, learn_alpha, learn_beta)
+        shape = _check_shape(shape)
+        dtype = torch.get_default_dtype()
         for name, value, learn in (("alpha", alpha, learn_alpha), ("beta", beta, learn_beta)):
             _check_param(value, name, torch.zeros(()), allow_zero=False)
-            raw = _inv_softplus(torch.full(tuple(shape), float(value)))
+            _check_representable(value, name, dtype)
+            raw = _inv_softplus(torch.full(shape, float(value), dtype=dtype))
             if learn:
                 setattr(self, f"raw_{name}", nn.Parameter(raw))
             else:

@@ -234,3 +234,117 @@ def test_train_config_ranges(value, which):
           "weight_decay": lambda v: _real(v) and 0 <= v < math.inf}[which]
     assume(not ok(value))
     _expect_named_error(lambda: TrainConfig(**{which: value}), which)
+
+
+# ------------------------------------------------- loss functions: shapes, init range, meta
+
+SHAPES = st.lists(st.integers(min_value=1, max_value=4), min_size=0, max_size=3).map(tuple)
+
+
+def _broadcasts(*shapes):
+    torch = pytest.importorskip("torch")
+    try:
+        torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        return False
+    return True
+
+
+@FUZZ
+@given(shapes=st.lists(SHAPES, min_size=4, max_size=4))
+def test_laplace_kl_shapes_broadcast_or_are_named(shapes):
+    torch = pytest.importorskip("torch")
+    from klhuber import laplace_kl
+
+    loc_p, scale_p, loc_q, scale_q = (torch.full(s, v) for s, v in zip(shapes, (0.1, 1.0, 0.0, 2.0)))
+    if _broadcasts(*shapes):
+        out = laplace_kl(loc_p, scale_p, loc_q, scale_q)
+        assert out.shape == torch.broadcast_shapes(*shapes) and bool(torch.isfinite(out).all())
+        return
+    with pytest.raises(ValueError) as info:
+        laplace_kl(loc_p, scale_p, loc_q, scale_q)
+    message = str(info.value)
+    assert "broadcast" in message
+    for name, shape in zip(("loc_p", "scale_p", "loc_q", "scale_q"), shapes):
+        assert f"{name} {shape}" in message
+
+
+@FUZZ
+@given(shapes=st.lists(SHAPES, min_size=3, max_size=3), alpha_tensor=st.booleans())
+def test_general_loss_shapes_broadcast_or_are_named(shapes, alpha_tensor):
+    torch = pytest.importorskip("torch")
+    from klhuber.related.barron import general_loss, general_loss_derivative, nll
+
+    x = torch.full(shapes[0], 0.5, dtype=torch.float64)
+    alpha = torch.full(shapes[1], 1.0, dtype=torch.float64) if alpha_tensor else 1.0
+    scale = torch.full(shapes[2], 2.0, dtype=torch.float64)
+    used = [shapes[0], shapes[2]] + ([shapes[1]] if alpha_tensor else [])
+    for fn in (general_loss, general_loss_derivative, nll):
+        if _broadcasts(*used):
+            assert fn(x, alpha, scale).shape == torch.broadcast_shapes(*used)
+            continue
+        with pytest.raises(ValueError) as info:
+            fn(x, alpha, scale)
+        message = str(info.value)
+        assert "broadcast" in message and f"x {shapes[0]}" in message
+        assert f"scale {shapes[2]}" in message
+
+
+@FUZZ
+@given(value=ANYTHING, which=st.sampled_from(["alpha", "beta"]))
+def test_adaptive_kl_huber_loss_initial_scales(value, which):
+    torch = pytest.importorskip("torch")
+    from klhuber import AdaptiveKLHuberLoss
+
+    fi = torch.finfo(torch.get_default_dtype())
+    if _real(value) and 0 < value <= fi.max and float(torch.tensor(float(value))) > 0:
+        scale = getattr(AdaptiveKLHuberLoss(**{which: value}), which)
+        assert bool(torch.isfinite(scale)) and float(scale.detach()) > 0
+        return
+    _expect_named_error(lambda: AdaptiveKLHuberLoss(**{which: value}), which)
+
+
+def test_adaptive_losses_name_overflow_and_bad_shapes():
+    torch = pytest.importorskip("torch")
+    from klhuber import AdaptiveKLHuberLoss
+    from klhuber.related.barron import AdaptiveLoss
+
+    with pytest.raises(ValueError, match=r"alpha must be in \[.*3\.4e\+38\].*float32"):
+        AdaptiveKLHuberLoss(alpha=1e39)
+    with pytest.raises(ValueError, match="beta must be in"):
+        AdaptiveKLHuberLoss(beta=1e-50)
+    for bad in [(-1,), (0,), (2, -3)]:
+        with pytest.raises(ValueError, match="shape must be a tuple of positive ints"):
+            AdaptiveKLHuberLoss(shape=bad)
+    for bad in [(1.5,), None, ("a",), (True,)]:
+        _expect_named_error(lambda bad=bad: AdaptiveKLHuberLoss(shape=bad), "shape")
+    assert AdaptiveKLHuberLoss(shape=3).alpha.shape == (3,)
+    assert AdaptiveKLHuberLoss(shape=(2, 1)).beta.shape == (2, 1)
+    _expect_named_error(lambda: AdaptiveLoss(num_dims=1.5), "num_dims")
+    _expect_named_error(lambda: AdaptiveLoss(num_dims=-1), "num_dims")
+    _expect_named_error(lambda: AdaptiveLoss(scale_init=1e39, dtype=torch.float32), "scale_init")
+    _expect_named_error(lambda: AdaptiveLoss(alpha_hi=1e39, dtype=torch.float32), "alpha_hi")
+
+
+def test_kl_huber_on_meta_tensors_gives_meta_results():
+    torch = pytest.importorskip("torch")
+    from klhuber import kl_huber, kl_huber_derivative, kl_huber_loss, laplace_kl
+
+    for n in (5, 100_000):  # small and chunk-sized inputs
+        x = torch.empty(n, device="meta", requires_grad=True)
+        t = torch.empty(n, device="meta")
+        for reduction in ("none", "mean", "sum"):
+            for impl in ("default", "autograd"):
+                out = kl_huber_loss(x, t, 0.5, 2.0, reduction, impl=impl)
+                assert out.device.type == "meta"
+                assert out.shape == ((n,) if reduction == "none" else ())
+        out = kl_huber_loss(x, t)
+        out.backward()
+        assert x.grad.device.type == "meta" and x.grad.shape == (n,)
+        assert kl_huber(x, 1.0).shape == (n,)
+    half = torch.empty(3, 2, device="meta", dtype=torch.float16)
+    assert kl_huber(half, 1.0).dtype == torch.float16
+    assert kl_huber_derivative(half, 1.0, order=2).shape == (3, 2)
+    alpha = torch.empty(2, device="meta")
+    assert kl_huber(half.float(), alpha, 1.0).shape == (3, 2)
+    assert laplace_kl(half.float(), 1.0, 0.0, alpha).shape == (3, 2)

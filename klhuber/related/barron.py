@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -147,6 +148,18 @@ def _prepare(x: float | Tensor, *params: float | Tensor) -> tuple[torch.dtype, l
     device = tensors[0].device if tensors else torch.device("cpu")
     compute = torch.float32 if dtype in _HALF else dtype
     return dtype, [_as(v, compute, device) for v in (x, *params)]
+
+
+def _check_broadcast(**tensors: float | Tensor) -> None:
+    """ValueError naming the arguments and their shapes when the tensors do not broadcast."""
+    shaped = {k: v.shape for k, v in tensors.items() if isinstance(v, Tensor)}
+    try:
+        torch.broadcast_shapes(*shaped.values())
+    except RuntimeError:
+        names = ", ".join(tensors)
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in shaped.items())
+        raise ValueError(f"{names} must have shapes that broadcast together; got {shapes}"
+                         ) from None
 
 
 def _check_alpha(alpha: Tensor) -> None:
@@ -425,8 +438,10 @@ def general_loss(x: float | Tensor, alpha: float | Tensor, scale: float | Tensor
     and returned in their own dtype (correctly rounded to about an ulp, finite wherever the
     true value is, e.g. at ``|x| = 1e20``).
 
-    Raises ``ValueError`` for a NaN ``alpha`` or a non-positive / non-finite ``scale``.
+    Raises ``ValueError`` for a NaN ``alpha``, a non-positive / non-finite ``scale``, or shapes
+    that do not broadcast.
     """
+    _check_broadcast(x=x, alpha=alpha, scale=scale)
     if isinstance(alpha, (int, float)):
         if math.isnan(alpha):
             raise ValueError("alpha must be a real number in [-inf, inf]; got NaN")
@@ -446,6 +461,7 @@ def general_loss_derivative(x: float | Tensor, alpha: float | Tensor,
     r""":math:`\partial\rho/\partial x = \frac{x}{c^2}\left(\frac{(x/c)^2}{|\alpha-2|} + 1\right)^{\alpha/2 - 1}`
     (Barron 2019), with the limits at :math:`\alpha = 2, \pm\infty`; used for the
     derivative figures and to test autograd."""
+    _check_broadcast(x=x, alpha=alpha, scale=scale)
     dtype, (x, alpha, scale) = _prepare(x, alpha, scale)
     _check_alpha(alpha)
     _check_scale(scale)
@@ -621,6 +637,7 @@ def log_partition(alpha: float | Tensor) -> Tensor:
 def nll(x: float | Tensor, alpha: float | Tensor, scale: float | Tensor = 1.0) -> Tensor:
     r"""The adaptive loss: :math:`-\log p(x \mid \alpha, c) = \rho(x, \alpha, c) + \log c +
     \log Z(\alpha)` (Barron 2019, eq. 16), for :math:`\alpha \in [0, \infty]`, :math:`c > 0`."""
+    _check_broadcast(x=x, alpha=alpha, scale=scale)
     dtype, (x, alpha, scale) = _prepare(x, alpha, scale)
     _check_scale(scale)
     _check_alpha_nll(alpha)
@@ -751,10 +768,17 @@ class AdaptiveLoss(nn.Module):
             raise ValueError(f"scale_lo must be > 0; got {scale_lo}")
         if not scale_init >= scale_lo:
             raise ValueError(f"scale_init must be >= scale_lo = {scale_lo}; got {scale_init}")
+        if not isinstance(num_dims, numbers.Integral) or isinstance(num_dims, bool):
+            raise TypeError(f"num_dims must be a positive int; got {num_dims!r}")
         if num_dims < 1:
             raise ValueError(f"num_dims must be >= 1; got {num_dims}")
         _check_reduction(reduction)
         dtype = dtype or torch.get_default_dtype()
+        fmax = torch.finfo(dtype).max
+        for name, value in (("alpha_hi", alpha_hi), ("scale_init", scale_init)):
+            if not value <= fmax:
+                raise ValueError(f"{name} must be at most {fmax:.3g}, the largest finite value "
+                                 f"of the module's dtype {dtype}; got {value}")
         self.alpha_lo, self.alpha_hi = float(alpha_lo), float(alpha_hi)
         self.scale_lo, self.scale_init = float(scale_lo), float(scale_init)
         self.reduction = reduction
