@@ -1370,6 +1370,7 @@ class AdaptiveKLHuberLoss(nn.Module):
         because the left side grows from 0 to :math:`\infty`.  With **both** learnable it has
         none (at :math:`\alpha = \beta \to \infty` the KL tends to 0), so that combination
         raises ``ValueError``.
+
     ``"nll"`` -- the cross-entropy, i.e. the Laplace negative log-likelihood of the label
         :math:`y \sim \mathrm{Laplace}(\text{target}, \alpha)` under the prediction
         :math:`\mathrm{Laplace}(\text{input}, \beta)` with its normalising term,
@@ -1380,6 +1381,7 @@ class AdaptiveKLHuberLoss(nn.Module):
         :math:`\alpha^* = 0`, :math:`\beta^* = E|x|`, the maximum-likelihood Laplace scale of
         the residuals (for Laplace(0, s) residuals, s).  The data only identify the total noise,
         so this objective attributes it to the prediction.
+
     ``"d"`` -- :math:`D_{\alpha,\beta}` alone (eq. 16), only without learnable scales.
 
     ``objective=None`` (default) picks ``"kl"`` for one learnable scale, ``"nll"`` for two and

@@ -998,7 +998,7 @@ def gd_grid(
     \\Phi^\\top\\psi(y - \\Phi\\theta)` from :math:`\\theta = 0`, with :math:`\\eta =` ``lr`` /
     :math:`\\lambda`: ``lr_reference="gram"`` takes :math:`\\lambda = \\lambda_{\\max}(\\Phi^\\top
     \\Phi/N)` (per seed), ``"curvature"`` the largest eigenvalue of the loss Hessian at
-    :math:`\\alpha` at a robust pilot fit (:func:`_curvature_reference`, per family, scale, seed
+    :math:`\\alpha` at a robust pilot fit (``_curvature_reference``, per family, scale, seed
     and alpha; for ``l1``/``l2`` the Gram matrix), so that a relative rate of 1 is the classic
     step of the local quadratic at every alpha.
 
@@ -1007,13 +1007,13 @@ def gd_grid(
     ``"torch"`` (any device/dtype) one ``baddbmm`` per block of rows for all configurations of
     a seed (``r`` never exceeds a cache-sized block on the CPU); ``"auto"`` takes the kernel when
     it applies and compiles.  Configurations retire when they diverge or converge (status 1/2,
-    see :func:`_gd_chunk`); they are then removed from the batch.  For ``l1``/``l2`` pass
+    see ``_gd_chunk``); they are then removed from the batch.  For ``l1``/``l2`` pass
     ``alphas=[1.0]`` (unused).
 
     Work is split into chunks of whole (family, scale) pairs (or alpha slices) with at most
     ``max_elements`` = configurations x N; with ``checkpoint_dir`` each finished chunk is saved
     atomically under a key of all inputs and reused on a re-run (resume).  With ``deadline`` (a
-    :func:`time.monotonic` value) no chunk starts after it: :class:`StoppedEarly` is raised.
+    ``time.monotonic()`` value) no chunk starts after it: :class:`StoppedEarly` is raised.
     """
     if progress:  # the notebook-aware bar only when one is shown (no widget warnings)
         from tqdm.auto import tqdm
@@ -1845,7 +1845,7 @@ def run(profile: str = "quick", device: str = "cpu", *, config: ToyConfig | None
     The payload holds the configuration, the theory constants, per method and loss the RMSE
     curves, the best alpha per (family, scale, seed), their summaries and linear fits, the
     GD-vs-exact distances, divergence counts (overall and per family), early-stopping counts
-    and timings.  Non-finite numbers are ``None``.  ``deadline`` (a :func:`time.monotonic`
+    and timings.  Non-finite numbers are ``None``.  ``deadline`` (a ``time.monotonic()``
     value): no GD chunk starts after it; :class:`StoppedEarly` is raised (finished chunks stay
     in ``checkpoint_dir``).
     """
@@ -2252,8 +2252,8 @@ def _cli_main(args: argparse.Namespace) -> int:
 # The verdict on Figure 2, computed once from a results payload
 
 
-#: "Near linear": the line through the best α per scale explains at least this share of its
-#: variance (R²), with a positive slope.
+#: The least share of variance (R²) that the line through the best α per scale must explain, with
+#: a positive slope, for Figure 2's "near linear" (:func:`figure2_verdict`).
 FIG2_R2_THRESHOLD = 0.8
 
 
@@ -2416,7 +2416,7 @@ COMMITTED_FILES: tuple[str, ...] = ("toy_full.json", "toy_full_exact.json")
 
 def committed_results(results_dir: str | Path) -> tuple[dict[str, Any], str] | None:
     """The most complete committed full-profile payload under ``results_dir/toy`` and its file
-    name (:data:`COMMITTED_FILES`), or ``None`` when there is none."""
+    name (``COMMITTED_FILES``), or ``None`` when there is none."""
     from klhuber.results import load_results
 
     for name in COMMITTED_FILES:

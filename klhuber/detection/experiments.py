@@ -12,9 +12,9 @@ scale, with a small backbone:
   not enough to rank presets reliably;
 * ``cpu``: the evidence of the detectors chapter, made on two CPU cores: 64-px images, 3000
   training images, the small ConvNet-4-FPN backbone (:mod:`klhuber.detection.backbones`),
-  1500 iterations per run; the presets of Tables 3-6 at label noise :data:`TABLE_NOISE` and an
-  α sweep (:data:`SWEEP_ALPHAS`, :func:`klhuber.interpret.alpha_sweep_preset`) at the noise
-  levels :data:`SWEEP_NOISE`, each with 3 seeds.  Runs of one seed share their initial weights
+  1500 iterations per run; the presets of Tables 3-6 at label noise ``TABLE_NOISE`` and an
+  α sweep (``SWEEP_ALPHAS``, :func:`klhuber.interpret.alpha_sweep_preset`) at the noise
+  levels ``SWEEP_NOISE``, each with 3 seeds.  Runs of one seed share their initial weights
   and data order across presets (a paired design; :mod:`klhuber.detection.report`).  Run it
   with ``klhuber detect experiment --profile cpu --jobs 2`` (one thread per job);
 * ``full``: one GPU (about 15 minutes for the whole grid): 128-px images, thousands of

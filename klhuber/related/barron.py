@@ -33,7 +33,7 @@ Numerics (our own formulation; one expression per region of :math:`\alpha`, sele
   :math:`\partial\rho/\partial c = -\frac{z}{c} f` with the one factor
   :math:`f = e^{v} = (1 + z/b)^{\alpha/2 - 1}`, so :math:`\partial\rho/\partial c \le 0`
   exactly, and :math:`\partial\rho/\partial\alpha = \frac{b}{4}\int_0^L e^{\alpha s/2}
-  (e^{-s} - 1 + s)\,ds`, a positive integrand (see :func:`_drho_dalpha`).
+  (e^{-s} - 1 + s)\,ds`, a positive integrand (see ``_drho_dalpha``).
 * float32 and half inputs are computed in float64 and rounded once (MPS, which has no float64,
   computes in float32).
 
@@ -405,7 +405,7 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
 
 
 class _GeneralLossFn(torch.autograd.Function):
-    """rho(x, alpha, c) with the analytic partial derivatives of :func:`_partials` (autograd
+    """rho(x, alpha, c) with the analytic partial derivatives of ``_partials`` (autograd
     through the loss formula would subtract large terms for alpha < 1)."""
 
     @staticmethod
@@ -433,7 +433,7 @@ def general_loss(x: float | Tensor, alpha: float | Tensor, scale: float | Tensor
 
     ``alpha`` may be any real number including ``±inf``; ``scale`` must be > 0. Parameters
     broadcast against ``x``. Differentiable in ``x``, ``alpha`` and ``scale``, with analytic
-    derivatives (see :func:`_partials` and the module docstring; the ``alpha``-gradient is 0
+    derivatives (see ``_partials`` and the module docstring; the ``alpha``-gradient is 0
     at :math:`\alpha \in \{2, \pm\infty\}`). float32 and half inputs are computed in float64
     and returned in their own dtype (correctly rounded to about an ulp, finite wherever the
     true value is, e.g. at ``|x| = 1e20``).
