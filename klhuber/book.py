@@ -626,7 +626,10 @@ def build_html(paths: BookPaths = BookPaths(), *, strict: bool = True, log: Any 
 # --------------------------------------------------------------------------------------------
 # What a reader sees: checks on the rendered pages
 # --------------------------------------------------------------------------------------------
-#: What a cell's output must never show a reader, each with the name of the problem.
+#: What a cell's output must never show a reader, each with the name of the problem (regular
+#: expressions; see the source for them).
+#:
+#: :meta hide-value:
 OUTPUT_PROBLEMS: tuple[tuple[str, str], ...] = (
     (r"Warning\b", "a warning"),
     (r"Traceback", "a traceback"),
