@@ -862,6 +862,21 @@ def _div_exact(t: Tensor, p: ParamLike) -> Tensor:
     return t / p
 
 
+def _small_branch(a: Tensor, ab: Tensor, m: Tensor, beta: ParamLike) -> Tensor:
+    """:math:`(|x|/\\beta)\\,u\\varphi(u)` (``ab * m``) of the quadratic branch, also where
+    ``|x|/beta`` overflows in ``a``'s dtype while ``m`` underflows (``inf * 0``): there the
+    product is formed in float64 as ``|x| m / beta``.  The guard costs nothing for float64 and
+    for moderate Python-number ``beta``; masked branches keep the gradient finite."""
+    if a.dtype == torch.float64 or (not isinstance(beta, Tensor)
+                                    and _recip_normal(beta, a.dtype)):
+        return ab * m
+    over = ~torch.isfinite(ab)
+    v = torch.where(over, torch.zeros_like(ab), ab) * m
+    b64 = beta.double() if isinstance(beta, Tensor) else beta
+    y = torch.where(over, a, torch.zeros_like(a)).double() * m.double()
+    return torch.where(over, (y / b64).to(a.dtype), v)
+
+
 def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     """Eq. 16 with plain tensor operations, safe for autograd in every branch."""
     t, coeffs = _PHI[x.dtype]
@@ -880,7 +895,8 @@ def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     us = torch.where(small, u, torch.zeros_like(u))
     ul = torch.where(small, torch.full_like(u, t), u)
     ab = _div_exact(a, beta)
-    val_small = ab * (us * _horner(-us, coeffs))  # alpha u^2 phi(u) / beta
+    m = us * _horner(-us, coeffs)
+    val_small = _small_branch(a, ab, m, beta)  # alpha u^2 phi(u) / beta
     tensors = isinstance(alpha, Tensor) or isinstance(beta, Tensor)
     if tensors:
         ratio = safe_alpha / beta
@@ -888,7 +904,7 @@ def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
         val_large = torch.where(ok, ab + ratio * torch.expm1(-ul), ratio * (ul + torch.expm1(-ul)))
         # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
         ab_s = torch.where(us == 0, torch.zeros_like(ab), ab)
-        val_small = ab_s * (us * _horner(-us, coeffs))
+        val_small = _small_branch(a, ab_s, m, beta)
     elif _moderate(alpha, beta, x.dtype):
         val_large = ab + (safe_alpha / beta) * torch.expm1(-ul)
     else:  # extreme scalars: no inf - inf, no 0 * inf; alpha = inf gives the limit 0
@@ -899,7 +915,7 @@ def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
             val_large = ratio * (ul + torch.expm1(-ul))
         # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
         ab_s = torch.where(us == 0, torch.zeros_like(ab), ab)
-        val_small = ab_s * (us * _horner(-us, coeffs))
+        val_small = _small_branch(a, ab_s, m, beta)
     val = torch.where(small, val_small, val_large)
     if pos is not None:
         val = torch.where(pos, val, ab)

@@ -12,13 +12,7 @@ from torchvision.models.detection import FasterRCNN, RetinaNet  # noqa: E402
 from klhuber.detection import backbones as bb  # noqa: E402
 from klhuber.detection import build_model  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def test_feature_maps_strides_and_channels():

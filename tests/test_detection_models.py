@@ -40,13 +40,7 @@ NUM_CLASSES = 3
 TINY = {"min_size": SIZE, "max_size": SIZE}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; one thread keeps the file fast on a busy CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,13 +15,7 @@ from klhuber.related import barron as B
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tensors are tiny: extra intra-op threads only add overhead (and contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference(x: float, a: float) -> float:

@@ -277,15 +277,6 @@ def test_deadline_stops_between_chunks_and_resumes(data: toy.ToyData, tmp_path: 
     np.testing.assert_array_equal(resumed.theta, fresh.theta)
 
 
-@pytest.fixture
-def one_thread():
-    """Small torch ops: one thread (two spin-waiting threads crawl when the cores are shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _kernel_available() -> bool:
     return toy._cpu_kernel(toy.K_PAPER) is not None
 
