@@ -68,6 +68,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from klhuber import _fused
+
 __all__ = [
     "AdaptiveKLHuberLoss",
     "HuberLoss",
@@ -86,7 +88,7 @@ Scalar = float | int
 ParamLike = float | int | Tensor
 
 _REDUCTIONS = ("none", "mean", "sum")
-_IMPLS = ("default", "autograd", "compiled")
+_IMPLS = ("default", "fused", "compiled", "autograd")
 
 # ---------------------------------------------------------------------------------------------
 # Polynomial approximations of phi(u) = (e^{-u} - 1 + u) / u^2 on [0, t).
@@ -940,23 +942,147 @@ def _loss_plain(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: Pa
 
 @functools.cache
 def _compiled(reduction: str) -> Callable[..., Tensor]:
-    """torch.compile of the custom Function: inductor fuses the forward (with its reduction)
-    into one kernel and the analytic backward, which recomputes D' from the inputs, into
-    another.  First derivatives only (torch.compile does not support double backward)."""
+    """torch.compile (dynamic shapes: one compilation for all sizes) of the custom Function,
+    for the inputs the fused path does not take (tensor or extreme scales): inductor fuses
+    the forward (with its reduction) into one kernel and the analytic backward, which
+    recomputes D' from the inputs, into another.  First derivatives only."""
 
     def fn(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: ParamLike) -> Tensor:
         return _apply_loss(input, target, alpha, beta, reduction)
 
-    return torch.compile(fn, dynamic=False)
+    return torch.compile(fn, dynamic=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused path: one fused forward (D and D' in one pass), backward D' * grad
+# ---------------------------------------------------------------------------------------------
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fused_scales(alpha: float, beta: float, dtype: torch.dtype) -> bool:
+    """Python-number scales the fused kernels take: alpha > 0 and 1/alpha, 1/beta, alpha/beta
+    normal numbers of ``dtype`` (cached: the check runs once per pair of scales)."""
+    return alpha > 0 and _moderate(alpha, beta, dtype)
+
+
+def _forward_ad_active() -> bool:
+    """Whether a :func:`torch.autograd.forward_ad.dual_level` is open (dual tensors may flow)."""
+    return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+
+
+def _plain(t: Tensor) -> bool:
+    return type(t) is Tensor or type(t) is nn.Parameter
+
+
+def _fused_kind(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: ParamLike,
+                impl: str) -> str | None:
+    """The fused forward that serves this call, or None for the general path.
+
+    ``"kernel"`` (the C++ kernel: CPU), ``"compiled"`` (torch.compile with dynamic shapes:
+    CUDA, or CPU with ``impl="compiled"``), ``"eager"`` (the same formulas as ~15 eager
+    operations) or None: tensor scales, extreme scalars, dtypes other than float32/float64
+    (half types come back here after their cast), tensor subclasses, tracing, torch.func
+    transforms and forward-mode AD take the general path, which supports all of them.
+    """
+    if isinstance(alpha, Tensor) or isinstance(beta, Tensor):
+        return None
+    dtype = input.dtype
+    if dtype not in _FUSED_DTYPES or not _plain(input):
+        return None
+    if target is not None and (target.dtype != dtype or not _plain(target)
+                               or target.device != input.device):
+        return None
+    if _is_compiling() or _forward_ad_active() or _is_transformed(input) or (
+            target is not None and _is_transformed(target)):
+        return None
+    if not _fused_scales(alpha, beta, dtype):
+        return None
+    device = input.device.type
+    if device == "cpu":
+        if impl == "compiled":
+            return "compiled"
+        if _fused.cpu_kernel() is not None:
+            return "kernel"
+        if impl == "fused":
+            return "compiled" if _fused.compile_available(input.device) else "eager"
+        # no compiler: the eager fused formulas beat the general path's two kernels on small
+        # tensors; large ones keep the chunked kernel
+        return "eager" if input.numel() < _CHUNK_MIN else None
+    if device == "meta":
+        return None
+    if impl in ("fused", "compiled") or device == "cuda":
+        if _fused.compile_available(input.device):
+            return "compiled"
+        return "eager" if impl == "fused" else None
+    return None
+
+
+def _fused_forward(kind: str, input: Tensor, target: Tensor | None, alpha: float, beta: float,
+                   reduction: str, want_d: bool) -> tuple[Tensor, Tensor | None]:
+    if kind == "kernel":
+        return _fused.cpu_forward(_fused.cpu_kernel(), input.contiguous(),
+                                  None if target is None else target.contiguous(), alpha, beta,
+                                  reduction, want_d)
+    return _fused.compiled_forward(input, target, alpha, beta, reduction, want_d,
+                                   _PHI_U[input.dtype], compiled=kind == "compiled")
+
+
+class _FusedFn(torch.autograd.Function):
+    """D_{alpha,beta}(input - target) (eq. 16): the forward is one fused pass that also writes
+    D' (Appendix B, scaled for the reduction), the backward one product ``D' * grad``.  With
+    ``create_graph=True`` the backward is built from the differentiable pieces of the general
+    path instead, so double backward works."""
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, target: Tensor | None, alpha: float, beta: float,
+                reduction: str, kind: str) -> Tensor:
+        val, d = _fused_forward(kind, input, target, alpha, beta, reduction, True)
+        ctx.save_for_backward(input, target, d)
+        ctx.params = (alpha, beta, reduction)
+        return val
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        input, target, d = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable backward
+            alpha, beta, reduction = ctx.params
+            if reduction == "mean":
+                grad = grad / input.numel()
+            gx = _backward_differentiable(input, target, alpha, beta, grad, True, False,
+                                          False)[0]
+        else:
+            gx = d * grad
+        g_t = -gx if ctx.needs_input_grad[1] else None
+        return (gx if ctx.needs_input_grad[0] else None), g_t, None, None, None, None
+
+
+def _run_fused(kind: str, input: Tensor, target: Tensor | None, alpha: float, beta: float,
+               reduction: str) -> Tensor:
+    if torch.is_grad_enabled() and (input.requires_grad
+                                    or (target is not None and target.requires_grad)):
+        return _FusedFn.apply(input, target, alpha, beta, reduction, kind)
+    with torch.no_grad():  # one compiled graph for inference, whatever the grad mode
+        return _fused_forward(kind, input, target, alpha, beta, reduction, False)[0]
 
 
 def _dispatch(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: ParamLike,
               reduction: str, impl: str) -> Tensor:
+    if impl != "autograd":
+        # float32/float64 with Python-number scales: neither promotion nor autocast changes
+        # the dtype, so the fused path needs none of _prepare's work
+        kind = _fused_kind(input, target, alpha, beta, impl)
+        if kind is not None:
+            return _run_fused(kind, input, target, alpha, beta, reduction)
     input, target, alpha, beta, out_dtype = _prepare(input, alpha, beta, target)
     if input.dtype not in _PHI:  # pragma: no cover - _prepare guarantees f32/f64
         raise TypeError(f"unsupported dtype {input.dtype}")
     with _autocast_off(input.device.type):
-        if impl == "default":
+        kind = None if impl == "autograd" else _fused_kind(input, target, alpha, beta, impl)
+        if kind is not None:  # half types, computed in float32
+            out = _run_fused(kind, input, target, alpha, beta, reduction)
+        elif impl in ("default", "fused"):
             want_d = (torch.is_grad_enabled()
                       and (input.requires_grad or (target is not None and target.requires_grad))
                       and not any(isinstance(p, Tensor) and p.requires_grad

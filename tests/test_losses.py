@@ -44,9 +44,11 @@ def naive_kl_huber(x: torch.Tensor, alpha, beta) -> torch.Tensor:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Exercise the chunked eager CPU kernel on small tensors."""
+    """Exercise the chunked eager CPU kernel on small tensors (the fused C++ kernel, which
+    the default path prefers, switched off)."""
     monkeypatch.setattr(losses, "_CHUNK", 1024)
     monkeypatch.setattr(losses, "_CHUNK_MIN", 0)
+    monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -603,12 +605,18 @@ def test_autocast_cpu():
     assert torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("chunked", [False, True])
-def test_saves_at_most_one_new_input_sized_tensor(chunked, monkeypatch):
-    """Besides references to its inputs, backward keeps at most D' (chunked CPU path)."""
-    if chunked:
+@pytest.mark.parametrize("path", ["fused", "chunked", "general"])
+def test_saves_at_most_one_new_input_sized_tensor(path, monkeypatch):
+    """Besides references to its inputs, backward keeps at most D' (the fused path and the
+    chunked CPU path write it in the forward pass; the general path recomputes it)."""
+    if path != "fused":
+        monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
+    if path == "chunked":
         monkeypatch.setattr(losses, "_CHUNK", 256)
         monkeypatch.setattr(losses, "_CHUNK_MIN", 0)
+    elif path == "general":
+        monkeypatch.setattr(losses, "_CHUNK_MIN", 10**9)
+        monkeypatch.setattr(losses, "_fused_kind", lambda *args: None)
     x = torch.randn(1000, requires_grad=True)
     t = torch.randn(1000)
     for reduction in ("mean", "none"):
@@ -622,7 +630,8 @@ def test_saves_at_most_one_new_input_sized_tensor(chunked, monkeypatch):
             loss = kl_huber_loss(x, t, 0.5, 2.0, reduction)
         inputs = {x.untyped_storage().data_ptr(), t.untyped_storage().data_ptr()}
         new = [s for s in saved if s.numel() > 1 and s.untyped_storage().data_ptr() not in inputs]
-        assert len(new) == (1 if chunked else 0) and all(s.numel() == 1000 for s in new)
+        assert len(new) == (0 if path == "general" else 1)
+        assert all(s.numel() == 1000 for s in new)
         (g,) = torch.autograd.grad(loss.sum(), x)
         assert torch.allclose(g, kl_huber_derivative(x.detach() - t, 0.5, 2.0)
                               / (1000 if reduction == "mean" else 1), rtol=1e-6, atol=1e-12)

@@ -1,0 +1,464 @@
+r"""Fused kernels for :math:`D_{\alpha,\beta}` (eq. 16) and :math:`D'` (Appendix B).
+
+Two providers of the same fused forward pass, each reading ``input`` and ``target`` once and
+writing the loss (or its sum) and, when a backward will follow, the derivative
+:math:`D'(x)` (already divided by the number of elements for ``reduction="mean"``):
+
+* a C++ kernel for CPU float32/float64 tensors, built with the system compiler at first use
+  and cached in ``$KLHUBER_CACHE`` (default ``~/.cache/klhuber``), called through
+  :mod:`ctypes` (a few microseconds per call, the GIL released, threads for large tensors).
+  It computes in the dtype of the data, with AVX2-width vectors (8 floats, 4 doubles), an
+  inline exponential of about 1 ulp and the polynomials of ``klhuber.losses``; the sum of a
+  reduction is accumulated in float64.  ``KLHUBER_NO_KERNEL=1`` disables it; without a
+  compiler it is ``None``;
+* :func:`torch.compile` with dynamic shapes of the same formulas (any device; on CUDA one
+  Triton kernel for the forward): one compilation per (reduction, derivative or not, target or
+  not, number of dimensions), whatever the sizes.  ``KLHUBER_NO_COMPILE=1`` disables it; if
+  compilation fails the callers fall back to eager evaluation.
+
+Both are restricted to Python-number scales for which :math:`1/\alpha`, :math:`1/\beta` and
+:math:`\alpha/\beta` are normal numbers of the working dtype (``klhuber.losses`` routes all
+other cases to its general implementation).
+
+Numerics as in ``klhuber.losses``: with :math:`u = |x|/\alpha`,
+:math:`D = (|x|/\beta)\,u\varphi(u)` and :math:`D' = \operatorname{sign}(x)\,u(1 - u\varphi(u))
+/\beta` below the switch point ``t`` of the polynomial for
+:math:`\varphi(u) = (e^{-u} - 1 + u)/u^2`, and :math:`D = |x|/\beta - (\alpha/\beta)(1 -
+e^{-u})`, :math:`D' = \operatorname{sign}(x)(1 - e^{-u})/\beta` above, where nothing cancels.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+#: Number of compilations done by this module: C++ kernel builds plus graphs compiled by
+#: :func:`torch.compile` for the compiled fused forward.  Read with :func:`compilations`.
+_COMPILES = {"kernel": 0, "dynamo": 0}
+
+
+def compilations() -> int:
+    """How many compilations this process has done for the fused paths (kernel builds plus
+    graphs compiled by :func:`torch.compile`)."""
+    return _COMPILES["kernel"] + _COMPILES["dynamo"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The C++ kernel
+# ---------------------------------------------------------------------------------------------
+
+_KERNEL_SRC = r"""
+#include <stdint.h>
+#include <string.h>
+#include <thread>
+#include <vector>
+
+// One AVX2 register per step: 8 floats or 4 doubles; float32 data is computed in float32
+// (as torch computes it), float64 in float64.
+typedef float vf __attribute__((vector_size(32)));
+typedef int vfi __attribute__((vector_size(32)));
+typedef double vd __attribute__((vector_size(32)));
+typedef long long vdi __attribute__((vector_size(32)));
+template <typename T> struct VT;
+template <> struct VT<float> { typedef vf v; typedef vfi i; enum { W = 8 }; };
+template <> struct VT<double> { typedef vd v; typedef vdi i; enum { W = 4 }; };
+
+/* e^m for m <= 0 (NaN propagates): m = n ln2 + f, |f| <= ln2/2, e^f by its Taylor polynomial
+   (degree 7 in float, truncation 5e-9; degree 13 in double, 5e-18), 2^n built in the
+   exponent bits.  m is clamped where e^m is still normal (-87, -708); there e^m only enters
+   as 1 - e^m or r e^m next to terms of order 1 or |x|/beta, so the clamp changes nothing. */
+static inline vf vexp(vf m) {
+  const vf lo = (vf){} - 87.0f, shift = (vf){} + 12582912.0f;  // 1.5 * 2^23
+  m = m < lo ? lo : m;
+  vf kd = m * 1.44269504088896341f + shift;
+  vf n = kd - shift;
+  vf f = (m - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  vf p = (vf){} + 1.0f / 5040.0f;
+  p = p * f + 1.0f / 720.0f; p = p * f + 1.0f / 120.0f; p = p * f + 1.0f / 24.0f;
+  p = p * f + 1.0f / 6.0f; p = p * f + 0.5f; p = p * f + 1.0f; p = p * f + 1.0f;
+  vfi ki, sh, bits;
+  memcpy(&ki, &kd, sizeof ki);
+  memcpy(&sh, &shift, sizeof sh);
+  bits = (ki - sh + 127) << 23;
+  vf s;
+  memcpy(&s, &bits, sizeof s);
+  return p * s;
+}
+static inline vd vexp(vd m) {
+  const vd lo = (vd){} - 708.0, shift = (vd){} + 6755399441055744.0;  // 1.5 * 2^52
+  m = m < lo ? lo : m;
+  vd kd = m * 1.4426950408889634 + shift;
+  vd n = kd - shift;
+  vd f = (m - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+  vd p = (vd){} + 1.0 / 6227020800.0;
+  p = p * f + 1.0 / 479001600.0; p = p * f + 1.0 / 39916800.0; p = p * f + 1.0 / 3628800.0;
+  p = p * f + 1.0 / 362880.0; p = p * f + 1.0 / 40320.0; p = p * f + 1.0 / 5040.0;
+  p = p * f + 1.0 / 720.0; p = p * f + 1.0 / 120.0; p = p * f + 1.0 / 24.0;
+  p = p * f + 1.0 / 6.0; p = p * f + 0.5; p = p * f + 1.0; p = p * f + 1.0;
+  vdi ki, sh, bits;
+  memcpy(&ki, &kd, sizeof ki);
+  memcpy(&sh, &shift, sizeof sh);
+  bits = (ki - sh + 1023) << 52;
+  vd s;
+  memcpy(&s, &bits, sizeof s);
+  return p * s;
+}
+
+// phi(u) = (e^{-u} - 1 + u)/u^2 on [0, t) and t, per dtype (klhuber.losses._PHI_U)
+static inline vf phi(vf uc) {
+  vf p = (vf){} + PHI32_LAST;
+PHI32_HORNER
+  return p;
+}
+static inline vd phi(vd uc) {
+  vd p = (vd){} + PHI64_LAST;
+PHI64_HORNER
+  return p;
+}
+static inline float switch_point(float) { return PHI32_T; }
+static inline double switch_point(double) { return PHI64_T; }
+
+template <typename T>
+struct Consts { T ia, ib, r, ibds; };
+
+// D and D' (times ds) of x.
+template <typename T>
+static inline void dd(typename VT<T>::v x, const Consts<T>& c, typename VT<T>::v* val,
+                      typename VT<T>::v* der) {
+  typedef typename VT<T>::v v;
+  typedef typename VT<T>::i vi;
+  const v zero = {}, one = zero + (T)1, t = zero + switch_point((T)0);
+  v a = x < zero ? -x : x;
+  v u = a * c.ia;
+  vi small = u < t;
+  v uc = small ? u : t;
+  v q = uc * phi(uc);                 // u phi(u) = g(u)/u on [0, t)
+  v e = vexp(-u);
+  v ome = one - e;                    // 1 - e^{-u}, no cancellation for u >= t
+  if (val) {
+    v ab = a * c.ib;                  // |x|/beta first: no spurious underflow of products
+    *val = small ? ab * q : ab - c.r * ome;
+  }
+  if (der) {
+    v d = (small ? uc * (one - q) : ome) * c.ibds;
+    vi db, xb, sign;                  // copysign(d, x); NaN x gives NaN d (e is NaN there)
+    const v negzero = -zero;
+    memcpy(&db, &d, sizeof db);
+    memcpy(&xb, &x, sizeof xb);
+    memcpy(&sign, &negzero, sizeof sign);
+    db = (db & ~sign) | (xb & sign);
+    memcpy(der, &db, sizeof db);
+  }
+}
+
+template <typename T>
+static inline void acc_add(vd& acc, typename VT<T>::v v);
+template <> inline void acc_add<double>(vd& acc, vd v) { acc += v; }
+template <> inline void acc_add<float>(vd& acc, vf v) {
+  typedef float hf __attribute__((vector_size(16)));
+  hf lo = {v[0], v[1], v[2], v[3]}, hi = {v[4], v[5], v[6], v[7]};
+  acc += __builtin_convertvector(lo, vd) + __builtin_convertvector(hi, vd);
+}
+
+template <typename T>
+static double run(int64_t i0, int64_t i1, const T* x, const T* t, T* out, T* der,
+                  const Consts<T>& c) {
+  typedef typename VT<T>::v v;
+  const int W = VT<T>::W;
+  vd acc = {};
+  int64_t i = i0;
+  for (; i + W <= i1; i += W) {
+    v xv, val, d;
+    memcpy(&xv, x + i, sizeof xv);
+    if (t) { v tv; memcpy(&tv, t + i, sizeof tv); xv = xv - tv; }
+    dd<T>(xv, c, &val, der ? &d : 0);
+    if (out) memcpy(out + i, &val, sizeof val); else acc_add<T>(acc, val);
+    if (der) memcpy(der + i, &d, sizeof d);
+  }
+  double s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  if (i < i1) {  // tail: padded with zeros (D(0) = 0)
+    int64_t k = i1 - i;
+    T xs[W] = {}, ts[W] = {};
+    memcpy(xs, x + i, k * sizeof(T));
+    if (t) memcpy(ts, t + i, k * sizeof(T));
+    v xv, tv, val = {}, d = {};
+    memcpy(&xv, xs, sizeof xv);
+    memcpy(&tv, ts, sizeof tv);
+    xv = xv - tv;
+    dd<T>(xv, c, &val, der ? &d : 0);
+    for (int j = 0; j < k; j++) {
+      if (out) out[i + j] = val[j]; else s += val[j];
+      if (der) der[i + j] = d[j];
+    }
+  }
+  return s;
+}
+
+template <typename T>
+static void fwd(int64_t n, const T* x, const T* t, T* out, T* der, T* red, const double* cs,
+                double ds, double rscale, int threads) {
+  Consts<T> c = {(T)cs[0], (T)cs[1], (T)cs[2], (T)(cs[1] * ds)};
+  const int64_t grain = 1 << 16;
+  int64_t nt = threads < 1 ? 1 : threads;
+  if (n / grain < nt) nt = n / grain < 1 ? 1 : n / grain;
+  double total = 0.0;
+  if (nt == 1) {
+    total = run<T>(0, n, x, t, out, der, c);
+  } else {
+    std::vector<double> part(nt, 0.0);
+    std::vector<std::thread> pool;
+    int64_t step = (n + nt - 1) / nt;
+    step = (step + 63) / 64 * 64;
+    for (int64_t k = 1; k < nt; k++) {
+      int64_t a = k * step, b = a + step < n ? a + step : n;
+      if (a >= b) break;
+      pool.emplace_back([=, &part, &c] { part[k] = run<T>(a, b, x, t, out, der, c); });
+    }
+    part[0] = run<T>(0, step < n ? step : n, x, t, out, der, c);
+    for (auto& th : pool) th.join();
+    for (int64_t k = 0; k < nt; k++) total += part[k];
+  }
+  if (red) *red = (T)(total * rscale);
+}
+
+extern "C" int kl_abi(void) { return 2; }
+extern "C" void kl_fwd_f32(int64_t n, const float* x, const float* t, float* out, float* der,
+                           float* red, const double* cs, double ds, double rscale,
+                           int threads) {
+  fwd<float>(n, x, t, out, der, red, cs, ds, rscale, threads);
+}
+extern "C" void kl_fwd_f64(int64_t n, const double* x, const double* t, double* out,
+                           double* der, double* red, const double* cs, double ds, double rscale,
+                           int threads) {
+  fwd<double>(n, x, t, out, der, red, cs, ds, rscale, threads);
+}
+"""
+
+def _source(phi: dict[torch.dtype, tuple[float, tuple[float, ...]]]) -> str:
+    """The kernel source with the switch points and the Horner steps of phi spelled out (from
+    ``phi``: dtype -> (t, coefficients in powers of u))."""
+    src = _KERNEL_SRC
+    for dtype, tag, suffix in ((torch.float32, "PHI32", "f"), (torch.float64, "PHI64", "")):
+        t, coeffs = phi[dtype]
+        steps = "\n".join(f"  p = p * uc + {c!r}{suffix};" for c in reversed(coeffs[:-1]))
+        src = (src.replace(f"{tag}_HORNER", steps).replace(f"{tag}_LAST", f"{coeffs[-1]!r}{suffix}")
+               .replace(f"{tag}_T", f"{t!r}{suffix}"))
+    return src
+
+
+@functools.cache
+def cpu_kernel() -> Any:
+    """The ctypes library of the C++ kernel, or ``None`` (no compiler, build failure, or
+    ``KLHUBER_NO_KERNEL=1``).  Built once per source, compiler and CPU with
+    ``-O3 -march=native`` and without ``-ffast-math`` (which would change the floating-point
+    mode of the process and the rounding of the formulas)."""
+    import ctypes
+    import shutil
+    import subprocess
+    import tempfile
+
+    if os.environ.get("KLHUBER_NO_KERNEL"):
+        return None
+    from klhuber.losses import _PHI_U
+
+    src = _source(_PHI_U)
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        return None
+    try:
+        cpu = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        cpu = ""
+    tag = hashlib.sha256("\0".join([src, cxx, platform.machine(), cpu]).encode())
+    cache = Path(os.environ.get("KLHUBER_CACHE", Path.home() / ".cache" / "klhuber"))
+    so = cache / f"kl_fused_{tag.hexdigest()[:16]}.so"
+    if not so.exists():
+        cmd = [cxx, "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math",
+               "-std=c++14", "-shared", "-fPIC", "-pthread"]
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                path = Path(tmp) / "kl_fused.cpp"
+                path.write_text(src)
+                out = Path(tmp) / "kl_fused.so"
+                proc = subprocess.run([*cmd, "-o", str(out), str(path)], capture_output=True,
+                                      timeout=300)
+                if proc.returncode != 0:
+                    return None
+                os.replace(out, so)
+                _COMPILES["kernel"] += 1
+        except (OSError, subprocess.SubprocessError):
+            return None
+    try:
+        lib = ctypes.CDLL(str(so))
+        if lib.kl_abi() != 2:
+            return None
+    except OSError:
+        return None
+    p = ctypes.c_void_p
+    for name in ("kl_fwd_f32", "kl_fwd_f64"):
+        fn = getattr(lib, name)
+        fn.argtypes = [ctypes.c_int64, p, p, p, p, p, p, ctypes.c_double, ctypes.c_double,
+                       ctypes.c_int]
+        fn.restype = None
+    return lib
+
+
+@functools.lru_cache(maxsize=256)
+def _consts(alpha: float, beta: float) -> Any:
+    """The kernel's constants (1/alpha, 1/beta, alpha/beta) as a ctypes array, cached per pair
+    of scales."""
+    import ctypes
+
+    return (ctypes.c_double * 3)(1.0 / alpha, 1.0 / beta, alpha / beta)
+
+
+def cpu_forward(lib: Any, x: Tensor, t: Tensor | None, alpha: float, beta: float,
+                reduction: str, want_d: bool) -> tuple[Tensor, Tensor | None]:
+    """The loss (reduced as ``reduction`` says) and, if ``want_d``, :math:`D'(x - t)` divided
+    by the number of elements for ``"mean"``, for contiguous CPU float32/float64 ``x`` (and
+    ``t`` of the same dtype and shape).  One pass over the data."""
+    n = x.numel()
+    fn = lib.kl_fwd_f32 if x.dtype == torch.float32 else lib.kl_fwd_f64
+    if reduction == "none":
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        res = out
+        red_ptr = None
+        ds = rscale = 1.0
+    else:
+        out = None
+        res = torch.empty((), dtype=x.dtype)
+        red_ptr = res.data_ptr()
+        if reduction == "mean":
+            ds = rscale = 1.0 / n if n else float("nan")
+        else:
+            ds = rscale = 1.0
+    d = torch.empty_like(x, memory_format=torch.contiguous_format) if want_d else None
+    if n == 0:
+        if reduction != "none":
+            res.fill_(0.0 if reduction == "sum" else float("nan"))
+        return res, d
+    threads = torch.get_num_threads() if n >= 131072 else 1
+    fn(n, x.data_ptr(), None if t is None else t.data_ptr(),
+       None if out is None else out.data_ptr(), None if d is None else d.data_ptr(), red_ptr,
+       _consts(alpha, beta), ds, rscale, threads)
+    return res, d
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled (torch.compile, dynamic shapes) forward
+# ---------------------------------------------------------------------------------------------
+
+
+def formula(x: Tensor, c: Tensor, t: float, coeffs: tuple[float, ...],
+            want_val: bool = True) -> tuple[Tensor | None, Tensor]:
+    """D (if ``want_val``) and D' of ``x`` with ``c = [1/alpha, 1/beta, alpha/beta]`` (a
+    tensor, so that new scales need no recompilation), ``coeffs`` phi in powers of u."""
+    a = x.abs()
+    u = a * c[0]
+    small = u < t
+    uc = torch.clamp(u, max=t)
+    p = torch.full_like(uc, coeffs[-1])
+    for k in reversed(coeffs[:-1]):
+        p = p * uc + k
+    q = uc * p
+    ome = -torch.expm1(-u)
+    d = torch.copysign(torch.where(small, uc * (1.0 - q), ome) * c[1], x)
+    if not want_val:
+        return None, d
+    ab = a * c[1]
+    val = torch.where(small, ab * q, ab - c[2] * ome)
+    return val, d
+
+
+def _fwd_none(input: Tensor, target: Tensor | None, c: Tensor, t: float,
+              coeffs: tuple[float, ...], want_d: bool) -> tuple[Tensor, Tensor | None]:
+    x = input if target is None else input - target
+    val, d = formula(x, c, t, coeffs)
+    return val, (d if want_d else None)
+
+
+def _fwd_sum(input: Tensor, target: Tensor | None, c: Tensor, t: float,
+             coeffs: tuple[float, ...], want_d: bool) -> tuple[Tensor, Tensor | None]:
+    x = input if target is None else input - target
+    val, d = formula(x, c, t, coeffs)
+    return val.sum(), (d if want_d else None)
+
+
+def _fwd_mean(input: Tensor, target: Tensor | None, c: Tensor, t: float,
+              coeffs: tuple[float, ...], want_d: bool) -> tuple[Tensor, Tensor | None]:
+    x = input if target is None else input - target
+    val, d = formula(x, c, t, coeffs)
+    return val.mean(), (d / x.numel() if want_d else None)
+
+
+_EAGER = {"none": _fwd_none, "sum": _fwd_sum, "mean": _fwd_mean}
+
+
+def _counting_backend(gm: Any, example_inputs: Any) -> Any:
+    """Inductor, counting the graphs it compiles."""
+    from torch._dynamo import lookup_backend
+
+    _COMPILES["dynamo"] += 1
+    return lookup_backend("inductor")(gm, example_inputs)
+
+
+_BROKEN: set[str] = set()
+
+
+@functools.cache
+def _compiled_fwd(reduction: str) -> Callable[..., tuple[Tensor, Tensor | None]]:
+    return torch.compile(_EAGER[reduction], backend=_counting_backend, dynamic=True)
+
+
+def compile_available(device: torch.device | None = None) -> bool:
+    """Whether the compiled fused forward may be tried on ``device``: ``torch.compile``
+    present, not disabled with ``KLHUBER_NO_COMPILE=1``, not failed before in this process,
+    and Triton importable for CUDA."""
+    if not hasattr(torch, "compile") or os.environ.get("KLHUBER_NO_COMPILE") or _BROKEN:
+        return False
+    if device is not None and device.type == "cuda":
+        return _has_triton()
+    return True
+
+
+@functools.cache
+def _has_triton() -> bool:
+    try:
+        from torch.utils._triton import has_triton
+    except ImportError:  # pragma: no cover - old torch
+        return False
+    return bool(has_triton())
+
+
+@functools.lru_cache(maxsize=64)
+def _consts_tensor(alpha: float, beta: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor([1.0 / alpha, 1.0 / beta, alpha / beta], dtype=dtype, device=device)
+
+
+def compiled_forward(x: Tensor, t: Tensor | None, alpha: float, beta: float, reduction: str,
+                     want_d: bool, phi: tuple[float, tuple[float, ...]],
+                     compiled: bool = True) -> tuple[Tensor, Tensor | None]:
+    """The fused forward through :func:`torch.compile` (``dynamic=True``); eager evaluation of
+    the same formulas if ``compiled`` is false or compilation fails (then the compiled path is
+    not tried again in this process)."""
+    c = _consts_tensor(alpha, beta, x.dtype, x.device)
+    tt, coeffs = phi
+    if compiled and compile_available(x.device):
+        try:
+            return _compiled_fwd(reduction)(x, t, c, tt, coeffs, want_d)
+        except Exception as err:  # no C++ compiler / Triton, unsupported platform, ...
+            import warnings
+
+            _BROKEN.add(type(err).__name__)
+            warnings.warn(f"klhuber: torch.compile of the fused KL loss failed ({err!r:.200}); "
+                          "using eager evaluation", RuntimeWarning, stacklevel=3)
+    return _EAGER[reduction](x, t, c, tt, coeffs, want_d)
