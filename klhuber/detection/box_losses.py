@@ -92,6 +92,11 @@ import torch
 from torch import Tensor
 from torchvision.models.detection._utils import BoxCoder
 
+from klhuber.interpret import BoxLossConfig, LossKind, StageLoss, detector_stages, get_preset
+from klhuber.interpret.kinds import BUILTIN_KINDS, loss_kind, register_loss_kind
+from klhuber.interpret.kinds import loss_kinds as _registered_kinds
+from klhuber.interpret.stage import WH_TARGETS
+
 __all__ = [
     "ARCH_STAGE_OVERRIDES",
     "DEFAULT_XFORM_CLIP",
@@ -110,10 +115,7 @@ __all__ = [
 #: Default clamp of the decoded log-size offsets, as torchvision (``log(1000 / 16)``).
 DEFAULT_XFORM_CLIP = math.log(1000.0 / 16)
 
-WH_TARGETS = ("log", "linear")
-
 KindFn = Callable[[Tensor, Tensor, "BoxRegressionLoss"], Tensor]
-_KINDS: dict[str, KindFn] = {}
 
 
 def register_box_loss_kind(name: str, fn: KindFn, *, overwrite: bool = False) -> None:
@@ -121,76 +123,24 @@ def register_box_loss_kind(name: str, fn: KindFn, *, overwrite: bool = False) ->
 
     ``fn(pred, target, loss)`` gets the predicted and target codes of the positive samples,
     both ``(n, 4)`` (target already divided by σ, eq. 24/28), and returns a tensor whose sum is
-    the stage's un-normalised box loss (λ must be applied by ``fn``).
+    the stage's un-normalised box loss (λ must be applied by ``fn``).  The kind joins the one
+    registry of :func:`klhuber.interpret.loss_kind` (α > 0, no Table 2 reading); register a
+    :class:`klhuber.interpret.LossKind` with :func:`klhuber.interpret.register_loss_kind` to
+    declare another α domain or a label factor.
     """
     if not isinstance(name, str) or not name:
         raise ValueError("name must be a non-empty string")
-    if name in _KINDS and not overwrite:
-        raise ValueError(f"box loss kind {name!r} is already registered; pass overwrite=True")
-    _KINDS[name] = fn
-
-
-def _losses():  # lazy: klhuber.losses is imported on first use
-    from klhuber import losses
-
-    return losses
-
-
-def _huber_kind(pred: Tensor, target: Tensor, loss: BoxRegressionLoss) -> Tensor:
-    # (λ/α) H_α(r), eq. 26 / 32.
-    r = pred - target
-    return (loss.lam / loss.alpha) * _losses().huber(r, loss.alpha)
-
-
-def _kl_kind(pred: Tensor, target: Tensor, loss: BoxRegressionLoss) -> Tensor:
-    # (λ/α) D_{α/2, 1/α}(r): Appendix E, the upper bound of eq. 20 in place of H_α.
-    r = pred - target
-    return (loss.lam / loss.alpha) * _losses().kl_huber(r, loss.alpha / 2, 1.0 / loss.alpha)
-
-
-def _smooth_l1_kind(pred: Tensor, target: Tensor, loss: BoxRegressionLoss) -> Tensor:
-    # λ SmoothL1_β(r) with β = α; SmoothL1_β = H_β / β, so this equals the "huber" kind.
-    # β = 0 is plain L1 (Detectron2's default for Faster R-CNN).
-    r = pred - target
-    if loss.alpha == 0:
-        return loss.lam * r.abs()
-    return loss.lam * _losses().smooth_l1(r, loss.alpha)
-
-
-def _l1_kind(pred: Tensor, target: Tensor, loss: BoxRegressionLoss) -> Tensor:
-    return loss.lam * (pred - target).abs()
-
-
-register_box_loss_kind("huber", _huber_kind)
-register_box_loss_kind("kl", _kl_kind)
-register_box_loss_kind("smooth_l1", _smooth_l1_kind)
-register_box_loss_kind("l1", _l1_kind)
-
-
-def _hiou_kind(pred: Tensor, target: Tensor, loss: BoxRegressionLoss) -> Tensor:
-    # λ (1 + IoU)^γ (1 - IoU) per box, γ = alpha (HIoU, seed 004 supplement eq. 11).  IoU of two
-    # boxes decoded from one anchor equals IoU of the same codes decoded from the unit box.
-    from klhuber.related.harmonic import hiou_loss
-
-    if pred.shape[0] == 0:
-        return pred.sum(dim=-1)
-    coder = loss.box_coder()
-    pred_boxes = decode_against_unit_box(coder, pred)
-    target_boxes = decode_against_unit_box(coder, target)
-    return loss.lam * hiou_loss(pred_boxes, target_boxes, loss.alpha, reduction="none")
-
-
-register_box_loss_kind("hiou", _hiou_kind)
+    register_loss_kind(LossKind(name, fn), overwrite=overwrite)
 
 
 def loss_kinds() -> tuple[str, ...]:
     """Names of the registered loss kinds (built-in and :func:`register_box_loss_kind`)."""
-    return tuple(_KINDS)
+    return _registered_kinds()
 
 
 #: The built-in kinds, the paper's (``huber``, ``kl``), the frameworks' (``smooth_l1``, ``l1``) and
 #: the HIoU loss of the related work (``hiou``, γ = ``alpha`` in [0, 1], per box).
-LOSS_KINDS = ("huber", "kl", "smooth_l1", "l1", "hiou")
+LOSS_KINDS: tuple[str, ...] = BUILTIN_KINDS
 
 
 class LinearWHBoxCoder(BoxCoder):
@@ -302,51 +252,57 @@ def _weights_from_sigma(sigma: Sequence[Any]) -> tuple[float, float, float, floa
     return (weights[0], weights[1], weights[2], weights[3])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class BoxRegressionLoss:
-    """The box loss of one detector stage: kind, λ, α, σ and width/height target.
+    """The box loss of one detector stage: a :class:`klhuber.interpret.StageLoss` (kind, λ, α,
+    σ and width/height target) made executable, with the clamp of decoded sizes.
 
     Call it with predicted and target codes of the positive samples, ``(n, 4)`` each; it returns
     the *sum* over samples and coordinates of :math:`\\ell(t - \\tilde t^*)` (see the module
     docstring for :math:`\\ell`), which the detector modules divide by torchvision's normaliser.
     The residual is computed in float32 at least, so the loss is stable under float16/bfloat16
-    autocast.
+    autocast.  The loss is the kind's function of the registry of
+    :func:`klhuber.interpret.loss_kind`, evaluated with the float values of ``lam`` and
+    ``alpha``.
 
-    Build it from a :class:`klhuber.interpret.StageLoss` with :meth:`from_stage`.
+    Build it from a :class:`klhuber.interpret.StageLoss` with :meth:`from_stage`, or from the
+    fields (``BoxRegressionLoss(kind, lam, alpha, sigma, wh_target, bbox_xform_clip)``), which
+    are validated by the stage (the α each kind accepts is the registry's) after being
+    converted to floats.  ``alpha`` is not used by ``l1`` and is stored as 0 there (the
+    :math:`\\alpha \\to 0` limit).
     """
 
-    kind: str = "huber"
-    lam: float = 1.0
-    alpha: float = 1.0
-    sigma: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    wh_target: str = "log"
-    bbox_xform_clip: float = DEFAULT_XFORM_CLIP
+    stage: StageLoss
+    bbox_xform_clip: float
 
-    def __post_init__(self) -> None:
-        kinds = loss_kinds()
-        if self.kind not in kinds:
-            raise ValueError(f"kind must be one of {kinds}, got {self.kind!r}")
-        lam = _as_number(self.lam, "lam")
-        if lam <= 0:
-            raise ValueError(f"lam must be > 0, got {self.lam!r}")
-        alpha = _as_number(self.alpha, "alpha")
-        if self.kind == "hiou":
-            if not 0 <= alpha <= 1:  # HIoU decreases in IoU iff γ <= 1 (supplement eq. 13)
-                raise ValueError(f"alpha (HIoU gamma) must be in [0, 1], got {self.alpha!r}")
-        elif alpha < 0 or (alpha == 0 and self.kind not in ("smooth_l1", "l1")):
-            rng = ">= 0" if self.kind in ("smooth_l1", "l1") else "> 0"
-            raise ValueError(f"alpha must be {rng} for kind {self.kind!r}, got {self.alpha!r}")
-        if self.wh_target not in WH_TARGETS:
-            raise ValueError(f"wh_target must be one of {WH_TARGETS}, got {self.wh_target!r}")
-        weights = _weights_from_sigma(self.sigma)
-        clip = _as_number(self.bbox_xform_clip, "bbox_xform_clip")
+    def __init__(
+        self,
+        kind: str = "huber",
+        lam: Any = 1.0,
+        alpha: Any = 1.0,
+        sigma: Sequence[Any] = (1.0, 1.0, 1.0, 1.0),
+        wh_target: str = "log",
+        bbox_xform_clip: Any = DEFAULT_XFORM_CLIP,
+    ) -> None:
+        loss_kind(kind)  # an unknown kind is named before its parameters
+        lam_f = _as_number(lam, "lam")
+        if lam_f <= 0:
+            raise ValueError(f"lam must be > 0, got {lam!r}")
+        alpha_f = _as_number(alpha, "alpha")
+        if alpha_f < 0:
+            raise ValueError(f"alpha must be >= 0 for kind {kind!r}, got {alpha!r}")
+        if kind == "l1":
+            alpha_f = 0.0
+        if wh_target not in WH_TARGETS:
+            raise ValueError(f"wh_target must be one of {WH_TARGETS}, got {wh_target!r}")
+        weights = _weights_from_sigma(sigma)
+        clip = _as_number(bbox_xform_clip, "bbox_xform_clip")
         if clip <= 0:
-            raise ValueError(f"bbox_xform_clip must be > 0, got {self.bbox_xform_clip!r}")
-        object.__setattr__(self, "lam", lam)
-        object.__setattr__(self, "alpha", alpha)
-        object.__setattr__(self, "sigma", tuple(1.0 / w for w in weights))
-        object.__setattr__(self, "_weights", weights)
+            raise ValueError(f"bbox_xform_clip must be > 0, got {bbox_xform_clip!r}")
+        stage = StageLoss(kind, lam_f, alpha_f, tuple(1.0 / w for w in weights), wh_target)
+        object.__setattr__(self, "stage", stage)
         object.__setattr__(self, "bbox_xform_clip", clip)
+        object.__setattr__(self, "_weights", weights)
 
     @classmethod
     def from_stage(cls, stage: Any, **overrides: Any) -> BoxRegressionLoss:
@@ -360,6 +316,32 @@ class BoxRegressionLoss:
             fields[name] = getattr(stage, name)
         fields.update(overrides)
         return cls(**fields)
+
+    @property
+    def kind(self) -> str:
+        """The loss kind (a name of :func:`loss_kinds`)."""
+        return self.stage.kind
+
+    @property
+    def lam(self) -> float:
+        """:math:`\\lambda`, as a float."""
+        return float(self.stage.lam)
+
+    @property
+    def alpha(self) -> float:
+        """:math:`\\alpha` (HIoU's :math:`\\gamma` for ``hiou``), as a float."""
+        return float(self.stage.alpha)
+
+    @property
+    def sigma(self) -> tuple[float, float, float, float]:
+        """:math:`(\\sigma_x, \\sigma_y, \\sigma_w, \\sigma_h)`, as floats (``1 / weights``)."""
+        sx, sy, sw, sh = (float(v) for v in self.stage.sigma)
+        return (sx, sy, sw, sh)
+
+    @property
+    def wh_target(self) -> str:
+        """``"log"`` (eq. 27) or ``"linear"`` (Appendix D)."""
+        return self.stage.wh_target
 
     @property
     def weights(self) -> tuple[float, float, float, float]:
@@ -393,7 +375,7 @@ class BoxRegressionLoss:
             pred = pred.float()
         if target.dtype != pred.dtype:
             target = target.to(pred.dtype)
-        return _KINDS[self.kind](pred, target, self)
+        return loss_kind(self.kind).fn(pred, target, self)
 
     def per_sample(self, pred: Tensor, target: Tensor) -> Tensor:
         """Loss per positive sample ``(n,)`` (summed over coordinates for coordinate kinds)."""
@@ -409,32 +391,36 @@ class BoxRegressionLoss:
 # From presets / configs to per-stage losses
 
 
-def _stock_stage(kind: str, lam: float, alpha: float, sigma: tuple) -> BoxRegressionLoss:
-    return BoxRegressionLoss(kind=kind, lam=lam, alpha=alpha, sigma=sigma, wh_target="log")
-
-
-#: Per-(preset, stage) replacements for presets that name a *framework* rather than a set of
-#: hyper-parameters.  ``BoxLossConfig.proposal`` drives both the RPN and RetinaNet's head (the
-#: paper: RetinaNet's loss equals the RPN's in the implementations it uses), but torchvision's
-#: stock RetinaNet differs from its own RPN: plain L1 on codes with weights (1, 1, 1, 1)
-#: (``retinanet.py``: ``_loss_type = "l1"``), i.e. the ``torchvision_retinanet`` preset of
-#: :mod:`klhuber.interpret`.  So ``box_loss="torchvision"`` means "stock torchvision" for both
+#: Per-(preset, stage) losses that differ from the preset's ``proposal`` / ``detection``
+#: columns, derived from the presets' architecture-specific stages
+#: (:class:`klhuber.interpret.BoxLossConfig` ``retinanet``): torchvision's stock RetinaNet uses
+#: plain L1 on codes with weights (1, 1, 1, 1) (``retinanet.py``: ``_loss_type = "l1"``), not
+#: its RPN's smooth L1, so ``box_loss="torchvision"`` means "stock torchvision" for both
 #: architectures.  (Detectron2's RetinaNet uses L1 with weights 1 as well,
 #: ``configs/Base-RetinaNet.yaml``, which is already its preset's ``proposal`` stage.)
-ARCH_STAGE_OVERRIDES: dict[tuple[str, str], BoxRegressionLoss] = {
-    ("torchvision", "retinanet"): _stock_stage("l1", 1.0, 0.0, (1, 1, 1, 1)),
-}
+ARCH_STAGE_OVERRIDES: dict[tuple[str, str], BoxRegressionLoss] = {}
 
 
-def resolve_box_loss(box_loss: Any) -> Any:
+def _arch_stage_overrides() -> None:
+    from klhuber.interpret import PRESETS
+
+    for name, config in PRESETS.items():
+        if config.retinanet is not None:
+            ARCH_STAGE_OVERRIDES[(name, "retinanet")] = BoxRegressionLoss.from_stage(
+                config.retinanet)
+
+
+_arch_stage_overrides()
+
+
+def resolve_box_loss(box_loss: str | BoxLossConfig) -> BoxLossConfig:
     """A :class:`klhuber.interpret.BoxLossConfig` from a preset name or a config.
 
     Strings go through :func:`klhuber.interpret.get_preset` (which raises ``ValueError``
-    listing the valid names).
+    listing the valid names); configs (or objects with ``proposal`` and ``detection`` stages)
+    are returned unchanged.
     """
     if isinstance(box_loss, str):
-        from klhuber.interpret import get_preset
-
         return get_preset(box_loss)
     for name in ("proposal", "detection"):
         if not hasattr(box_loss, name):
@@ -445,25 +431,14 @@ def resolve_box_loss(box_loss: Any) -> Any:
     return box_loss
 
 
-def stage_losses(box_loss: Any, arch: str) -> dict[str, BoxRegressionLoss]:
+def stage_losses(box_loss: str | BoxLossConfig, arch: str) -> dict[str, BoxRegressionLoss]:
     """Per-stage losses of ``arch``: ``{"rpn", "roi"}`` for Faster R-CNN, ``{"retinanet"}``.
 
-    ``config.proposal`` drives the RPN and RetinaNet's regression head, ``config.detection``
-    the RoI heads (Table 1's *Proposal* and *Detection* columns).  See
-    :data:`ARCH_STAGE_OVERRIDES` for the framework presets.
+    ``config.proposal`` drives the RPN and RetinaNet's regression head (unless the config
+    carries a ``retinanet`` stage, as the ``torchvision`` preset does), ``config.detection``
+    the RoI heads (Table 1's *Proposal* and *Detection* columns); see
+    :func:`klhuber.interpret.detector_stages`.
     """
     config = resolve_box_loss(box_loss)
-    name = getattr(config, "name", None)
-    if arch == "fasterrcnn":
-        return {
-            "rpn": ARCH_STAGE_OVERRIDES.get((name, "rpn"))
-            or BoxRegressionLoss.from_stage(config.proposal),
-            "roi": ARCH_STAGE_OVERRIDES.get((name, "roi"))
-            or BoxRegressionLoss.from_stage(config.detection),
-        }
-    if arch == "retinanet":
-        return {
-            "retinanet": ARCH_STAGE_OVERRIDES.get((name, "retinanet"))
-            or BoxRegressionLoss.from_stage(config.proposal)
-        }
-    raise ValueError(f"arch must be 'fasterrcnn' or 'retinanet', got {arch!r}")
+    return {name: BoxRegressionLoss.from_stage(stage)
+            for name, stage in detector_stages(config, arch).items()}

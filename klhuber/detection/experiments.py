@@ -308,13 +308,12 @@ def interpreted_label_noise(arch: str, preset: str) -> dict[str, float]:
     assumes in the stage that produces the final boxes: the RoI head of Faster R-CNN
     (Table 1 *Detection* column) or RetinaNet's head (*Proposal* column); Table 2's rows
     :math:`x^*, w^*` (:func:`klhuber.interpret.interpret`)."""
-    from klhuber.detection.box_losses import stage_losses
+    from klhuber.interpret import detector_stages, get_preset, interpret
 
-    stages = stage_losses(preset, arch)
-    loss = stages["roi"] if arch == "fasterrcnn" else stages["retinanet"]
-    factor = {"huber": loss.alpha, "smooth_l1": loss.alpha, "kl": loss.alpha / 2}.get(
-        loss.kind, 0.0)
-    return {"x": factor * loss.sigma[0], "w": factor * loss.sigma[2], "kind": loss.kind}
+    stages = detector_stages(get_preset(preset), arch)
+    stage = stages["roi"] if arch == "fasterrcnn" else stages["retinanet"]
+    label = interpret(stage).label_noise
+    return {"x": float(label[0]), "w": float(label[2]), "kind": stage.kind}
 
 
 def train_config(spec: RunSpec, data_root: str | os.PathLike, work_dir: str | os.PathLike,
