@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import mpmath
@@ -62,6 +63,7 @@ __all__ = [
     "claim_minimax_alpha",
     "claim_false_example",
     "verify_all",
+    "negative_control",
     "summary_markdown",
     "paper_notes_markdown",
 ]
@@ -79,6 +81,9 @@ class ClaimResult:
     :meth:`to_markdown`); ``detail`` lists the proof steps with their individual outcomes;
     ``paper_note`` says where the paper's own step is wrong or imprecise (empty if nothing);
     ``ours`` marks statements that go beyond the paper; ``seconds`` is the wall time of the check.
+    ``control`` is the outcome of the statement's negative control (:func:`negative_control`,
+    run by :func:`verify_all`): ``True`` when the statement with its stated constants perturbed
+    fails, as it must; ``None`` when no control was run.
     """
 
     name: str
@@ -89,6 +94,7 @@ class ClaimResult:
     paper_note: str = ""
     ours: bool = False
     seconds: float = 0.0
+    control: bool | None = None
 
     @property
     def mark(self) -> str:
@@ -156,6 +162,68 @@ def _result(name: str, reference: str, proof: _Proof, expressions: dict[str, sp.
     return ClaimResult(name=name, reference=reference, expressions=expressions,
                        holds=proof.holds, detail=proof.detail, paper_note=paper_note,
                        ours=ours, seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------
+# Negative controls: every constant a statement asserts passes through _stated
+# --------------------------------------------------------------------------------------------
+
+#: Factor applied to a stated constant by a negative control (a zero becomes 1/7).
+PERTURBATION = sp.Rational(8, 7)
+
+
+@dataclass
+class _Control:
+    index: int | None  # the stated constant to perturb, in call order; None: every one
+    seen: int = 0
+
+
+_CONTROL: ContextVar[_Control | None] = ContextVar("klhuber_symbolic_control", default=None)
+
+
+def _perturb(value: object) -> object:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_perturb(v) for v in value)
+    if isinstance(value, mpmath.mpf):
+        return value * 8 / 7 if value != 0 else mpmath.mpf(1) / 7
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value * 8 / 7 if value != 0 else 1 / 7
+    expr = sp.sympify(value)
+    return expr * PERTURBATION if expr != 0 else PERTURBATION - 1
+
+
+def _stated(value: object, perturbed: object = None) -> object:
+    """A constant the statement asserts. Unchanged normally; under a negative control (the
+    selected one, or all) it is multiplied by 8/7 (a zero becomes 1/7), or replaced by
+    ``perturbed`` for one-sided bounds a larger value would still satisfy."""
+    control = _CONTROL.get()
+    if control is None:
+        return value
+    index, control.seen = control.seen, control.seen + 1
+    if control.index is not None and control.index != index:
+        return value
+    return _perturb(value) if perturbed is None else perturbed
+
+
+def negative_control(claim: Callable[..., ClaimResult], index: int | None = None,
+                     **kwargs: object) -> tuple[ClaimResult, int]:
+    """Run ``claim`` with its stated constants perturbed: the statement must then fail.
+
+    Every constant a claim asserts (a coefficient, a limit, a bound, a closed form) passes
+    through one hook; here it is multiplied by 8/7 (a zero becomes 1/7; one-sided bounds are
+    tightened instead). ``index=None`` perturbs all of them at once, ``index=k`` only the k-th
+    (in the order the claim reaches them), so a constant that is computed but never compared
+    shows up as a control that still holds; an index no constant has (``-1``) perturbs nothing
+    and only counts them. Returns the perturbed result and the number of stated constants the
+    claim reached (a failing step can stop it before it reaches the later ones).
+    """
+    control = _Control(index)
+    token = _CONTROL.set(control)
+    try:
+        result = claim(**kwargs)
+    finally:
+        _CONTROL.reset(token)
+    return result, control.seen
 
 
 def _zero(expr: sp.Expr) -> bool:
@@ -238,15 +306,15 @@ def claim_gaussian_nll() -> ClaimResult:
     r, f, yy = sp.symbols("r F y", real=True)
     density = sp.exp(-(yy - f) ** 2 / (2 * s**2)) / sp.sqrt(2 * sp.pi * s**2)
     nll = -sp.log(density)
-    eq8 = sp.log(sp.sqrt(2 * sp.pi * s**2)) + (yy - f) ** 2 / (2 * s**2)
+    eq8 = sp.log(sp.sqrt(2 * sp.pi * s**2)) + (yy - f) ** 2 / (_stated(2) * s**2)
     p.check("eq. 7 is a probability density: ∫ p dy = 1",
-            _zero(sp.integrate(density, (yy, -sp.oo, sp.oo)) - 1))
+            _zero(sp.integrate(density, (yy, -sp.oo, sp.oo)) - _stated(1)))
     p.check("eq. 8: −log p(y|x,θ) = log√(2πσ²) + (y − F)²/(2σ²)",
             _zero(sp.expand_log(nll - eq8, force=True)))
     # eq. 9: the NLL is an increasing affine function of (y − F)²; its θ-gradient is the L2
     # gradient times the constant 1/(2σ²), so both have the same minimisers.
     p.check("eq. 9: ∂NLL/∂F = (1/(2σ²)) ∂(y − F)²/∂F, a positive constant factor",
-            _zero(sp.diff(eq8, f) - sp.diff((yy - f) ** 2, f) / (2 * s**2)))
+            _zero(sp.diff(eq8, f) - sp.diff((yy - f) ** 2, f) / (_stated(2) * s**2)))
     return _result("Gaussian NLL is the L2 loss", "eq. 5–9", p,
                    {"NLL": eq8.subs(yy - f, r)}, start)
 
@@ -274,15 +342,15 @@ def claim_kl_cross_entropy() -> ClaimResult:
     # Entropy of Laplace(μ₁, b₁) (eq. 41): integrate on both sides of μ₁ (shift v = y* − μ₁).
     ent = 2 * sp.integrate(sp.exp(-v / b1) / (2 * b1) * (sp.log(2 * b1) + v / b1), (v, 0, sp.oo))
     p.check("eq. 41: entropy of Laplace(μ₁, b₁) = 1 + log(2b₁), free of μ₂ (the prediction)",
-            _zero(ent - (1 + sp.log(2 * b1))))
+            _zero(ent - (_stated(1) + sp.log(2 * b1))))
     # Cross entropy, Laplace prediction (eq. 40), computed by :func:`_laplace_cross_entropy`.
     ce = _laplace_cross_entropy(d)
     kl = laplace_kl_expr(d, b1, b2)
     p.check("eq. 33: D(p‖q) = H(p,q) − H(p) for two Laplace densities (eq. 40 − eq. 41 = eq. 42)",
-            _zero(ce - ent - kl))
+            _zero(ce - ent - _stated(kl)))
     p.check("∂D/∂μ₂ = ∂H(p,q)/∂μ₂ (the entropy term has zero gradient): same minimisers, eq. 12",
-            _zero(sp.diff(ent, d)))
-    nll_laplace = -sp.log(sp.exp(-d / b2) / (2 * b2))
+            _zero(sp.diff(ent, d) - _stated(0)))
+    nll_laplace = -sp.log(sp.exp(-d / b2) / (_stated(2) * b2))
     p.check("Dirac label (b₁ → 0⁺): H(p,q) → −log q(y) = |y − F|/b₂ + log 2b₂ (Laplace q, eq. 14)",
             _zero(sp.limit(ce, b1, 0, "+") - sp.expand_log(nll_laplace, force=True)))
     # Gaussian prediction: E_p[(y* − F)²] = d² + 2b₁² for the Laplace label.
@@ -291,10 +359,10 @@ def claim_kl_cross_entropy() -> ClaimResult:
                                      * sp.exp(-v / b1) / (2 * b1), (v, 0, sp.oo))
     ce_gauss = sp.log(sp.sqrt(2 * sp.pi * s**2)) + second_moment / (2 * s**2)
     p.check("Laplace label, Gaussian prediction: E_p[(y* − F)²] = (y − F)² + 2b₁²",
-            _zero(second_moment - (d**2 + 2 * b1**2)))
+            _zero(second_moment - (d**2 + _stated(2) * b1**2)))
     p.check("Dirac label (b₁ → 0⁺): H(p,q) → eq. 8, the Gaussian NLL",
             _zero(sp.limit(ce_gauss, b1, 0, "+")
-                  - (sp.log(sp.sqrt(2 * sp.pi * s**2)) + d**2 / (2 * s**2))))
+                  - (sp.log(sp.sqrt(2 * sp.pi * s**2)) + d**2 / (_stated(2) * s**2))))
     p.check("but the KL itself diverges for a Dirac label: H(p) = 1 + log 2b₁ → −∞ as b₁ → 0⁺",
             sp.limit(ent, b1, 0, "+") == -sp.oo)
     return _result("KL = cross entropy − entropy; Dirac label gives the NLL", "eq. 10–14, 33", p,
@@ -347,13 +415,13 @@ def claim_laplace_kl(numeric_points: int = 4) -> ClaimResult:
         # eq. 39: the integral equals (b₁ exp(−|μ₁ − μ₂|/b₁) + |μ₁ − μ₂|)/b₂
         p.check(f"{eqs}: three regions integrated, cross entropy = eq. 40 with |μ₁ − μ₂| = d "
                 f"(μ₁ {'≥' if sign > 0 else '<'} μ₂)",
-                _zero(ce - ((b1 * sp.exp(-d / b1) + d) / b2 + sp.log(2 * b2))))
+                _zero(ce - ((b1 * sp.exp(-d / b1) + d) / b2 + sp.log(_stated(2) * b2))))
         p.check(f"{eqs}: KL = cross entropy − entropy (eq. 41) equals eq. 15 / eq. 42",
-                _zero(ce - ent - laplace_kl_expr(sign * d, b1, b2)))
+                _zero(ce - ent - _stated(laplace_kl_expr(sign * d, b1, b2))))
     # the density normalises and its entropy integral (eq. 41) region by region
     norm = sp.integrate(sp.exp(-(mu1 - v) / b1) / (2 * b1), (v, -sp.oo, mu1)) \
         + sp.integrate(sp.exp(-(v - mu1) / b1) / (2 * b1), (v, mu1, sp.oo))
-    p.check("eq. 34: the Laplace density integrates to 1", _zero(norm - 1))
+    p.check("eq. 34: the Laplace density integrates to 1", _zero(norm - _stated(1)))
     # Numerical quadrature of the definition, at a few parameter values (independent check).
     mpmath.mp.dps = 30
     worst = mpmath.mpf(0)
@@ -368,6 +436,7 @@ def claim_laplace_kl(numeric_points: int = 4) -> ClaimResult:
         numeric = mpmath.quad(integrand, [-mpmath.inf, *pts, mpmath.inf])
         dm, s1m, s2m = mpmath.mpf(m1v) - mpmath.mpf(m2v), mpmath.mpf(s1), mpmath.mpf(s2)
         closed = (s1m * mpmath.exp(-abs(dm) / s1m) + abs(dm)) / s2m + mpmath.log(s2m / s1m) - 1
+        closed = _stated(closed)
         worst = max(worst, abs(numeric - closed))
     p.check(f"mpmath quadrature of ∫ p log(p/q) at {len(params)} parameter sets agrees with eq. 15 "
             f"(max abs difference {mpmath.nstr(worst, 3)} < 1e-20)", worst < mpmath.mpf("1e-20"))
@@ -386,7 +455,7 @@ def claim_eq16_constant() -> ClaimResult:
     C = α/β + log(β/α) − 1 ≥ 0 (zero iff α = β); D ≥ 0 with its minimum 0 at x = 0 only."""
     start = time.perf_counter()
     p = _Proof()
-    const = alpha / beta + sp.log(beta / alpha) - 1
+    const = alpha / beta + sp.log(beta / alpha) - _stated(1)
     p.check("eq. 15 − eq. 16 = α/β + log(β/α) − 1, independent of x",
             _zero(laplace_kl_expr(x, alpha, beta) - kl_huber_expr(x, alpha, beta) - const))
     r = sp.Symbol("r", positive=True)  # r = α/β; C = r − log r − 1
@@ -394,17 +463,17 @@ def claim_eq16_constant() -> ClaimResult:
     p.check("C = r − 1 − log r with r = α/β", _zero(const.subs(alpha, r * beta) - c_r))
     p.check("C(1) = 0 and C'(r) = (r − 1)/r: C decreases on (0,1], increases on [1,∞), so C ≥ 0 "
             "with equality iff α = β (then D is exactly the KL divergence)",
-            c_r.subs(r, 1) == 0 and _zero(sp.diff(c_r, r) - (r - 1) / r))
+            c_r.subs(r, 1) == _stated(0) and _zero(sp.diff(c_r, r) - (r - _stated(1)) / r))
     dd = _d_pos(xp, alpha, beta)
-    p.check("D_{α,β}(0) = 0", kl_huber_expr(sp.S(0), alpha, beta) == 0)
+    p.check("D_{α,β}(0) = 0", kl_huber_expr(sp.S(0), alpha, beta) == _stated(0))
     p.check("for x > 0: D' = (1 − e^{−x/α})/β with D'' = e^{−x/α}/(αβ) > 0 and D'(0⁺) = 0, so "
             "D' > 0 and D > 0 on x > 0; D is even, so x = 0 is the unique minimiser",
-            _zero(sp.diff(dd, xp) - (1 - sp.exp(-xp / alpha)) / beta)
+            _zero(sp.diff(dd, xp) - (1 - sp.exp(-xp / alpha)) / _stated(beta))
             and sp.diff(dd, xp, 2).is_positive is True
-            and sp.limit(sp.diff(dd, xp), xp, 0, "+") == 0
+            and sp.limit(sp.diff(dd, xp), xp, 0, "+") == _stated(0)
             and _zero(kl_huber_expr(-x, alpha, beta) - kl_huber_expr(x, alpha, beta)))
     p.check("|D'| < 1/β: the gradient is bounded like the L1 loss's (robustness)",
-            sp.limit(sp.diff(dd, xp), xp, sp.oo) == 1 / beta)
+            sp.limit(sp.diff(dd, xp), xp, sp.oo) == _stated(1 / beta))
     return _result("D_{α,β} is eq. 15 without its constants", "eq. 16", p,
                    {"D_{alpha,beta}(x)": kl_huber_expr(x, alpha, beta), "C(alpha,beta)": const},
                    start)
@@ -432,7 +501,7 @@ def claim_d_differentiable() -> ClaimResult:
     p.check("eq. 43: the two branches equal eq. 16 on x > 0 and x < 0",
             _zero(d_pos - kl_huber_expr(xp, alpha, beta))
             and _zero(d_neg - kl_huber_expr(xn, alpha, beta)))
-    eq44 = sp.sign(x) / beta * (1 - sp.exp(-sp.Abs(x) / alpha))
+    eq44 = sp.sign(x) / _stated(beta) * (1 - sp.exp(-sp.Abs(x) / alpha))
     p.check("eq. 44: branch derivatives equal sgn(x)(1 − e^{−|x|/α})/β",
             _zero(sp.diff(d_pos, xp) - eq44.subs(x, xp))
             and _zero(sp.diff(d_neg, xn) - eq44.subs(x, xn)))
@@ -440,22 +509,22 @@ def claim_d_differentiable() -> ClaimResult:
     first_r = sp.limit(alpha * (sp.exp(-xp / alpha) - 1) / (beta * xp), xp, 0)
     first_l = sp.limit(alpha * (sp.exp(xn / alpha) - 1) / (beta * xn), xn, 0)
     p.check(f"eq. 50–52: one-sided limits of the first term are {_txt(first_r)} (right) and "
-            f"{_txt(first_l)} (left)", first_r == -1 / beta and first_l == 1 / beta)
+            f"{_txt(first_l)} (left)", first_r == _stated(-1 / beta) and first_l == _stated(1 / beta))
     p.check("eq. 53–54: |x|/(βx) → 1/β (right) and −1/β (left)",
-            sp.limit(xp / (beta * xp), xp, 0) == 1 / beta
-            and sp.limit(-xn / (beta * xn), xn, 0) == -1 / beta)
+            sp.limit(xp / (beta * xp), xp, 0) == _stated(1 / beta)
+            and sp.limit(-xn / (beta * xn), xn, 0) == _stated(-1 / beta))
     right = sp.limit(d_pos / xp, xp, 0)
     left = sp.limit(d_neg / xn, xn, 0)
     p.check(f"difference quotient (D(x) − D(0))/x → {_txt(right)} from the right and {_txt(left)} from the "
-            "left: D'(0) exists and equals 0", right == 0 and left == 0)
+            "left: D'(0) exists and equals 0", right == _stated(0) and left == _stated(0))
     u = sp.exp(-xp / alpha) - 1
     p.check("the substitution of eq. 50/57, u = e^{−x/α} − 1, is negative for x > 0: u(0) = 0 and "
             "du/dx = −e^{−x/α}/α < 0 (so u → 0⁻; the paper writes 0⁺)",
-            u.subs(xp, 0) == 0 and _neg(sp.diff(u, xp)))
+            u.subs(xp, 0) == _stated(0) and _neg(sp.diff(u, xp)))
     uu = sp.Symbol("u", real=True)
     p.check("u/log(1+u) → 1 from both sides (eq. 47), so eq. 51's value −1/β stands",
-            sp.limit(uu / sp.log(1 + uu), uu, 0, "+") == 1
-            and sp.limit(uu / sp.log(1 + uu), uu, 0, "-") == 1)
+            sp.limit(uu / sp.log(1 + uu), uu, 0, "+") == _stated(1)
+            and sp.limit(uu / sp.log(1 + uu), uu, 0, "-") == _stated(1))
     return _result("D_{α,β} is differentiable at 0 (Claim 1)", "Appendix B, Claim 1, eq. 43–54",
                    p, {"D'(x)": eq44}, start, paper_note=_APPB_NOTE)
 
@@ -471,19 +540,20 @@ def claim_d_twice_differentiable() -> ClaimResult:
     d1_neg = -(1 - sp.exp(xn / alpha)) / beta
     eq45 = sp.exp(-sp.Abs(x) / alpha) / (alpha * beta)
     p.check("eq. 45: branch second derivatives equal e^{−|x|/α}/(αβ)",
-            _zero(sp.diff(d1_pos, xp) - eq45.subs(x, xp))
-            and _zero(sp.diff(d1_neg, xn) - eq45.subs(x, xn)))
+            _zero(sp.diff(d1_pos, xp) - _stated(eq45.subs(x, xp)))
+            and _zero(sp.diff(d1_neg, xn) - _stated(eq45.subs(x, xn))))
     right = sp.limit(d1_pos / xp, xp, 0)
     left = sp.limit(d1_neg / xn, xn, 0)
     p.check(f"eq. 56–59: (D'(x) − D'(0))/x → {_txt(right)} (right) and {_txt(left)} (left): "
-            "D''(0) = 1/(αβ) exists", right == 1 / (alpha * beta) and left == 1 / (alpha * beta))
+            "D''(0) = 1/(αβ) exists",
+            right == _stated(1 / (alpha * beta)) and left == _stated(1 / (alpha * beta)))
     p.check("D'' is continuous at 0: both one-sided limits of eq. 45 equal 1/(αβ)",
-            sp.limit(eq45.subs(x, xp), xp, 0) == 1 / (alpha * beta)
-            and sp.limit(eq45.subs(x, xn), xn, 0) == 1 / (alpha * beta))
+            sp.limit(eq45.subs(x, xp), xp, 0) == _stated(1 / (alpha * beta))
+            and sp.limit(eq45.subs(x, xn), xn, 0) == _stated(1 / (alpha * beta)))
     d3r = sp.limit(sp.diff(eq45.subs(x, xp), xp), xp, 0)
     d3l = sp.limit(sp.diff(eq45.subs(x, xn), xn), xn, 0)
     p.check(f"(ours) D''' has one-sided limits {_txt(d3r)} and {_txt(d3l)} at 0: D is not C³",
-            _zero(d3r + 1 / (alpha**2 * beta)) and _zero(d3l - 1 / (alpha**2 * beta)))
+            _zero(d3r + _stated(1 / (alpha**2 * beta))) and _zero(d3l - _stated(1 / (alpha**2 * beta))))
     return _result("D_{α,β} is twice differentiable at 0 (Claim 2)",
                    "Appendix B, Claim 2, eq. 55–59", p, {"D''(x)": eq45}, start,
                    paper_note=_APPB_NOTE)
@@ -497,16 +567,18 @@ def claim_huber_not_twice_differentiable() -> ClaimResult:
     inner = _h_pos(xp, alpha, True)
     outer = _h_pos(xp, alpha, False)
     p.check("H_α is continuous at x = α: both branches equal α²/2",
-            _zero(inner.subs(xp, alpha) - outer.subs(xp, alpha)))
+            _zero(inner.subs(xp, alpha) - _stated(alpha**2 / 2))
+            and _zero(outer.subs(xp, alpha) - _stated(alpha**2 / 2)))
     p.check("H'_α is continuous at x = α: both one-sided derivatives equal α",
-            _zero(sp.diff(inner, xp).subs(xp, alpha) - alpha)
-            and _zero(sp.diff(outer, xp).subs(xp, alpha) - alpha))
+            _zero(sp.diff(inner, xp).subs(xp, alpha) - _stated(alpha))
+            and _zero(sp.diff(outer, xp).subs(xp, alpha) - _stated(alpha)))
     left = sp.limit((sp.diff(inner, xp) - alpha) / (xp - alpha), xp, alpha, "-")
     right = sp.limit((sp.diff(outer, xp) - alpha) / (xp - alpha), xp, alpha, "+")
     p.check(f"(H'(x) − H'(α))/(x − α) → {_txt(left)} from the left and {_txt(right)} from the right: "
-            "H'' does not exist at x = α (by symmetry also at x = −α)", left == 1 and right == 0)
+            "H'' does not exist at x = α (by symmetry also at x = −α)",
+            left == _stated(1) and right == _stated(0))
     p.check("at x = 0 (inside the quadratic branch) H'' = 1 = D''_{α,1/α}(0): the two losses "
-            "have the same curvature there", sp.diff(inner, xp, 2) == 1)
+            "have the same curvature there", sp.diff(inner, xp, 2) == _stated(1))
     return _result("H_α is C¹ but not twice differentiable at ±α", "eq. 4, Appendix B", p,
                    {"H''(alpha^-)": left, "H''(alpha^+)": right}, start)
 
@@ -525,18 +597,18 @@ def claim_small_x_expansion() -> ClaimResult:
     ser = sp.series(dd, xp, 0, 4).removeO()
     quad = xp**2 / (2 * alpha * beta)
     p.check("eq. 17: D(0) = 0, D'(0) = 0, D''(0)/2 = 1/(2αβ) (Appendix B)",
-            _zero(ser.coeff(xp, 0)) and _zero(ser.coeff(xp, 1))
-            and _zero(ser.coeff(xp, 2) - 1 / (2 * alpha * beta)))
+            _zero(ser.coeff(xp, 0) - _stated(0)) and _zero(ser.coeff(xp, 1) - _stated(0))
+            and _zero(ser.coeff(xp, 2) - _stated(1 / (2 * alpha * beta))))
     p.check("the next term is −|x|³/(6α²β): the error of eq. 17 is of order |x|³",
-            _zero(ser.coeff(xp, 3) + 1 / (6 * alpha**2 * beta)))
+            _zero(ser.coeff(xp, 3) + _stated(1 / (6 * alpha**2 * beta))))
     # exact two-sided bound via t = x/α: quad − D = (α/β) f1(t), f1 = t²/2 − t + 1 − e^{−t}
     f1 = t**2 / 2 - t + 1 - sp.exp(-t)
     p.check("x²/(2αβ) − D(x) = (α/β) f₁(x/α) with f₁(t) = t²/2 − t + 1 − e^{−t}",
-            _zero((quad - dd).subs(xp, alpha * t) - alpha / beta * f1))
+            _zero((quad - dd).subs(xp, alpha * t) - _stated(alpha / beta) * f1))
     p.check("f₁(0) = f₁'(0) = f₁''(0) = 0 and f₁''' = e^{−t} > 0 ⇒ f₁ ≥ 0 (lower bound)",
             f1.subs(t, 0) == 0 and sp.diff(f1, t).subs(t, 0) == 0
             and sp.diff(f1, t, 2).subs(t, 0) == 0 and sp.diff(f1, t, 3).is_positive is True)
-    g = t**3 / 6 - f1
+    g = t**3 / _stated(6) - f1
     p.check("g = t³/6 − f₁ has g(0) = g'(0) = g''(0) = 0 and g''' = 1 − e^{−t} ≥ 0 "
             "(it is 0 at t = 0 and its derivative e^{−t} > 0) ⇒ f₁ ≤ t³/6 (upper bound)",
             all(sp.diff(g, t, k).subs(t, 0) == 0 for k in range(4))
@@ -555,23 +627,26 @@ def claim_large_x_asymptote() -> ClaimResult:
     dd = _d_pos(xp, alpha, beta)
     lin = (xp - alpha) / beta
     p.check("eq. 18: D(x) − (|x| − α)/β = (α/β) e^{−|x|/α} > 0",
-            _zero(dd - lin - alpha / beta * sp.exp(-xp / alpha)))
+            _zero(dd - lin - _stated(alpha / beta) * sp.exp(-xp / alpha)))
     p.check("… which tends to 0 faster than any power of 1/|x|",
-            sp.limit((dd - lin) * xp**10, xp, sp.oo) == 0)
+            sp.limit((dd - lin) * xp**10, xp, sp.oo) == _stated(0))
     quad = xp**2 / (2 * alpha * beta)
     jump = quad.subs(xp, alpha) - lin.subs(xp, alpha)
     p.check(f"eq. 19 jumps by {_txt(jump)} at |x| = α (it is not continuous)",
-            _zero(jump - alpha / (2 * beta)))
+            _zero(jump - _stated(alpha / (2 * beta))))
     # errors of eq. 19: inside (α/β) f₁(x/α) increasing (f₁' ≥ 0) → max f₁(1) = 1/2 − 1/e;
     # outside (α/β) e^{−x/α} decreasing → sup e^{−1} at x → α⁺
-    inner_max = sp.Rational(1, 2) - sp.exp(-1)
+    inner_max = _stated(sp.Rational(1, 2)) - sp.exp(-1)
+    f1 = t**2 / 2 - t + 1 - sp.exp(-t)  # (α/β) f₁(|x|/α): the error inside (Claim 3's f₁)
     p.check("largest error of eq. 19: (α/β)(1/2 − e^{−1}) ≈ 0.132 α/β inside, sup (α/β)e^{−1} "
             "≈ 0.368 α/β at |x| → α⁺ (both errors monotone in |x| on their piece)",
-            _positive_number(sp.exp(-1) - inner_max)
+            _zero(f1.subs(t, 1) - inner_max) and _zero((quad - dd).subs(xp, alpha * t)
+                                                         - alpha / beta * f1)
+            and _positive_number(sp.exp(-1) - inner_max)
             and sp.diff(alpha / beta * sp.exp(-xp / alpha), xp).is_negative is True)
     huber_lin = _h_pos(xp, alpha, False)
     p.check("with β = 1/α, eq. 19's linear piece α(|x| − α) = H_α's linear piece − α²/2",
-            _zero(lin.subs(beta, 1 / alpha) - (huber_lin - alpha**2 / 2)))
+            _zero(lin.subs(beta, 1 / alpha) - (huber_lin - _stated(alpha**2 / 2))))
     return _result("large-|x| asymptote and the piecewise approximation", "eq. 18–19", p,
                    {"D - asymptote": alpha / beta * sp.exp(-sp.Abs(x) / alpha),
                     "jump of eq. 19": alpha / (2 * beta)}, start,
@@ -616,21 +691,25 @@ def claim_lower_bound() -> ClaimResult:
     eq61 = xp**2 / 2 - alpha * xp + alpha**2 - alpha**2 * sp.exp(-xp / alpha)
     eq62 = alpha**2 / 2 - alpha**2 * sp.exp(-xp / alpha)
     p.check("eq. 61/62: H − D_{α,1/α} on 0 ≤ x ≤ α and x ≥ α",
-            _zero(_h_pos(xp, alpha, True) - d - eq61) and _zero(_h_pos(xp, alpha, False) - d - eq62))
+            _zero(_h_pos(xp, alpha, True) - d - _stated(eq61))
+            and _zero(_h_pos(xp, alpha, False) - d - _stated(eq62)))
     p.check("eq. 63/64: with y = x/α, the gap is α² f₁(y) on [0,1] and α² f₂(y) on [1,∞)",
-            _zero(eq61.subs(xp, alpha * y) - alpha**2 * f1)
-            and _zero(eq62.subs(xp, alpha * y) - alpha**2 * f2))
+            _zero(eq61.subs(xp, alpha * y) - _stated(alpha**2) * f1)
+            and _zero(eq62.subs(xp, alpha * y) - _stated(alpha**2) * f2))
     p.check("eq. 65/66: f₁' = y − 1 + e^{−y}, f₁'' = 1 − e^{−y}",
-            _zero(sp.diff(f1, y) - (y - 1 + sp.exp(-y))) and _zero(sp.diff(f1, y, 2) - (1 - sp.exp(-y))))
+            _zero(sp.diff(f1, y) - (y - _stated(1) + sp.exp(-y)))
+            and _zero(sp.diff(f1, y, 2) - (_stated(1) - sp.exp(-y))))
     p.check("f₁''(0) = 0 and f₁''' = e^{−y} > 0 ⇒ f₁'' ≥ 0 on y ≥ 0",
-            sp.diff(f1, y, 2).subs(y, 0) == 0 and sp.diff(f1, y, 3).is_positive is True)
+            sp.diff(f1, y, 2).subs(y, 0) == _stated(0) and sp.diff(f1, y, 3).is_positive is True)
     p.check("f₁'(0) = 0 and f₁'' ≥ 0 ⇒ f₁' ≥ 0; f₁(0) = 0 and f₁' ≥ 0 ⇒ f₁ ≥ 0 (strictly for y > 0)",
-            sp.diff(f1, y).subs(y, 0) == 0 and f1.subs(y, 0) == 0)
+            sp.diff(f1, y).subs(y, 0) == _stated(0) and f1.subs(y, 0) == _stated(0))
     p.check("f₂(1) = 1/2 − e^{−1} = f₁(1) > 0 and f₂' = e^{−y} > 0 ⇒ f₂ > 0 on y ≥ 1",
-            _zero(f2.subs(y, 1) - f1.subs(y, 1)) and _positive_number(f2.subs(y, 1))
+            _zero(f2.subs(y, 1) - _stated(sp.Rational(1, 2) - sp.exp(-1)))
+            and _zero(f1.subs(y, 1) - _stated(sp.Rational(1, 2) - sp.exp(-1)))
+            and _positive_number(f2.subs(y, 1))
             and sp.diff(f2, y).is_positive is True)
     p.check("gap → α²/2 as |x| → ∞ (its supremum; not attained since the gap increases)",
-            _zero(sp.limit(eq62, xp, sp.oo) - alpha**2 / 2))
+            _zero(sp.limit(eq62, xp, sp.oo) - _stated(alpha**2 / 2)))
     return _result("lower bound D_{α,1/α} ≤ H_α (Claim 3)", "eq. 20, Appendix C, Claim 3, eq. 60–66",
                    p, {"f_1(y)": f1, "f_2(y)": f2, "sup gap": alpha**2 / 2}, start,
                    paper_note="The proof is correct. Section 4.2 reads it as 'minimising H_α is "
@@ -650,33 +729,37 @@ def claim_upper_bound() -> ClaimResult:
     eq68 = alpha**2 / 2 * sp.exp(-2 * xp / alpha) + alpha * xp - alpha**2 / 2 - xp**2 / 2
     eq69 = alpha**2 / 2 * sp.exp(-2 * xp / alpha)
     p.check("eq. 68/69: D_{α/2,1/α} − H on 0 ≤ x ≤ α and on x ≥ α",
-            _zero(d - _h_pos(xp, alpha, True) - eq68) and _zero(d - _h_pos(xp, alpha, False) - eq69))
+            _zero(d - _h_pos(xp, alpha, True) - _stated(eq68))
+            and _zero(d - _h_pos(xp, alpha, False) - _stated(eq69)))
     f3 = sp.exp(-y) + y - 1 - y**2 / 4
     f4 = sp.exp(-y)
     p.check("eq. 70/71: with y = 2x/α, the gap is (α²/2) f₃(y) on [0,2] and (α²/2) e^{−y} on [2,∞)",
-            _zero(eq68.subs(xp, alpha * y / 2) - alpha**2 / 2 * f3)
-            and _zero(eq69.subs(xp, alpha * y / 2) - alpha**2 / 2 * f4))
+            _zero(eq68.subs(xp, alpha * y / 2) - _stated(alpha**2 / 2) * f3)
+            and _zero(eq69.subs(xp, alpha * y / 2) - _stated(alpha**2 / 2) * f4))
     f3p = sp.diff(f3, y)
     f3pp = sp.diff(f3, y, 2)
     p.check("eq. 72/73: f₃' = 1 − e^{−y} − y/2, f₃'' = e^{−y} − 1/2",
-            _zero(f3p - (1 - sp.exp(-y) - y / 2)) and _zero(f3pp - (sp.exp(-y) - sp.Rational(1, 2))))
+            _zero(f3p - (1 - sp.exp(-y) - y / _stated(2)))
+            and _zero(f3pp - (sp.exp(-y) - _stated(sp.Rational(1, 2)))))
     roots = sp.solve(f3pp, y)
     p.check(f"f₃''' = −e^{{−y}} < 0, so f₃'' decreases strictly; its only root is {_txt(roots)}",
-            sp.diff(f3, y, 3).is_negative is True and roots == [sp.log(2)])
+            sp.diff(f3, y, 3).is_negative is True and roots == _stated([sp.log(2)]))
     p.check("f₃(0) = f₃'(0) = 0, f₃'(log 2) = (1 − log 2)/2 > 0: f₃' > 0 on (0, log 2]",
-            f3.subs(y, 0) == 0 and f3p.subs(y, 0) == 0
+            f3.subs(y, 0) == _stated(0) and f3p.subs(y, 0) == _stated(0)
+            and _zero(f3p.subs(y, sp.log(2)) - _stated((1 - sp.log(2)) / 2))
             and _positive_number(f3p.subs(y, sp.log(2))))
     p.check("f₃'(2) = −e^{−2} < 0 and f₃' decreases strictly on [log 2, 2]: exactly one root y₀ "
             "in (log 2, 2), f₃' ≥ 0 on [0, y₀], f₃' ≤ 0 on [y₀, 2]",
-            _zero(f3p.subs(y, 2) + sp.exp(-2)) and _positive_number(sp.exp(-2)))
-    y0 = _lambert_y0()
+            _zero(f3p.subs(y, 2) + _stated(sp.exp(-2))) and _positive_number(sp.exp(-2)))
+    y0 = _stated(_lambert_y0())
     p.check(f"y₀ = 2 + W₀(−2e^{{−2}}) = {sp.N(y0, 12)} solves f₃'(y₀) = 0 exactly and lies in "
             "(log 2, 2)", _f3_prime_root_exact()
+            and bool(abs(sp.N(f3p.subs(y, y0), 40)) < sp.Float("1e-30"))
             and _positive_number(y0 - sp.log(2)) and _positive_number(2 - y0))
     p.check("f₃ increases on [0, y₀] from f₃(0) = 0 and decreases on [y₀, 2] to f₃(2) = e^{−2} > 0:"
             " f₃ ≥ 0 on [0, 2], = 0 only at y = 0",
-            _zero(f3.subs(y, 2) - sp.exp(-2)))
-    f5 = -y**2 / 4 + y / 2
+            _zero(f3.subs(y, 2) - _stated(sp.exp(-2))))
+    f5 = -y**2 / _stated(4) + y / 2
     p.check("the paper's route (eq. 74–76): on [y₀, 2], f₃ − f₅ = −f₃' ≥ 0 and f₅ = y(2 − y)/4 ≥ 0",
             _zero(f3 - f5 + f3p) and sp.factor(f5) == -y * (y - 2) / 4)
     p.check("f₄ = e^{−y} > 0 on y ≥ 2 (eq. 71)", f4.is_positive is True)
@@ -686,8 +769,9 @@ def claim_upper_bound() -> ClaimResult:
         sp.exp(-w), w / (-2 * sp.exp(-2)))
     p.check(f"largest gap: (α²/2) f₃(y₀) = α² y₀(2 − y₀)/8 ≈ {sp.N(y0 * (2 - y0) / 8, 6)} α² at "
             f"|x| = α y₀/2 ≈ {sp.N(y0 / 2, 6)} α (f₃ increases before y₀, decreases after)",
-            _zero(gap_at - (2 + w) * (-w) / 4))
-    p.check("gap → 0 as |x| → ∞ (eq. 81)", sp.limit(eq69, xp, sp.oo) == 0)
+            _zero(gap_at - (2 + w) * (-w) / _stated(4))
+            and bool(abs(sp.N(gap_max - y0 * (2 - y0) / 4, 40)) < sp.Float("1e-30")))
+    p.check("gap → 0 as |x| → ∞ (eq. 81)", sp.limit(eq69, xp, sp.oo) == _stated(0))
     return _result("upper bound H_α ≤ D_{α/2,1/α} (Claim 4)", "eq. 20, Appendix C, Claim 4, eq. 67–76",
                    p, {"f_3(y)": f3, "y_0": y0, "max gap": alpha**2 * y0 * (2 - y0) / 8,
                        "argmax |x|": alpha * y0 / 2, "f_3(y_0)": gap_max}, start,
@@ -705,30 +789,31 @@ def claim_bounds_tight() -> ClaimResult:
     diff = _d_pos(xp, a_s, b_s) - _h_pos(xp, alpha, False)
     slope = sp.limit(diff / xp, xp, sp.oo)
     p.check(f"eq. 83: (D_{{α*,β*}} − H_α)(x)/x → {_txt(sp.expand(slope))}: the gap → +∞ if β* < 1/α, −∞ if β* > 1/α",
-            _zero(slope - (1 / b_s - alpha)))
+            _zero(slope - _stated(1 / b_s - alpha)))
     lim_eq = sp.limit(diff.subs(b_s, 1 / alpha), xp, sp.oo)
     p.check(f"eq. 83: for β* = 1/α the gap tends to {_txt(sp.factor(lim_eq))} = α(α/2 − α*)",
-            _zero(lim_eq - alpha * (alpha / 2 - a_s)))
+            _zero(lim_eq - _stated(alpha * (alpha / 2 - a_s))))
     p.check("eq. 81/82: the limits for α* = α/2 and α* = α are 0 and −α²/2",
-            _zero(lim_eq.subs(a_s, alpha / 2)) and _zero(lim_eq.subs(a_s, alpha) + alpha**2 / 2))
+            _zero(lim_eq.subs(a_s, alpha / 2) - _stated(0))
+            and _zero(lim_eq.subs(a_s, alpha) + _stated(alpha**2 / 2)))
     upper_sol = sp.solve(lim_eq, a_s)
     lower_sol = sp.reduce_inequalities([lim_eq >= -alpha**2 / 2, lim_eq <= 0], a_s)
     p.check(f"hence (eq. 78) an upper bound between H and D_{{α/2,1/α}} needs β₂ = 1/α and "
             f"0 ≤ α(α/2 − α₂) ≤ 0: α₂ ∈ {_txt(upper_sol)}; (eq. 77) a lower bound needs β₁ = 1/α "
             f"and −α²/2 ≤ α(α/2 − α₁) ≤ 0: {_txt(lower_sol)}",
-            upper_sol == [alpha / 2]
-            and lower_sol == sp.And(a_s >= alpha / 2, a_s <= alpha))
+            upper_sol == _stated([alpha / 2])
+            and lower_sol == sp.And(a_s >= _stated(alpha / 2), a_s <= _stated(alpha)))
     g = sp.Symbol("gamma", positive=True)  # α₁ = α/γ with 1 < γ ≤ 2
     near0 = sp.series(_d_pos(xp, alpha / g, 1 / alpha) - _h_pos(xp, alpha, True), xp, 0, 3).removeO()
     p.check(f"near 0, D_{{α/γ,1/α}} − H_α = {_txt(sp.factor(near0))} + O(x³) > 0 for every γ > 1: "
-            "every α₁ ∈ [α/2, α) violates D_{α₁,1/α} ≤ H_α, so α₁ = α", _zero(near0 - (g - 1) * xp**2 / 2))
-    f6 = sp.exp(-y) + y - 1 - y**2 / (2 * g)
+            "every α₁ ∈ [α/2, α) violates D_{α₁,1/α} ≤ H_α, so α₁ = α", _zero(near0 - _stated((g - 1) * xp**2 / 2)))
+    f6 = sp.exp(-y) + y - 1 - y**2 / (_stated(2) * g)
     eq85 = alpha * _d_pos(xp, alpha / g, 1) - xp**2 / 2
     p.check("eq. 85/86: with y = γx/α and division by α²/γ the gap is f₆(y); f₆(0) = f₆'(0) = 0, "
             "f₆''(0) = 1 − 1/γ > 0 (the paper's proof)",
             _zero(eq85.subs(xp, alpha * y / g) * g / alpha**2 - f6) and f6.subs(y, 0) == 0
             and sp.diff(f6, y).subs(y, 0) == 0
-            and _zero(sp.diff(f6, y, 2).subs(y, 0) - (1 - 1 / g)))
+            and _zero(sp.diff(f6, y, 2).subs(y, 0) - (_stated(1) - 1 / g)))
     return _result("the bounds are the tightest of the family (Claim 5)",
                    "eq. 20, Appendix C, Claim 5, eq. 77–88", p,
                    {"limit gap (beta*=1/alpha)": lim_eq, "gap near 0": near0}, start,
@@ -747,7 +832,7 @@ def claim_eq20_dense(points: int = 2000, alphas: Iterable[float] = (0.1, 1.0, 7.
     mpmath.mp.dps = 30
     alphas = tuple(alphas)
     y0 = mpmath.mpf(2) + mpmath.lambertw(-2 * mpmath.exp(-2)).real
-    max_upper_exact = y0 * (2 - y0) / 8
+    max_upper_exact = _stated(y0 * (2 - y0) / 8)
     worst_low = worst_up = mpmath.inf
     sup_low = max_up = mpmath.mpf(0)
     n = max(int(points), 10)
@@ -773,11 +858,11 @@ def claim_eq20_dense(points: int = 2000, alphas: Iterable[float] = (0.1, 1.0, 7.
     tol = (mpmath.mpf(3) / n) ** 2 / 8
     npts = 2 * len(grid) * len(alphas)
     p.check(f"H − D_{{α,1/α}} ≥ 0 at {npts} points, |x| ≤ 40α, α ∈ {alphas} "
-            f"(min {mpmath.nstr(worst_low, 3)})", worst_low >= 0)
+            f"(min {mpmath.nstr(worst_low, 3)})", worst_low >= _stated(0))
     p.check(f"D_{{α/2,1/α}} − H ≥ 0 at the same points (min {mpmath.nstr(worst_up, 3)})",
-            worst_up >= 0)
+            worst_up >= _stated(0))
     p.check(f"lower gap / α² < 1/2 everywhere (1/2 − max = {mpmath.nstr(0.5 - sup_low, 3)}, "
-            "approached as |x| → ∞)", sup_low < 0.5)
+            "approached as |x| → ∞)", sup_low < _stated(0.5, perturbed=0.49))
     p.check(f"max upper gap / α² on the grid = {mpmath.nstr(max_up, 8)} ≤ closed form "
             f"{mpmath.nstr(max_upper_exact, 8)} and within the grid bound {mpmath.nstr(tol, 2)}",
             max_up <= max_upper_exact + mpmath.mpf("1e-25") and max_upper_exact - max_up <= tol)
@@ -798,22 +883,27 @@ def claim_scaling() -> ClaimResult:
     start = time.perf_counter()
     p = _Proof()
     p.check("D_{α,β}(γx) = D_{α/γ,β/γ}(x)",
-            _zero(kl_huber_expr(gamma * x, alpha, beta) - kl_huber_expr(x, alpha / gamma, beta / gamma)))
+            _zero(kl_huber_expr(gamma * x, alpha, beta)
+                  - kl_huber_expr(x, _stated(alpha / gamma), _stated(beta / gamma))))
     p.check("λ D_{α,β}(x) = D_{α,β/λ}(x)",
-            _zero(lam * kl_huber_expr(x, alpha, beta) - kl_huber_expr(x, alpha, beta / lam)))
+            _zero(lam * kl_huber_expr(x, alpha, beta) - kl_huber_expr(x, alpha, _stated(beta / lam))))
     # Huber: compare branch by branch; |γx| ≤ α ⇔ |x| ≤ α/γ (γ > 0)
     p.check("H_α(γx) = γ² H_{α/γ}(x) on both branches (|γx| ≤ α ⇔ |x| ≤ α/γ)",
-            _zero(_h_pos(gamma * xp, alpha, True) - gamma**2 * _h_pos(xp, alpha / gamma, True))
+            _zero(_h_pos(gamma * xp, alpha, True)
+                  - _stated(gamma**2) * _h_pos(xp, alpha / gamma, True))
             and _zero(_h_pos(gamma * xp, alpha, False)
-                      - gamma**2 * _h_pos(xp, alpha / gamma, False)))
-    # lower/upper bound parameters after scaling by λγ²
-    lo = (alpha / gamma, (gamma / alpha) / (lam * gamma**2))
-    hi = (alpha / (2 * gamma), (gamma / alpha) / (lam * gamma**2))
-    p.check("λγ² D_{α/γ, γ/α} = D_{α/γ, 1/(αγλ)} and λγ² D_{α/(2γ), γ/α} = D_{α/(2γ), 1/(αγλ)}: "
-            "eq. 20 applied to H_{α/γ} gives the bounds of λH_α(γx)",
-            _zero(lo[1] - 1 / (alpha * gamma * lam)) and _zero(hi[1] - 1 / (alpha * gamma * lam)))
+                      - _stated(gamma**2) * _h_pos(xp, alpha / gamma, False)))
+    # eq. 20 for H_a with a = α/γ: D_{a,1/a} ≤ H_a ≤ D_{a/2,1/a}; times λγ² (λD_{a,b} = D_{a,b/λ})
+    a_g = alpha / gamma
+    derived = {"lower": (a_g, (1 / a_g) / (lam * gamma**2)),
+               "upper": (a_g / 2, (1 / a_g) / (lam * gamma**2))}
+    stated = {"lower": (_stated(alpha / gamma), _stated(1 / (alpha * gamma * lam))),
+              "upper": (_stated(alpha / (2 * gamma)), _stated(1 / (alpha * gamma * lam)))}
+    p.check("eq. 20 applied to H_{α/γ}, times λγ²: the lower bound is D_{α/γ, 1/(αγλ)} and the "
+            "upper bound D_{α/(2γ), 1/(αγλ)} (both label and prediction scale compared)",
+            all(_zero(derived[k][i] - stated[k][i]) for k in derived for i in (0, 1)))
     p.check("gap of the '≈' of eq. 21: λγ² · (α/γ)²/2 = λα²/2 (Claim 3's supremum, scaled)",
-            _zero(lam * gamma**2 * (alpha / gamma) ** 2 / 2 - lam * alpha**2 / 2))
+            _zero(lam * gamma**2 * (alpha / gamma) ** 2 / 2 - _stated(lam * alpha**2 / 2)))
     return _result("scaling identities", "eq. 21, Section 4.3", p,
                    {"eq. 21": sp.Eq(sp.Symbol(r"{\lambda H_\alpha(\gamma x)}"),
                                     sp.Symbol(r"{D_{\alpha/\gamma,\,1/(\alpha\gamma\lambda)}(x)}"))},
@@ -863,24 +953,25 @@ def claim_center_interpretation() -> ClaimResult:
     tx, x_star, x_a, mu = sp.symbols("t_x x^* x_a mu_x", real=True)
     t_star = (x_star - x_a) / w_a  # eq. 22
     p.check("eq. 23: t_x − t*_x = (x − x*)/w_a with x = t_x w_a + x_a",
-            _zero(tx - t_star - ((tx * w_a + x_a) - x_star) / w_a))
+            _zero(tx - t_star - ((tx * w_a + x_a) - x_star) / _stated(w_a)))
     t_tilde = (t_star - mu) / sigma  # eq. 24
     x_tilde = (tx * sigma + mu) * w_a + x_a
     p.check("eq. 25: t_x − t̃*_x = (x̃ − x*)/(σ w_a) with x̃ = (t_x σ + μ) w_a + x_a",
-            _zero(tx - t_tilde - (x_tilde - x_star) / (sigma * w_a)))
+            _zero(tx - t_tilde - (x_tilde - x_star) / (sigma * _stated(w_a))))
     # eq. 26 from eq. 21 with γ = 1/(σ w_a) and loss weight λ/α
     g = 1 / (sigma * w_a)
     weight = lam / alpha
     label, pred = alpha / g, 1 / (alpha * g * weight)
     p.check("eq. 26 via eq. 21 (γ = 1/(σw_a), weight λ/α): label = ασw_a, prediction = σw_a/λ",
-            _zero(label - alpha * sigma * w_a) and _zero(pred - sigma * w_a / lam))
+            _zero(label - _stated(alpha * sigma * w_a)) and _zero(pred - _stated(sigma * w_a / lam)))
     p.check("the paper's publication loss λH_1(t_x − t*_x) (σ = 1, μ = 0): D_{w_a, w_a/λ} (Sec. 6)",
-            _zero(label.subs({alpha: 1, sigma: 1}) - w_a)
-            and _zero(pred.subs({alpha: 1, sigma: 1}) - w_a / lam))
+            _zero(label.subs({alpha: 1, sigma: 1}) - _stated(w_a))
+            and _zero(pred.subs({alpha: 1, sigma: 1}) - _stated(w_a / lam)))
     scales = interpreted_scales()
     p.check("interpreted_scales()['x'] and ['y'] return these formulas (w_a → h_a for y)",
-            _zero(scales["x"][0] - label) and _zero(scales["x"][1] - pred)
-            and _zero(scales["y"][0] - label.subs(w_a, h_a)))
+            _zero(scales["x"][0] - _stated(label)) and _zero(scales["x"][1] - _stated(pred))
+            and _zero(scales["y"][0] - _stated(label.subs(w_a, h_a)))
+            and _zero(scales["y"][1] - _stated(pred.subs(w_a, h_a))))
     return _result("center coordinates: interpreted scales", "eq. 22–26", p,
                    {"label x": label, "prediction x": pred}, start,
                    paper_note="The '≈' of eq. 26 is the lower bound of eq. 20. The upper bound "
@@ -901,37 +992,40 @@ def claim_size_interpretation() -> ClaimResult:
     t_tilde = (t_star - mu) / sigma  # eq. 28
     w_pred = sp.exp(tw * sigma + mu) * w_a
     p.check("eq. 29: t_w − t̃*_w = (log w̃ − log w*)/σ_w with w̃ = exp(t_w σ_w + μ_w) w_a",
-            _zero(sp.expand_log(tw - t_tilde - (sp.log(w_pred) - sp.log(w_star)) / sigma,
+            _zero(sp.expand_log(tw - t_tilde - (sp.log(w_pred) - sp.log(w_star)) / _stated(sigma),
                                 force=True)))
     eps, a_, b_ = sp.symbols("epsilon a b", real=True)
     r = sp.Symbol("r", positive=True)
     p.check("eq. 30: log r = (r − 1) − (r − 1)²/2 + O((r − 1)³) (first-order about r = 1)",
-            _zero(sp.series(sp.log(r), r, 1, 3).removeO() - ((r - 1) - (r - 1) ** 2 / 2)))
+            _zero(sp.series(sp.log(r), r, 1, 3).removeO() - ((r - 1) - (r - 1) ** 2 / _stated(2))))
     resid = (sp.log(w_a * (1 + a_ * eps)) - sp.log(w_a * (1 + b_ * eps))) / sigma
     ser = sp.series(resid, eps, 0, 3).removeO()
     lin = sp.expand(((w_a * (1 + a_ * eps)) - (w_a * (1 + b_ * eps))) / (sigma * w_a))
     p.check("eq. 31: with w̃ = w_a(1 + aε), w* = w_a(1 + bε): residual = (w̃ − w*)/(σ_w w_a) + O(ε²); "
             "the ε² term is −(a² − b²)ε²/(2σ_w), i.e. relative error ≈ (w̃ + w*)/(2w_a) − 1",
-            _zero(ser.coeff(eps, 1) - lin.coeff(eps, 1))
-            and _zero(ser.coeff(eps, 2) + (a_**2 - b_**2) / (2 * sigma)))
+            _zero(ser.coeff(eps, 1) - _stated(lin.coeff(eps, 1)))
+            and _zero(ser.coeff(eps, 2) + _stated((a_**2 - b_**2) / (2 * sigma))))
     p.check("eq. 31: (t_w σ + μ + 1) w_a is the first-order expansion of exp(t_w σ + μ) w_a",
-            _zero(sp.series(sp.exp(eps), eps, 0, 2).removeO() - (1 + eps)))
+            _zero(sp.series(sp.exp(eps), eps, 0, 2).removeO() - (_stated(1) + eps)))
     label, pred = alpha * sigma * w_a, sigma * w_a / lam
     p.check("eq. 32: (λ/α)H_α((w̃ − w*)/(σ_w w_a)) ≈ D_{ασ_w w_a, σ_w w_a/λ}(w̃ − w*) (eq. 21 as for x)",
-            _zero(alpha / (1 / (sigma * w_a)) - label)
-            and _zero(1 / (alpha * (1 / (sigma * w_a)) * lam / alpha) - pred))
+            _zero(alpha / (1 / (sigma * w_a)) - _stated(label))
+            and _zero(1 / (alpha * (1 / (sigma * w_a)) * lam / alpha) - _stated(pred)))
     logmean = (w_tilde - w_star) / (sp.log(w_tilde) - sp.log(w_star))
     q = sp.Symbol("q", positive=True)  # w̃ = q w*
     lm_q = sp.simplify(logmean.subs(w_tilde, q * w_star) / w_star)  # (q − 1)/log q
     p.check("(ours) exact: log w̃ − log w* = (w̃ − w*)/L with L = (w̃ − w*)/(log w̃ − log w*) → "
             "eq. 32 holds exactly with w_a replaced by L; L → w* as w̃ → w*",
-            _zero(sp.limit(lm_q, q, 1) - 1))
+            _zero(sp.limit(lm_q, q, 1) - _stated(1)))
     p.check("(ours) L lies between w* and w̃: (q − 1)/log q is ≥ 1 for q ≥ 1 and ≤ 1 for q ≤ 1 "
             "(log q ≤ q − 1 on both sides and the signs of q − 1 and log q agree)",
             _linear_log_gap_nonneg())
     scales = interpreted_scales()
     p.check("interpreted_scales()['w'/'h'] return these formulas; the linear target (Appendix D) "
-            "gives them exactly", _zero(scales["w"][0] - label) and _zero(scales["w"][1] - pred)
+            "gives them exactly",
+            _zero(scales["w"][0] - _stated(label)) and _zero(scales["w"][1] - _stated(pred))
+            and _zero(scales["h"][0] - _stated(label.subs(w_a, h_a)))
+            and _zero(scales["h"][1] - _stated(pred.subs(w_a, h_a)))
             and interpreted_scales("linear")["h"] == (label.subs(w_a, h_a), pred.subs(w_a, h_a)))
     return _result("width/height: interpreted scales", "eq. 27–32", p,
                    {"label w": label, "prediction w": pred, "log-mean L": logmean}, start,
@@ -1001,6 +1095,8 @@ def claim_table2(table1: dict | None = None, table2: dict | None = None) -> Clai
                 n_cells += 1
                 size = w_a if key[0] in "xw" else h_a
                 want = sp.Rational(Fraction(table2[preset][stage][key])) * size
+                if n_cells == 1:  # one stated cell stands for all (they are compared alike)
+                    want = _stated(want)
                 if not _zero(val - want):
                     mismatches.append(f"{preset}/{stage}/{key}: formula {val}, paper {want}")
     p.check(f"all {n_cells} entries of Table 2 equal the formulas at Table 1's parameters"
@@ -1021,15 +1117,16 @@ def claim_linear_target() -> ClaimResult:
     e = r - 1 - sp.log(r)
     ser = sp.series(e, r, 1, 4).removeO()
     p.check("e(r) = (r − 1)²/2 − (r − 1)³/3 + O((r − 1)⁴)",
-            _zero(ser - ((r - 1) ** 2 / 2 - (r - 1) ** 3 / 3)))
+            _zero(ser - ((r - 1) ** 2 / _stated(2) - (r - 1) ** 3 / _stated(3))))
     g = (r - 1) ** 2 / 2 - e
     k = e - (r - 1) ** 2 / (2 * r**2)
     p.check("g = (r − 1)²/2 − e has g(1) = 0, g' = (r − 1)²/r ≥ 0 ⇒ e ≤ (r−1)²/2 for r ≥ 1, "
             "e ≥ (r−1)²/2 for r ≤ 1",
-            g.subs(r, 1) == 0 and _zero(sp.factor(sp.diff(g, r)) - (r - 1) ** 2 / r))
+            g.subs(r, 1) == _stated(0) and _zero(sp.factor(sp.diff(g, r)) - _stated((r - 1) ** 2 / r)))
     p.check("k = e − (r − 1)²/(2r²) has k(1) = 0, k' = (r − 1)²(r + 1)/r³ ≥ 0 ⇒ e ≥ (r−1)²/(2r²) "
             "for r ≥ 1, e ≤ (r−1)²/(2r²) for r ≤ 1",
-            k.subs(r, 1) == 0 and _zero(sp.factor(sp.diff(k, r)) - (r - 1) ** 2 * (r + 1) / r**3))
+            k.subs(r, 1) == _stated(0)
+            and _zero(sp.factor(sp.diff(k, r)) - _stated((r - 1) ** 2 * (r + 1) / r**3)))
     rows = []
     inside = True
     rel_at = {}
@@ -1042,7 +1139,7 @@ def claim_linear_target() -> ClaimResult:
         rows.append(f"r = {rv}: e = {sp.N(ev, 3)} ∈ [{sp.N(lo_b, 3)}, {sp.N(hi_b, 3)}], "
                     f"relative to abs(log r): {sp.N(rel, 3)}")
     p.check("at the IoU-matching extremes (same centre, equal heights: IoU = min(r, 1/r) ≥ 0.5 "
-            "or 0.7): " + "; ".join(rows), inside and _positive_number(rel_at[2] - sp.Rational(2, 5)))
+            "or 0.7): " + "; ".join(rows), inside and _positive_number(rel_at[2] - _stated(sp.Rational(2, 5))))
     return _result("linear versus log width target", "Appendix D, eq. 30, 89–90", p,
                    {"e(r)": e, "series": ser}, start,
                    paper_note="Appendix D validates eq. 30 only experimentally (Table 5). The "
@@ -1064,9 +1161,9 @@ def claim_monotone_in_alpha() -> ClaimResult:
     da = sp.diff(_d_pos(xp, a, beta), a)
     g = (1 + t) * sp.exp(-t) - 1
     p.check("∂D_{a,β}/∂a = ((1 + t)e^{−t} − 1)/β with t = |x|/a",
-            _zero(da.subs(xp, a * t) - g / beta))
+            _zero(da.subs(xp, a * t) - _stated(g / beta)))
     p.check("g(t) = (1 + t)e^{−t} − 1 has g(0) = 0 and g' = −t e^{−t} < 0 ⇒ g < 0 for t > 0",
-            g.subs(t, 0) == 0 and _zero(sp.diff(g, t) + t * sp.exp(-t))
+            g.subs(t, 0) == _stated(0) and _zero(sp.diff(g, t) + _stated(t * sp.exp(-t)))
             and _neg(-t * sp.exp(-t)))
     p.check("hence c ≤ 1/2 ⇒ D_{cα,1/α} ≥ D_{α/2,1/α} ≥ H_α, and c ≥ 1 ⇒ D_{cα,1/α} ≤ D_{α,1/α} ≤ H_α "
             "(Claims 3–4, re-checked here); for 1/2 < c < 1 neither holds (Claim 5): c = 1/2 is "
@@ -1087,16 +1184,16 @@ def claim_ratio_bound() -> ClaimResult:
     outer = 2 * _h_pos(xp, alpha, False) - d
     f1 = y**2 / 2 - y + 1 - sp.exp(-y)
     p.check("on 0 ≤ x ≤ α, with y = 2x/α: 2H − D_{α/2,1/α} = (α²/2) f₁(y) ≥ 0 (f₁ of Claim 3, "
-            "nonnegative for all y ≥ 0)", _zero(inner.subs(xp, alpha * y / 2) - alpha**2 / 2 * f1))
+            "nonnegative for all y ≥ 0)", _zero(inner.subs(xp, alpha * y / 2) - _stated(alpha**2 / 2) * f1))
     p.check("on x ≥ α: 2H − D_{α/2,1/α} = αx − α²/2 − (α²/2)e^{−2x/α}, increasing (derivative "
             "α + αe^{−2x/α} > 0) from (α²/2)(1 − e^{−2}) > 0",
-            _zero(outer - (alpha * xp - alpha**2 / 2 - alpha**2 / 2 * sp.exp(-2 * xp / alpha)))
+            _zero(outer - (alpha * xp - _stated(alpha**2 / 2) - alpha**2 / 2 * sp.exp(-2 * xp / alpha)))
             and _pos(sp.diff(outer, xp))
-            and _zero(outer.subs(xp, alpha) - alpha**2 / 2 * (1 - sp.exp(-2))))
+            and _zero(outer.subs(xp, alpha) - _stated(alpha**2 / 2) * (1 - sp.exp(-2))))
     ratio0 = sp.limit(d / _h_pos(xp, alpha, True), xp, 0)
     ratio_inf = sp.limit(d / _h_pos(xp, alpha, False), xp, sp.oo)
     p.check(f"D_{{α/2,1/α}}/H_α → {_txt(ratio0)} as x → 0 and → {_txt(ratio_inf)} as |x| → ∞: the factor 2 is sharp",
-            ratio0 == 2 and ratio_inf == 1)
+            ratio0 == _stated(2) and ratio_inf == _stated(1))
     return _result("H_α ≤ D_{α/2,1/α} ≤ 2H_α", "ours (complements eq. 20)", p,
                    {"ratio at 0": ratio0, "ratio at infinity": ratio_inf}, start, ours=True)
 
@@ -1138,7 +1235,8 @@ def claim_minimax_alpha(grid: int = 60) -> ClaimResult:
     err_star = c_star - mpmath.mpf(1) / 2
     p.check(f"c* = {mpmath.nstr(c_star, 8)}: sup|D_{{c*α,1/α}} − H_α| = {mpmath.nstr(err_star, 8)} α² "
             "(the largest positive error, near |x| < α, equals the limit (c* − 1/2)α² at ∞)",
-            mpmath.mpf("0.5") < c_star < 1 and abs(balance(c_star)) < mpmath.mpf("1e-20"))
+            mpmath.mpf("0.5") < c_star < 1
+            and abs(balance(c_star) - _stated(0)) < mpmath.mpf("1e-20"))
     # independent brute force: sup-norm on a y grid for a grid of c
     ys = [mpmath.mpf(60) * (mpmath.mpf(i) / (4 * grid)) ** 2 for i in range(4 * grid + 1)]
 
@@ -1151,9 +1249,11 @@ def claim_minimax_alpha(grid: int = 60) -> ClaimResult:
     p.check(f"brute force over {len(cs)} values of c and {len(ys)} values of |x|/α: best sup-error "
             f"{mpmath.nstr(best[0], 6)} at c = {mpmath.nstr(best[1], 4)}, not below the optimum "
             "(and within the grid's resolution of it)",
-            best[0] >= err_star - mpmath.mpf("1e-9") and best[0] - err_star < mpmath.mpf("5e-3"))
+            best[0] >= _stated(err_star) - mpmath.mpf("1e-9")
+            and best[0] - err_star < mpmath.mpf("5e-3"))
     p.check("compare: the sup-errors of the paper's two bounds are α²/2 (c = 1) and "
-            "y₀(2 − y₀)/8 ≈ 0.0810 α² (c = 1/2)", err_star < mpmath.mpf("0.081"))
+            "y₀(2 − y₀)/8 ≈ 0.0810 α² (c = 1/2)",
+            err_star < _stated(mpmath.mpf("0.081"), perturbed=mpmath.mpf("0.05")))
     return _result("D_{cα,1/α} closest to H_α in max-norm", "ours (numerical, mpmath)", p,
                    {"c*": sp.Float(str(c_star), 10), "max error / alpha^2": sp.Float(str(err_star), 10)},
                    start, ours=True)
@@ -1193,11 +1293,14 @@ CHAPTERS: dict[str, tuple[Callable[..., ClaimResult], ...]] = {
 
 
 def verify_all(dense_points: int = 2000, chapters: Iterable[str] | None = None,
-               minimax_grid: int = 60) -> list[ClaimResult]:
+               minimax_grid: int = 60, controls: bool = True) -> list[ClaimResult]:
     """Run every claim (or those of the given chapters) and return the results in paper order.
 
     ``dense_points`` controls the density of the mpmath check of eq. 20 (per α and sign),
     ``minimax_grid`` that of the brute-force scan in :func:`claim_minimax_alpha`.
+    With ``controls`` (the default) each claim is also run as its :func:`negative_control`
+    with every stated constant perturbed; a claim whose perturbed statement still holds, or
+    that states no constant, is reported as not holding (its checks could not fail).
     """
     names = list(CHAPTERS) if chapters is None else list(chapters)
     unknown = [n for n in names if n not in CHAPTERS]
@@ -1206,12 +1309,21 @@ def verify_all(dense_points: int = 2000, chapters: Iterable[str] | None = None,
     results = []
     for name in names:
         for fn in CHAPTERS[name]:
+            kwargs: dict[str, object] = {}
             if fn is claim_eq20_dense:
-                results.append(fn(points=dense_points))
+                kwargs = {"points": dense_points}
             elif fn is claim_minimax_alpha:
-                results.append(fn(grid=minimax_grid))
-            else:
-                results.append(fn())
+                kwargs = {"grid": minimax_grid}
+            result = fn(**kwargs)
+            if controls:
+                perturbed, stated = negative_control(fn, **kwargs)
+                refuted = stated > 0 and not perturbed.holds
+                line = (f"{'✓' if refuted else '✗'} negative control: with its {stated} stated "
+                        f"constants perturbed (× 8/7) the statement "
+                        f"{'fails, as it must' if refuted else 'still holds: its checks cannot fail'}")
+                result = replace(result, control=refuted, holds=result.holds and refuted,
+                                 detail=result.detail + "\n" + line)
+            results.append(result)
     return results
 
 

@@ -37,9 +37,10 @@ def test_verify_all_count_and_time():
     start = time.perf_counter()
     results = symbolic.verify_all(dense_points=500)
     elapsed = time.perf_counter() - start
-    assert len(results) >= 12
+    assert len(results) == len(ALL_CLAIMS)
     assert all(r.holds for r in results), [r.name for r in results if not r.holds]
-    assert elapsed < 60, elapsed
+    assert all(r.control is True for r in results)  # every claim's negative control failed
+    assert elapsed < 120, elapsed  # each claim runs twice: as stated and as its control
     assert any(r.ours for r in results)
     table = symbolic.summary_markdown(results)
     assert table.count("\n") == len(results) + 1
@@ -134,3 +135,91 @@ def test_paper_notes_markdown_lists_known_issues():
     md = symbolic.paper_notes_markdown(results)
     assert md.count("\n- ") == 0  # the two Appendix B claims share one note; Claim 4 is correct
     assert "u → 0⁻" in md and "Claim 1" in md and "Claim 2" in md
+
+
+# ---------------------------------------------------------------------------------------------
+# Negative controls: each stated constant, perturbed alone, must make its claim fail
+# ---------------------------------------------------------------------------------------------
+
+_QUICK_KWARGS = {symbolic.claim_eq20_dense: {"points": 200},
+                 symbolic.claim_minimax_alpha: {"grid": 20}}
+#: claims whose per-constant controls take more than a few seconds (run in the slow suite)
+_SLOW_CONTROLS = {symbolic.claim_kl_cross_entropy, symbolic.claim_laplace_kl,
+                  symbolic.claim_upper_bound, symbolic.claim_bounds_tight,
+                  symbolic.claim_monotone_in_alpha, symbolic.claim_size_interpretation,
+                  symbolic.claim_eq20_dense, symbolic.claim_lower_bound}
+
+
+def _each_constant_refutes(claim):
+    kwargs = _QUICK_KWARGS.get(claim, {})
+    result, _ = symbolic.negative_control(claim, **kwargs)
+    assert not result.holds
+    clean, stated = symbolic.negative_control(claim, index=-1, **kwargs)  # counts, perturbs none
+    assert clean.holds and stated >= 1, f"{claim.__name__} states no constant"
+    still_holding = []
+    for index in range(stated):
+        perturbed, _ = symbolic.negative_control(claim, index=index, **kwargs)
+        if perturbed.holds:
+            still_holding.append(index)
+    assert not still_holding, f"{claim.__name__}: perturbing constant(s) {still_holding} passes"
+    assert claim(**kwargs).holds  # the control leaves no trace
+
+
+@pytest.mark.parametrize("claim", [c for c in ALL_CLAIMS if c not in _SLOW_CONTROLS],
+                         ids=lambda c: c.__name__)
+def test_every_stated_constant_is_compared(claim):
+    _each_constant_refutes(claim)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("claim", sorted(_SLOW_CONTROLS, key=lambda c: c.__name__),
+                         ids=lambda c: c.__name__)
+def test_every_stated_constant_is_compared_slow(claim):
+    _each_constant_refutes(claim)
+
+
+def test_eq21_compares_both_scales_of_both_bounds():
+    """The hole the issue found: the upper bound's label scale α/(2γ) was computed, never compared."""
+    _, stated = symbolic.negative_control(symbolic.claim_scaling, index=-1)
+    failing = [symbolic.negative_control(symbolic.claim_scaling, index=k)[0] for k in range(stated)]
+    assert all(not r.holds for r in failing)
+    # the label scale α/(2γ) of the upper bound is one of them: perturbing it fails that step
+    steps = [r.detail for r in failing if "✗ eq. 20 applied to H_{α/γ}" in r.detail]
+    assert len(steps) == 4  # α/γ, 1/(αγλ) of the lower bound; α/(2γ), 1/(αγλ) of the upper
+
+
+def test_perturb_rules():
+    assert symbolic._perturb(0) == pytest.approx(1 / 7)
+    assert symbolic._perturb(7.0) == pytest.approx(8.0)
+    assert symbolic._perturb(sp.Integer(7)) == 8
+    assert symbolic._perturb(sp.S(0)) == sp.Rational(1, 7)
+    assert symbolic._perturb([sp.Integer(7), 0]) == [8, pytest.approx(1 / 7)]
+    import mpmath
+
+    assert symbolic._perturb(mpmath.mpf(7)) == 8 and symbolic._perturb(mpmath.mpf(0)) > 0
+    assert symbolic._stated(3) == 3  # no control active
+    assert symbolic._stated(3, perturbed=1) == 3
+
+
+def test_verify_all_runs_the_controls_and_flags_a_check_that_cannot_fail(monkeypatch):
+    results = symbolic.verify_all(chapters=["laplace_kl"])
+    assert all(r.control is True and r.holds for r in results)
+    assert all("negative control" in r.detail.splitlines()[-1] for r in results)
+    assert all(r.control is None for r in symbolic.verify_all(chapters=["laplace_kl"],
+                                                              controls=False))
+
+    def vacuous():  # a "proof" whose steps do not depend on any stated constant
+        p = symbolic._Proof()
+        p.check("1 = 1", sp.S(1) == 1)
+        return symbolic._result("vacuous", "none", p, {}, 0.0)
+
+    def insensitive():  # states a constant but never compares it
+        p = symbolic._Proof()
+        symbolic._stated(sp.Rational(1, 2))
+        p.check("1 = 1", True)
+        return symbolic._result("insensitive", "none", p, {}, 0.0)
+
+    monkeypatch.setitem(symbolic.CHAPTERS, "fake", (vacuous, insensitive))
+    for result in symbolic.verify_all(chapters=["fake"]):
+        assert result.control is False and result.holds is False
+        assert "✗ negative control" in result.detail and "cannot fail" in result.detail
