@@ -63,3 +63,88 @@ def test_save_markdown_for_other_pages(tmp_path):
     assert path == scorecard.figures_dir(artefacts) / "toy_verdict.md"
     assert path.read_text() == "The verdict.\n"
     assert scorecard.Recorder("toy_problem", None, "quick", "cpu").save_markdown("x", "y") is None
+
+
+# Every status, not one: the guards must refuse a verified/reproduced row whose check is not
+# True (False or missing) and must accept every other status whatever its check says.
+GUARDED = ("verified", "reproduced")
+
+
+def test_statuses_are_the_documented_five():
+    assert set(scorecard.STATUSES) == {"verified", "reproduced", "differs", "inconclusive",
+                                       "not run at this profile"}
+
+
+@pytest.mark.parametrize("status", scorecard.STATUSES)
+@pytest.mark.parametrize("check", [True, False, None, 1, 0])
+def test_recorder_guard_for_every_status_and_check(tmp_path, status, check):
+    recorder = scorecard.Recorder("chapter", tmp_path, "quick", "cpu")
+    if status in GUARDED and check is not True and check != 1:
+        with pytest.raises(AssertionError, match=f"eq16.*{status}"):
+            recorder.record("eq16", paper="p", ours="o", status=status, check=check)
+        assert not (tmp_path / "chapter.json").exists()
+        assert recorder.rows == []
+        return
+    row = recorder.record("eq16", paper="p", ours="o", status=status, check=check,
+                          anchor="a", note="n", extra_value=3)
+    expected = None if check is None else bool(check)
+    assert row.check is expected and type(row.check) is type(expected)
+    stored = scorecard.load_rows(tmp_path)
+    assert stored == [{"key": "eq16", "chapter": "chapter", "paper": "p", "ours": "o",
+                       "status": status, "check": expected, "profile": "quick",
+                       "device": "cpu", "anchor": "a", "note": "n",
+                       "extra": {"extra_value": 3}}]
+
+
+@pytest.mark.parametrize("status", scorecard.STATUSES)
+@pytest.mark.parametrize("check", [True, False, None])
+def test_book_guard_for_every_status_and_check(tmp_path, status, check):
+    """A sidecar edited after the notebook ran: write_scorecard applies the same guard."""
+    import json
+
+    paths = book.BookPaths(output=tmp_path)
+    paths.artefacts.mkdir(parents=True)
+    row = {"key": "eq16", "chapter": "bounds", "paper": "p", "ours": "o", "status": status,
+           "check": check, "profile": "quick", "device": "cpu", "anchor": "", "note": "",
+           "extra": {}}
+    (paths.artefacts / "bounds.json").write_text(json.dumps([row]))
+    if status in GUARDED and check is not True:
+        with pytest.raises(book.BookError, match=r"eq16 \(bounds\)"):
+            book.write_scorecard(paths)
+    else:
+        page = book.write_scorecard(paths).read_text()
+        assert f"1 {status}" in page
+
+
+def test_rows_accumulate_in_the_sidecar_and_a_rerun_starts_fresh(tmp_path):
+    recorder = scorecard.Recorder("chapter", tmp_path, "full", "cuda")
+    recorder.record("eq16", paper="p", ours="o", status="verified", check=True)
+    recorder.record("eq21", paper="q", ours="r", status="differs", check=False)
+    rows = scorecard.load_rows(tmp_path)
+    assert [(r["key"], r["profile"], r["device"]) for r in rows] == [
+        ("eq16", "full", "cuda"), ("eq21", "full", "cuda")]
+    scorecard.Recorder("chapter", tmp_path, "quick", "cpu")
+    assert scorecard.load_rows(tmp_path) == []
+    assert scorecard.Recorder("c", None, "quick", "cpu").path is None
+
+
+def test_load_rows_reads_chapters_in_file_name_order(tmp_path):
+    for chapter, key in (("zeta", "eq21"), ("alpha", "eq16")):
+        scorecard.Recorder(chapter, tmp_path, "quick", "cpu").record(
+            key, paper="", ours="", status="differs")
+    assert [r["chapter"] for r in scorecard.load_rows(tmp_path)] == ["alpha", "zeta"]
+    assert scorecard.figures_dir(tmp_path / "artefacts") == tmp_path / "figures"
+
+
+def test_save_figure_writes_svg_beside_the_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    artefacts = tmp_path / "artefacts"
+    fig = plt.figure()
+    path = scorecard.Recorder("c", artefacts, "quick", "cpu").save_figure(fig, "headline")
+    assert path == tmp_path / "figures" / "headline.svg" and path.read_text().lstrip().startswith("<")
+    assert scorecard.Recorder("c", None, "quick", "cpu").save_figure(fig, "headline") is None
+    plt.close(fig)
