@@ -40,6 +40,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+#: dtype -> (switch point t, coefficients of phi in powers of u), registered by
+#: ``klhuber.losses`` (its ``_PHI_U``): the one source of the polynomials for every path.
+PHI: dict[torch.dtype, tuple[float, tuple[float, ...]]] = {}
+
 #: Number of compilations done by this module: C++ kernel builds plus graphs compiled by
 #: :func:`torch.compile` for the compiled fused forward.  Read with :func:`compilations`.
 _COMPILES = {"kernel": 0, "dynamo": 0}
@@ -265,11 +269,9 @@ def cpu_kernel() -> Any:
     import subprocess
     import tempfile
 
-    if os.environ.get("KLHUBER_NO_KERNEL"):
+    if os.environ.get("KLHUBER_NO_KERNEL") or not PHI:
         return None
-    from klhuber.losses import _PHI_U
-
-    src = _source(_PHI_U)
+    src = _source(PHI)
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
         return None
@@ -358,17 +360,20 @@ def cpu_forward(lib: Any, x: Tensor, t: Tensor | None, alpha: float, beta: float
 # ---------------------------------------------------------------------------------------------
 
 
-def formula(x: Tensor, c: Tensor, t: float, coeffs: tuple[float, ...],
+def formula(x: Tensor, c: Tensor, degree: int,
             want_val: bool = True) -> tuple[Tensor | None, Tensor]:
-    """D (if ``want_val``) and D' of ``x`` with ``c = [1/alpha, 1/beta, alpha/beta]`` (a
-    tensor, so that new scales need no recompilation), ``coeffs`` phi in powers of u."""
+    """D (if ``want_val``) and D' of ``x`` with ``c = [1/alpha, 1/beta, alpha/beta, t, c_0,
+    ..., c_degree]`` (t and the coefficients of phi in powers of u).  Every number is an
+    element of the tensor ``c``: new scales need no recompilation, and Dynamo sees no Python
+    floats (which it would trace as symbolic values or specialise on)."""
     a = x.abs()
     u = a * c[0]
+    t = c[3]
     small = u < t
-    uc = torch.clamp(u, max=t)
-    p = torch.full_like(uc, coeffs[-1])
-    for k in reversed(coeffs[:-1]):
-        p = p * uc + k
+    uc = torch.minimum(u, t)
+    p = uc * c[4 + degree] + c[3 + degree]
+    for k in range(degree - 2, -1, -1):
+        p = p * uc + c[4 + k]
     q = uc * p
     ome = -torch.expm1(-u)
     d = torch.copysign(torch.where(small, uc * (1.0 - q), ome) * c[1], x)
@@ -379,24 +384,28 @@ def formula(x: Tensor, c: Tensor, t: float, coeffs: tuple[float, ...],
     return val, d
 
 
-def _fwd_none(input: Tensor, target: Tensor | None, c: Tensor, t: float,
-              coeffs: tuple[float, ...], want_d: bool) -> tuple[Tensor, Tensor | None]:
+# One function per reduction (each its own code object, so that each has its own
+# compilation cache).
+
+
+def _fwd_none(input: Tensor, target: Tensor | None, c: Tensor,
+              want_d: bool) -> tuple[Tensor, Tensor | None]:
     x = input if target is None else input - target
-    val, d = formula(x, c, t, coeffs)
+    val, d = formula(x, c, len(PHI[x.dtype][1]) - 1)
     return val, (d if want_d else None)
 
 
-def _fwd_sum(input: Tensor, target: Tensor | None, c: Tensor, t: float,
-             coeffs: tuple[float, ...], want_d: bool) -> tuple[Tensor, Tensor | None]:
+def _fwd_sum(input: Tensor, target: Tensor | None, c: Tensor,
+             want_d: bool) -> tuple[Tensor, Tensor | None]:
     x = input if target is None else input - target
-    val, d = formula(x, c, t, coeffs)
+    val, d = formula(x, c, len(PHI[x.dtype][1]) - 1)
     return val.sum(), (d if want_d else None)
 
 
-def _fwd_mean(input: Tensor, target: Tensor | None, c: Tensor, t: float,
-              coeffs: tuple[float, ...], want_d: bool) -> tuple[Tensor, Tensor | None]:
+def _fwd_mean(input: Tensor, target: Tensor | None, c: Tensor,
+              want_d: bool) -> tuple[Tensor, Tensor | None]:
     x = input if target is None else input - target
-    val, d = formula(x, c, t, coeffs)
+    val, d = formula(x, c, len(PHI[x.dtype][1]) - 1)
     return val.mean(), (d / x.numel() if want_d else None)
 
 
@@ -441,24 +450,25 @@ def _has_triton() -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _consts_tensor(alpha: float, beta: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.tensor([1.0 / alpha, 1.0 / beta, alpha / beta], dtype=dtype, device=device)
+    """``c`` of :func:`formula`, cached per scales, dtype and device."""
+    t, coeffs = PHI[dtype]
+    return torch.tensor([1.0 / alpha, 1.0 / beta, alpha / beta, t, *coeffs], dtype=dtype,
+                        device=device)
 
 
 def compiled_forward(x: Tensor, t: Tensor | None, alpha: float, beta: float, reduction: str,
-                     want_d: bool, phi: tuple[float, tuple[float, ...]],
-                     compiled: bool = True) -> tuple[Tensor, Tensor | None]:
+                     want_d: bool, compiled: bool = True) -> tuple[Tensor, Tensor | None]:
     """The fused forward through :func:`torch.compile` (``dynamic=True``); eager evaluation of
     the same formulas if ``compiled`` is false or compilation fails (then the compiled path is
     not tried again in this process)."""
     c = _consts_tensor(alpha, beta, x.dtype, x.device)
-    tt, coeffs = phi
     if compiled and compile_available(x.device):
         try:
-            return _compiled_fwd(reduction)(x, t, c, tt, coeffs, want_d)
+            return _compiled_fwd(reduction)(x, t, c, want_d)
         except Exception as err:  # no C++ compiler / Triton, unsupported platform, ...
             import warnings
 
             _BROKEN.add(type(err).__name__)
             warnings.warn(f"klhuber: torch.compile of the fused KL loss failed ({err!r:.200}); "
                           "using eager evaluation", RuntimeWarning, stacklevel=3)
-    return _EAGER[reduction](x, t, c, tt, coeffs, want_d)
+    return _EAGER[reduction](x, t, c, want_d)

@@ -115,6 +115,7 @@ _PHI_U: dict[torch.dtype, tuple[float, tuple[float, ...]]] = {
                           -0.008332512549877314, 0.0013866992055587442, -0.00019520182875867133,
                           2.2131919772375405e-05, -1.533940728078253e-06)),
 }
+_fused.PHI.update(_PHI_U)  # the fused kernels evaluate the same polynomials
 #: The same polynomials in powers of nu = -u (all coefficients positive).
 _PHI: dict[torch.dtype, tuple[float, tuple[float, ...]]] = {
     dt: (t, tuple(c * (-1) ** k for k, c in enumerate(cs))) for dt, (t, cs) in _PHI_U.items()
@@ -175,6 +176,8 @@ def _check_input(x: Any, name: str) -> Tensor:
 
 def _check_param(value: Any, name: str, x: Tensor, *, allow_zero: bool) -> ParamLike:
     """Validate ``alpha``/``beta``: a real number or a floating tensor broadcastable to ``x``."""
+    if type(value) is float and (value > 0 or (allow_zero and value == 0)):
+        return value  # the common case, without the checks below (NaN fails both tests)
     bound = "alpha >= 0" if allow_zero else f"{name} > 0"
     rng = "[0, inf)" if allow_zero else "(0, inf)"
     if isinstance(value, bool):
@@ -986,21 +989,23 @@ def _fused_kind(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: Pa
     (half types come back here after their cast), tensor subclasses, tracing, torch.func
     transforms and forward-mode AD take the general path, which supports all of them.
     """
-    if isinstance(alpha, Tensor) or isinstance(beta, Tensor):
-        return None
+    if type(alpha) is not float or type(beta) is not float:
+        if isinstance(alpha, Tensor) or isinstance(beta, Tensor):
+            return None
+        alpha, beta = float(alpha), float(beta)
     dtype = input.dtype
-    if dtype not in _FUSED_DTYPES or not _plain(input):
+    if (dtype not in _FUSED_DTYPES or not _plain(input) or _is_compiling()
+            or _forward_ad_active() or _is_transformed(input)):
         return None
-    if target is not None and (target.dtype != dtype or not _plain(target)
-                               or target.device != input.device):
-        return None
-    if _is_compiling() or _forward_ad_active() or _is_transformed(input) or (
-            target is not None and _is_transformed(target)):
-        return None
+    cpu = input.is_cpu
+    if target is not None:
+        if target.dtype != dtype or not _plain(target) or _is_transformed(target):
+            return None
+        if (not target.is_cpu) if cpu else (target.device != input.device):
+            return None
     if not _fused_scales(alpha, beta, dtype):
         return None
-    device = input.device.type
-    if device == "cpu":
+    if cpu:
         if impl == "compiled":
             return "compiled"
         if _fused.cpu_kernel() is not None:
@@ -1010,10 +1015,11 @@ def _fused_kind(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: Pa
         # no compiler: the eager fused formulas beat the general path's two kernels on small
         # tensors; large ones keep the chunked kernel
         return "eager" if input.numel() < _CHUNK_MIN else None
-    if device == "meta":
+    device = input.device
+    if device.type == "meta":
         return None
-    if impl in ("fused", "compiled") or device == "cuda":
-        if _fused.compile_available(input.device):
+    if impl in ("fused", "compiled") or device.type == "cuda":
+        if _fused.compile_available(device):
             return "compiled"
         return "eager" if impl == "fused" else None
     return None
@@ -1026,7 +1032,7 @@ def _fused_forward(kind: str, input: Tensor, target: Tensor | None, alpha: float
                                   None if target is None else target.contiguous(), alpha, beta,
                                   reduction, want_d)
     return _fused.compiled_forward(input, target, alpha, beta, reduction, want_d,
-                                   _PHI_U[input.dtype], compiled=kind == "compiled")
+                                   compiled=kind == "compiled")
 
 
 class _FusedFn(torch.autograd.Function):

@@ -51,6 +51,19 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
 
 
+@pytest.fixture(params=["kernel", "eager", "compiled"])
+def fused_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ``impl=`` that reaches each fused forward on the CPU: the C++ kernel
+    (``impl="fused"``), its eager fallback (no kernel, no torch.compile) and torch.compile
+    with dynamic shapes (``impl="compiled"``)."""
+    if request.param == "kernel" and losses._fused.cpu_kernel() is None:
+        pytest.skip("no C++ compiler for the fused kernel")
+    if request.param == "eager":
+        monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
+        monkeypatch.setenv("KLHUBER_NO_COMPILE", "1")
+    return "compiled" if request.param == "compiled" else "fused"
+
+
 # ---------------------------------------------------------------------------------------------
 # mpmath reference (computed once per module)
 # ---------------------------------------------------------------------------------------------
@@ -155,9 +168,31 @@ def test_accuracy_vs_mpmath_chunked_scalar_params(accuracy_points, dtype, small_
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_accuracy_extreme_scale_ratios(dtype, small_chunks):
-    """Dense sweep of |x|/alpha for large and small alpha/beta: no intermediate product may
-    underflow where D itself does not (every path)."""
+def test_accuracy_vs_mpmath_fused_scalar_params(accuracy_points, dtype, fused_impl):
+    """The fused forward (C++ kernel, eager fallback, torch.compile) with its one-product
+    backward, on the same points and within the same tolerances."""
+    pts = accuracy_points[dtype]
+    eps = torch.finfo(dtype).eps
+    for a in ALPHAS:
+        for b in BETAS:
+            sel = (pts["alpha"] == np.float64(torch.tensor(a, dtype=dtype).item())) & \
+                  (pts["beta"] == np.float64(torch.tensor(b, dtype=dtype).item()))
+            x = torch.tensor(pts["x"][sel], dtype=dtype, requires_grad=True)
+            a_, b_ = float(torch.tensor(a, dtype=dtype)), float(torch.tensor(b, dtype=dtype))
+            val = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "none", impl=fused_impl)
+            loss = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "sum", impl=fused_impl)
+            assert type(loss.grad_fn).__name__ == "_FusedFnBackward"
+            loss.backward()
+            ulps_v = _max_ulps(val.detach().double().numpy(), pts["value"][sel], dtype)
+            ulps_d = _max_ulps(x.grad.double().numpy(), pts["deriv"][sel], dtype)
+            key = f"fused {fused_impl} {dtype}"
+            MEASURED[key + " value"] = max(MEASURED.get(key + " value", 0), ulps_v)
+            MEASURED[key + " deriv"] = max(MEASURED.get(key + " deriv", 0), ulps_d)
+            assert ulps_v * eps <= TOL[dtype], (a, b, ulps_v)
+            assert ulps_d * eps <= TOL[dtype], (a, b, ulps_d)
+
+
+def _check_extreme_scale_ratios(dtype: torch.dtype, impls: tuple[str, ...]) -> None:
     u = np.logspace(-30, 6, 400)
     eps = torch.finfo(dtype).eps
     for a, b in ((1e3, 1e-2), (1e-3, 1e2), (10.0, 1e-3)):
@@ -165,14 +200,29 @@ def test_accuracy_extreme_scale_ratios(dtype, small_chunks):
         x = torch.tensor(u * a_, dtype=dtype)
         xs = x.double().numpy()
         val, der = _mp_reference(xs, np.full_like(xs, a_), np.full_like(xs, b_))
-        for impl, alpha in (("default", a_), ("default", torch.tensor(a_, dtype=dtype)),
-                            ("autograd", a_)):
+        cases = [(impl, a_) for impl in impls]
+        if "default" in impls:
+            cases.append(("default", torch.tensor(a_, dtype=dtype)))
+        for impl, alpha in cases:
             xr = x.clone().requires_grad_()
             v = kl_huber_loss(xr, torch.zeros_like(xr), alpha, b_, "none", impl=impl)
             (g,) = torch.autograd.grad(v.sum(), xr)
             assert _max_ulps(v.detach().double().numpy(), val, dtype) * eps <= TOL[dtype], \
                 (a, b, impl)
             assert _max_ulps(g.double().numpy(), der, dtype) * eps <= TOL[dtype], (a, b, impl)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_accuracy_extreme_scale_ratios(dtype, small_chunks):
+    """Dense sweep of |x|/alpha for large and small alpha/beta: no intermediate product may
+    underflow where D itself does not (every path)."""
+    _check_extreme_scale_ratios(dtype, ("default", "autograd"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_accuracy_extreme_scale_ratios_fused(dtype, fused_impl):
+    """The same sweep through the fused forwards."""
+    _check_extreme_scale_ratios(dtype, (fused_impl,))
 
 
 def test_report_measured_ulps(capsys):
