@@ -15,13 +15,14 @@ DEVICE ?=
 PYTEST_WORKERS ?= 2
 STAMP := $(VENV)/.klhuber-installed
 
-.PHONY: book html test lint browser venv clean help
+.PHONY: book html test lint browser venv clean help mutants
 
 help:
 	@echo "Python for .venv: $(if $(PYTHON),$(PYTHON),none of $(SUPPORTED_PYTHONS) found)"
 	@echo "make book [PROFILE=quick|full] [DEVICE=cpu|cuda]  execute notebooks + render book/_build/html"
 	@echo "make test                                       ruff + pytest (whole suite, incl. a book build)"
 	@echo "make html                                       re-render the HTML without executing notebooks"
+	@echo "make mutants [MODULES='symbolic ...']           mutation testing per module (mutmut, ~1 h on 2 cores)"
 	@echo "make clean                                      remove the build folder (keeps .venv)"
 
 venv: $(STAMP)
@@ -66,6 +67,12 @@ test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow"
 	$(BIN)/python -m pytest -m slow
+
+# Mutation testing (not part of `make test`): each module of mutation.toml against its own fast
+# tests, in build/mutants/<module>; scores in build/mutants/scores.json. MODULES= picks some.
+MODULES ?=
+mutants: $(STAMP)
+	nice -n 10 $(BIN)/python tools/mutants.py --max-children $(PYTEST_WORKERS) $(MODULES)
 
 clean:
 	rm -rf book/_build

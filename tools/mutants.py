@@ -1,0 +1,167 @@
+"""Mutation testing of klhuber, one module at a time, with mutmut (``make mutants``).
+
+Every module of ``mutation.toml`` gets its own mutmut workspace under ``build/mutants/<name>``:
+a ``pyproject.toml`` whose ``[tool.mutmut]`` mutates only that module's files and runs only its
+matching fast test files, plus links to the package, the tests and the data they read.  mutmut
+then applies each mutant in a forked process and runs the tests that cover the mutated function.
+Mutants listed under ``[[equivalent]]`` in ``mutation.toml`` (with the reason) do not count as
+survivors.  The score per module is printed and written to ``build/mutants/scores.json``; the
+exit status is 1 when a module that ran scores below the target.
+
+Usage::
+
+    python tools/mutants.py [MODULE ...] [--max-children N] [--report-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "mutation.toml"
+WORK = REPO / "build" / "mutants"
+#: What the tests read besides the package and themselves, linked into every workspace.
+LINKED = ("klhuber", "tests", "notebooks", "results", "_toc.yml", "_config.yml", "book",
+          "README.md", "LICENSE")
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+
+
+def load_config(path: Path = CONFIG) -> dict:
+    """``mutation.toml`` as a dict: ``target``, ``modules`` and ``equivalent``."""
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+def prepare_workspace(name: str, module: dict) -> Path:
+    """Create ``build/mutants/<name>`` with links to the repository and its mutmut config."""
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for entry in LINKED:
+        link = work / entry
+        if (REPO / entry).exists() and not link.exists():
+            link.symlink_to(REPO / entry)
+    pytest_ini = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
+    lines = [
+        "[tool.mutmut]",
+        'source_paths = ["klhuber"]',
+        f"only_mutate = {_toml_list(module['mutate'])}",
+        f"pytest_add_cli_args_test_selection = {_toml_list(module['tests'])}",
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not slow and not cuda"]',
+        f"timeout_multiplier = {float(module.get('timeout_multiplier', 5.0))}",
+        "timeout_constant = 10.0",
+        "use_git_change_detection = false",
+        'process_isolation = "forkserver"',
+        "",
+        "[tool.pytest.ini_options]",
+        f"markers = {_toml_list(pytest_ini['ini_options']['markers'])}",
+        "",
+    ]
+    (work / "pyproject.toml").write_text("\n".join(lines), encoding="utf-8")
+    return work
+
+
+def _mutmut() -> str:
+    return str(Path(sys.executable).with_name("mutmut"))
+
+
+def run_module(name: str, module: dict, max_children: int) -> int:
+    """Run mutmut for one module in its workspace; returns mutmut's exit status."""
+    work = prepare_workspace(name, module)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
+               PYTHONHASHSEED="0")
+    cmd = [_mutmut(), "run", "--max-children", str(max_children), *module.get("functions", [])]
+    print(f"== {name}: {' '.join(cmd[1:])} (in {work.relative_to(REPO)})", flush=True)
+    return subprocess.call(cmd, cwd=work, env=env)
+
+
+def statuses(name: str, module: dict) -> dict[str, str]:
+    """mutant name → status, as mutmut last recorded it for this module's workspace."""
+    work = WORK / name
+    if not (work / "mutants").exists():
+        return {}
+    out = subprocess.run([_mutmut(), "results", "--all", "true"], cwd=work, text=True,
+                         capture_output=True, check=False).stdout
+    found: dict[str, str] = {}
+    patterns = tuple(p.rstrip("*") for p in module.get("functions", []))
+    for line in out.splitlines():
+        if ":" not in line:
+            continue
+        mutant, status = (s.strip() for s in line.rsplit(":", 1))
+        if patterns and not mutant.startswith(patterns):
+            continue
+        found[mutant] = status
+    return found
+
+
+def score(name: str, module: dict, equivalent: dict[str, str]) -> dict:
+    """Counts for one module: killed, survived, equivalent, not run; score of the rest."""
+    found = statuses(name, module)
+    counts = {"killed": 0, "survived": 0, "equivalent": 0, "not run": 0}
+    survivors = []
+    for mutant, status in sorted(found.items()):
+        if mutant in equivalent:
+            counts["equivalent"] += 1
+        elif status in KILLED:
+            counts["killed"] += 1
+        elif status in ("survived", "no tests", "suspicious"):
+            counts["survived"] += 1
+            survivors.append(f"{mutant} ({status})")
+        else:
+            counts["not run"] += 1
+    tested = counts["killed"] + counts["survived"]
+    return {**counts, "score": counts["killed"] / tested if tested else None,
+            "survivors": survivors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help="modules of mutation.toml (default: all)")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the scores of the last runs without running mutmut")
+    args = parser.parse_args(argv)
+    config = load_config()
+    modules = config["modules"]
+    names = args.modules or list(modules)
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        parser.error(f"unknown module(s) {unknown}; valid: {list(modules)}")
+    equivalent = {e["mutant"]: e["reason"] for e in config.get("equivalent", [])}
+    if shutil.which(_mutmut()) is None:
+        print("mutmut is not installed: pip install -e '.[dev]'", file=sys.stderr)
+        return 2
+    if not args.report_only:
+        for name in names:
+            run_module(name, modules[name], args.max_children)
+    target = float(config.get("target", 0.95))
+    report = {name: score(name, modules[name], equivalent) for name in names}
+    WORK.mkdir(parents=True, exist_ok=True)
+    (WORK / "scores.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    failed = []
+    print(f"\n{'module':<14} {'killed':>7} {'survived':>9} {'equivalent':>11} {'not run':>8}  score")
+    for name, r in report.items():
+        shown = "-" if r["score"] is None else f"{100 * r['score']:.1f} %"
+        print(f"{name:<14} {r['killed']:>7} {r['survived']:>9} {r['equivalent']:>11} "
+              f"{r['not run']:>8}  {shown}")
+        for survivor in r["survivors"]:
+            print(f"    survived: {survivor}")
+        if r["score"] is not None and r["score"] < target:
+            failed.append(name)
+    if failed:
+        print(f"below the target of {100 * target:.0f} %: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
