@@ -1,10 +1,17 @@
 """Object detectors (Section 7, Appendices D-E): torchvision's Faster R-CNN and RetinaNet with
 the paper's interpretable box-regression losses.
 
-* :func:`build_model` / :func:`attach_box_loss` - :mod:`klhuber.detection.models`;
+* :func:`build_model` - :mod:`klhuber.detection.models` (a torchvision detector, then
+  :func:`attach_box_loss`);
+* :func:`attach_box_loss` and the loss modules (:class:`KLRoIHeads`, ...) -
+  :mod:`klhuber.detection.heads`;
 * :class:`BoxRegressionLoss`, :class:`LinearWHBoxCoder`, :func:`stage_losses` -
   :mod:`klhuber.detection.box_losses`;
-* the small CPU backbone ``convnet4_fpn`` - :mod:`klhuber.detection.backbones`;
+* bodies, anchor generators, checkpoint mapping and the small CPU backbone ``convnet4_fpn`` -
+  :mod:`klhuber.detection.backbones`;
+* the options of a training run (:class:`~klhuber.detection.config.TrainConfig`, the source
+  of ``klhuber detect train``'s flags) - :mod:`klhuber.detection.config`; the training loop -
+  :mod:`klhuber.detection.engine`;
 * experiment profiles and grids - :mod:`klhuber.detection.experiments`; tables, confidence
   intervals and verdicts from finished runs - :mod:`klhuber.detection.report`.
 
@@ -20,17 +27,17 @@ from typing import Any
 
 _EXPORTS = {
     "build_model": "models",
-    "attach_box_loss": "models",
-    "load_weights": "models",
-    "load_backbone_weights": "models",
-    "ARCHS": "models",
-    "BACKBONES": "models",
-    "HARMONIC_CHOICES": "models",
+    "attach_box_loss": "heads",
+    "load_weights": "backbones",
+    "load_backbone_weights": "backbones",
+    "ARCHS": "config",
+    "BACKBONES": "config",
+    "HARMONIC_CHOICES": "heads",
     "PY_FASTER_RCNN_DEFAULTS": "models",
-    "KLRegionProposalNetwork": "models",
-    "KLRoIHeads": "models",
-    "KLRetinaNetHead": "models",
-    "KLRetinaNetRegressionHead": "models",
+    "KLRegionProposalNetwork": "heads",
+    "KLRoIHeads": "heads",
+    "KLRetinaNetHead": "heads",
+    "KLRetinaNetRegressionHead": "heads",
     "BoxRegressionLoss": "box_losses",
     "LinearWHBoxCoder": "box_losses",
     "make_box_coder": "box_losses",
@@ -45,6 +52,8 @@ _EXPORTS = {
 _SUBMODULES = (
     "backbones",
     "box_losses",
+    "config",
+    "heads",
     "models",
     "data",
     "synthetic",

@@ -68,14 +68,15 @@ the Faster R-CNN paper's literal normalisation instead, divide ``lam`` by
 
 .. rubric:: Extension points
 
-:func:`register_box_loss_kind` adds a new ``kind``.  A kind receives predicted and target
+The kinds live in one registry (:func:`klhuber.interpret.loss_kind`: each kind's function,
+accepted α and Table 2 label factor); :func:`register_box_loss_kind` adds a new ``kind``.  A kind receives predicted and target
 *codes* ``(n, 4)`` of the positives and returns per-coordinate ``(n, 4)`` or per-box ``(n,)``
 losses.  Because the IoU of two axis-aligned boxes is invariant under a per-axis positive affine
 map, IoU-type losses can be computed from codes alone by decoding both against the unit box
 (:func:`decode_against_unit_box`); that is how ``hiou`` (:func:`klhuber.related.harmonic.hiou_loss`)
 works in all three stages without seeing the anchors.  Harmonic weighting (seed 004, eq. 1),
 which couples the box loss to classification scores, lives in
-:meth:`klhuber.detection.models.KLRoIHeads.compute_loss` (``harmonic=``), the one stage with a
+:meth:`klhuber.detection.heads.KLRoIHeads.compute_loss` (``harmonic=``), the one stage with a
 softmax classifier; per-sample losses come from :meth:`BoxRegressionLoss.per_sample`.
 """
 

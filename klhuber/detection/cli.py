@@ -10,7 +10,9 @@ Examples::
     klhuber detect score --gt /data/coco/annotations/instances_val2017.json --predictions dt.json
     klhuber detect experiment --profile full --device cuda --jobs 4
 
-``detect train`` refuses an ``--out`` folder that already holds something unless given
+The flags of ``detect train`` are made from the fields of
+:class:`klhuber.detection.config.TrainConfig` (:func:`add_config_arguments`): same names,
+defaults, ranges and help.  ``detect train`` refuses an ``--out`` folder that already holds something unless given
 ``--resume`` (continue the run; its options must match the checkpoint's) or ``--overwrite``
 (replace the run).  SIGTERM / Ctrl-C stop a run after the current iteration with a checkpoint
 (exit status 128 + the signal number).  Errors are one line, ``klhuber detect ...: error: ...``,
@@ -23,12 +25,13 @@ or synthetic layout (:func:`klhuber.detection.data.coco_split_paths`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["configure_parser"]
+__all__ = ["add_config_arguments", "configure_parser"]
 
 
 def _error_line(prog: str, message: str) -> None:
@@ -120,27 +123,13 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from klhuber.detection.engine import TrainConfig, train
-    from klhuber.detection.evaluate import _ap_text, evaluate_checkpoint
+    from klhuber.detection.config import TrainConfig
+    from klhuber.detection.engine import train
+    from klhuber.detection.evaluate import ap_text, evaluate_checkpoint
 
     _check_amp(args.amp, args.device)
-    model_kwargs = args.model_kwargs or {}
-    config = TrainConfig(
-        data_root=args.data_root, out_dir=args.out, arch=args.arch, box_loss=args.box_loss,
-        backbone=args.backbone, data_layout=args.layout, weights_path=args.weights,
-        iters=args.iters, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, warmup_iters=args.warmup_iters,
-        warmup_factor=args.warmup_factor, milestones=args.milestones, gamma=args.gamma,
-        lr_schedule=args.lr_schedule, amp=args.amp, clip_grad_norm=args.clip_grad_norm,
-        max_nonfinite=args.max_nonfinite,
-        checkpoint_every=args.checkpoint_every, log_every=args.log_every, seed=args.seed,
-        workers=args.workers, cache_images=args.cache_images,
-        max_train_images=args.max_train_images, device=args.device, hflip=args.hflip,
-        min_size=args.min_size, max_size=args.max_size, anchor_sizes=args.anchor_sizes,
-        box_head_dim=args.box_head_dim, model_kwargs=model_kwargs, threads=args.threads,
-        progress=not args.no_progress, resume=args.resume, stop_at=args.stop_at,
-        overwrite=args.overwrite, fix_sizes=args.fix_sizes,
-    )
+    config = TrainConfig(**{f.name: getattr(args, f.name)
+                            for f in dataclasses.fields(TrainConfig)})
     summary = train(config, log=lambda m: print(m, file=sys.stderr))
     summary.pop("model")
     rank0 = summary.get("world_size", 1) == 1 or _rank() == 0
@@ -150,8 +139,66 @@ def _train(args: argparse.Namespace) -> int:
         payload = evaluate_checkpoint(summary["checkpoint"], device=args.device,
                                       batch_size=args.eval_batch_size, amp=args.amp,
                                       output=args.output, command=_command())
-        print(_ap_text(payload["metrics"]))
+        print(ap_text(payload["metrics"]))
     return 0
+
+
+def _preset(text: str) -> str:
+    from klhuber.interpret import get_preset
+
+    try:
+        get_preset(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "ints": _ints, "floats": _floats, "json": _json_object, "str": str,
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per field of :class:`klhuber.detection.config.TrainConfig`, made from the
+    field's default and metadata (help, range, choices; booleans that default to true get a
+    ``--no-...`` flag), so that the command line and the library offer the same options with
+    the same defaults."""
+    from klhuber.detection.config import TrainConfig
+
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        target = parser
+        if meta.get("group"):
+            if meta["group"] not in groups:
+                groups[meta["group"]] = parser.add_mutually_exclusive_group()
+            target = groups[meta["group"]]
+        help_text = meta.get("help") or None
+        if isinstance(default, bool):
+            if default:
+                flag = "--no-" + flag.removeprefix("--")
+                target.add_argument(flag, dest=f.name, action="store_false", help=help_text)
+            else:
+                target.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
+        if meta.get("required"):
+            kwargs["required"] = True
+            del kwargs["default"]
+        kind = meta.get("kind") or type(default).__name__
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        elif f.name == "box_loss":
+            kwargs["type"] = _preset
+        elif kind in ("int", "float"):
+            kwargs["type"] = _bounded(int if kind == "int" else float, meta.get("low"),
+                                      meta.get("high"), low_open=meta.get("low_open", False),
+                                      high_open=meta.get("high_open", False))
+        elif kind in _CONVERTERS:
+            kwargs["type"] = _CONVERTERS[kind]
+        target.add_argument(flag, **kwargs)
 
 
 def _rank() -> int:
@@ -161,7 +208,7 @@ def _rank() -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from klhuber.detection.evaluate import _ap_text, evaluate_checkpoint
+    from klhuber.detection.evaluate import ap_text, evaluate_checkpoint
 
     _check_amp(args.amp, args.device)
     payload = evaluate_checkpoint(args.checkpoint, data_root=args.data_root, split=args.split,
@@ -169,20 +216,20 @@ def _eval(args: argparse.Namespace) -> int:
                                   batch_size=args.batch_size, amp=args.amp, output=args.output,
                                   command=_command(), progress=not args.no_progress,
                                   fix_sizes=True if args.fix_sizes else None)
-    print(_ap_text(payload["metrics"]))
+    print(ap_text(payload["metrics"]))
     if args.output:
         print(f"results written to {args.output}")
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
-    from klhuber.detection.evaluate import _ap_text, score_predictions
+    from klhuber.detection.evaluate import ap_text, score_predictions
 
     metrics = score_predictions(args.gt, args.predictions)
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(_ap_text(metrics))
+        print(ap_text(metrics))
     if args.output:
         from klhuber.results import save_results
 
@@ -230,8 +277,8 @@ def _experiment(args: argparse.Namespace) -> int:
         noise=args.noise, seeds=args.seed, overrides=overrides, command=_command(),
         log=lambda m: print(m, file=sys.stderr, flush=True))
     if shard is None:
-        total = len(ex._select(ex.profile_runs(args.profile), args.arch, args.preset,
-                               args.noise, args.seed))
+        total = len(ex.select_runs(ex.profile_runs(args.profile), args.arch, args.preset,
+                                   args.noise, args.seed))
         print(f"{len(results)}/{total} runs of profile {args.profile!r} have results")
         for r in results:
             m = r["metrics"]
@@ -252,60 +299,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="detect_command", metavar="SUBCOMMAND")
 
     t = sub.add_parser("train", help="train a detector (torchrun for several processes)")
-    t.add_argument("--data-root", required=True,
-                   help="COCO 2017/2014 folder or a synthetic set (klhuber detect synth)")
-    t.add_argument("--layout", default="auto", choices=("auto", "2017", "2014", "synthetic"))
-    t.add_argument("--out", default="runs/detection", help="checkpoint / metrics folder")
-    t.add_argument("--arch", default="fasterrcnn", choices=("fasterrcnn", "retinanet"))
-    t.add_argument("--box-loss", default="torchvision",
-                   help="preset of klhuber.interpret (publication, implementation, "
-                        "experiment_a/b/c, appendix_d, appendix_e, torchvision, ...)")
-    t.add_argument("--backbone", default="resnet50_fpn",
-                   help="vgg16, vgg16_bn, resnet101_fpn, resnet50_fpn, resnet18_fpn, "
-                        "mobilenet_v3_fpn, convnet4_fpn (small, for CPUs)")
-    t.add_argument("--weights", default=None, help="local state dict to start from")
-    t.add_argument("--iters", type=_bounded(int, 1), default=1000)
-    t.add_argument("--batch-size", type=_bounded(int, 1), default=2, help="images per process")
-    t.add_argument("--lr", type=_bounded(float, 0, low_open=True), default=0.02)
-    t.add_argument("--momentum", type=_bounded(float, 0, 1, high_open=True), default=0.9)
-    t.add_argument("--weight-decay", type=_bounded(float, 0), default=1e-4)
-    t.add_argument("--warmup-iters", type=_bounded(int, 0), default=100)
-    t.add_argument("--warmup-factor", type=_bounded(float, 0, 1, low_open=True), default=0.001)
-    t.add_argument("--milestones", type=_ints, default=(), help="comma-separated iterations")
-    t.add_argument("--gamma", type=_bounded(float, 0, 1, low_open=True), default=0.1,
-                   help="learning-rate factor at each milestone")
-    t.add_argument("--lr-schedule", default="step", choices=("step", "cosine"),
-                   help="after warm-up: x gamma at each milestone, or cosine decay to 0")
-    t.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "auto"))
-    t.add_argument("--clip-grad-norm", type=_bounded(float, 0, low_open=True), default=None)
-    t.add_argument("--max-nonfinite", type=_bounded(int, 0), default=20)
-    t.add_argument("--checkpoint-every", type=_bounded(int, 1), default=500)
-    t.add_argument("--log-every", type=_bounded(int, 1), default=20)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--workers", type=_bounded(int, 0), default=4)
-    t.add_argument("--cache-images", action="store_true", help="keep decoded images in RAM")
-    t.add_argument("--max-train-images", type=_bounded(int, 1), default=None)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--hflip", type=_bounded(float, 0, 1), default=0.5)
-    t.add_argument("--min-size", type=_bounded(int, 1), default=800)
-    t.add_argument("--max-size", type=_bounded(int, 1), default=1333)
-    t.add_argument("--anchor-sizes", type=_floats, default=None,
-                   help="comma-separated base anchor size per feature level")
-    t.add_argument("--box-head-dim", type=_bounded(int, 1), default=None)
-    t.add_argument("--model-kwargs", type=_json_object, default=None,
-                   help="JSON of FasterRCNN/RetinaNet kwargs")
-    t.add_argument("--threads", type=_bounded(int, 1), default=None)
-    t.add_argument("--no-progress", action="store_true")
-    keep = t.add_mutually_exclusive_group()
-    keep.add_argument("--resume", action="store_true",
-                      help="continue the run in OUT (its checkpoint's options must match)")
-    keep.add_argument("--overwrite", action="store_true",
-                      help="replace the run in OUT (without it, a non-empty OUT is refused)")
-    t.add_argument("--fix-sizes", action="store_true",
-                   help="use the image files' sizes where the JSON's width/height differ "
-                        "(default: such a difference is an error)")
-    t.add_argument("--stop-at", type=_bounded(int, 1), default=None,
-                   help="stop (with a checkpoint) after this many iterations")
+    add_config_arguments(t)
     t.add_argument("--eval", action="store_true", help="evaluate on val when finished")
     t.add_argument("--eval-batch-size", type=_bounded(int, 1), default=8)
     t.add_argument("--output", default=None, help="results JSON of --eval")

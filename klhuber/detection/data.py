@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from klhuber.detection.config import DATA_LAYOUTS
+
 __all__ = [
     "CocoDetection",
-    "DATA_LAYOUTS",
     "SkipSampler",
     "collate",
     "check_categories",
@@ -44,8 +45,8 @@ __all__ = [
     "load_coco",
 ]
 
-#: Accepted ``layout`` values of :func:`coco_split_paths` ("auto" picks the one present).
-DATA_LAYOUTS: tuple[str, ...] = ("auto", "2017", "2014", "synthetic")
+# Accepted ``layout`` values of :func:`coco_split_paths` ("auto" picks the one present);
+# declared with the other training options, in klhuber.detection.config.
 
 
 def coco_split_paths(root: str | os.PathLike, split: str,

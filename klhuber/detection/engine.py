@@ -28,44 +28,52 @@ the epoch), horizontal flips come from a dedicated generator, and the model's ow
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
-import numbers
 import os
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from klhuber.detection.config import (
+    AMP_MODES,
+    LR_SCHEDULES,
+    RUNTIME_FIELDS,
+    TrainConfig,
+    config_differences,
+)
 from klhuber.results import atomic_write_bytes, atomic_write_text
 
 __all__ = [
-    "AMP_MODES",
+    "CHECKPOINT_KEYS",
     "CheckpointError",
+    "Checkpointer",
+    "MetricsWriter",
     "NonFiniteLossError",
-    "RUNTIME_FIELDS",
     "RunExistsError",
-    "TrainConfig",
+    "StepResult",
     "TrainingInterrupted",
+    "TrainingRun",
+    "amp_dtype",
     "build_detector",
     "checkpoint_path",
-    "config_differences",
     "load_checkpoint",
     "lr_factor",
     "random_horizontal_flip",
+    "setup_training",
     "train",
+    "train_one_step",
 ]
 
-AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16", "auto")
-#: Learning-rate schedules after the warm-up (:func:`lr_factor`).
-LR_SCHEDULES = ("step", "cosine")
+# Importable from here as before (documented in klhuber.detection.config).
+_REEXPORTED = (AMP_MODES, RUNTIME_FIELDS, TrainConfig, config_differences)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
@@ -92,139 +100,6 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
         self.checkpoint = checkpoint
         self.iteration = iteration
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (stored in its checkpoint and results).
-
-    Model options are plain values (so that a checkpoint can rebuild its model):
-    ``min_size``/``max_size`` (torchvision's resize), ``anchor_sizes`` (one base size per
-    feature level; ``None`` keeps the builder's anchors), ``box_head_dim`` (width of Faster
-    R-CNN's two-layer box head; ``None`` = torchvision's 1024), and ``model_kwargs`` (further
-    plain keyword arguments of ``FasterRCNN`` / ``RetinaNet``).
-
-    ``data_root`` and ``weights_path`` are stored absolute.  ``resume`` continues the run in
-    ``out_dir`` (its checkpoint's configuration must match, :func:`config_differences`);
-    ``overwrite`` replaces it; with neither, a non-empty ``out_dir`` is refused
-    (:class:`RunExistsError`).  ``fix_sizes`` takes image sizes from the files where the JSON
-    differs (:class:`~klhuber.detection.data.CocoDetection`).  Ranges are checked here:
-    ``lr`` > 0, ``momentum`` in [0, 1), ``gamma`` in (0, 1], ``weight_decay`` >= 0, and
-    ``amp`` "bf16"/"fp16" only with a CUDA ``device``.
-    """
-
-    data_root: str = ""
-    out_dir: str = "runs/detection"
-    arch: str = "fasterrcnn"
-    box_loss: str = "torchvision"
-    backbone: str = "resnet18_fpn"
-    data_layout: str = "auto"
-    fix_sizes: bool = False
-    weights_path: str | None = None
-    iters: int = 1000
-    batch_size: int = 2
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 100
-    warmup_factor: float = 0.001
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    lr_schedule: str = "step"
-    amp: str = "none"
-    clip_grad_norm: float | None = None
-    max_nonfinite: int = 20
-    checkpoint_every: int = 500
-    log_every: int = 20
-    seed: int = 0
-    workers: int = 0
-    cache_images: bool = False
-    max_train_images: int | None = None
-    device: str = "cpu"
-    hflip: float = 0.5
-    min_size: int = 800
-    max_size: int = 1333
-    anchor_sizes: tuple[float, ...] | None = None
-    box_head_dim: int | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    threads: int | None = None
-    flush_denormal: bool = True
-    progress: bool = True
-    resume: bool = False
-    stop_at: int | None = None
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        # Data paths are stored absolute, so that a checkpoint evaluates from any directory.
-        if self.data_root:
-            self.data_root = str(Path(self.data_root).expanduser().absolute())
-        if self.weights_path:
-            self.weights_path = str(Path(self.weights_path).expanduser().absolute())
-        self.milestones = tuple(int(m) for m in self.milestones)
-        if self.anchor_sizes is not None:
-            self.anchor_sizes = tuple(float(a) for a in self.anchor_sizes)
-        positive = ("iters", "batch_size", "checkpoint_every", "log_every", "min_size",
-                    "max_size")
-        for name in positive:
-            value = getattr(self, name)
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("lr", "momentum", "weight_decay", "warmup_factor", "gamma", "hflip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"{name} must be a real number, got {value!r}")
-        if not 0 < self.lr < math.inf:
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not 0 <= self.weight_decay < math.inf:
-            raise ValueError(f"weight_decay must be a finite number >= 0, got "
-                             f"{self.weight_decay!r}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1] (the learning-rate factor at each "
-                             f"milestone), got {self.gamma!r}")
-        if self.warmup_iters < 0:
-            raise ValueError(f"warmup_iters must be >= 0, got {self.warmup_iters!r}")
-        if not 0 < self.warmup_factor <= 1:
-            raise ValueError(f"warmup_factor must be in (0, 1], got {self.warmup_factor!r}")
-        if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"milestones must be increasing, got {self.milestones!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
-                             f"{self.lr_schedule!r}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.amp in ("bf16", "fp16") and not str(self.device).startswith("cuda"):
-            raise ValueError(f"amp={self.amp!r} needs a CUDA device, got device="
-                             f"{self.device!r}; use amp='none' (or 'auto', which is 'none' "
-                             f"off CUDA)")
-        if self.resume and self.overwrite:
-            raise ValueError("resume and overwrite exclude each other")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm!r}")
-        if self.max_nonfinite < 0:
-            raise ValueError(f"max_nonfinite must be >= 0, got {self.max_nonfinite!r}")
-        if not 0 <= self.hflip <= 1:
-            raise ValueError(f"hflip must be in [0, 1], got {self.hflip!r}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers!r}")
-        if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
-            raise ValueError(f"stop_at must be in [1, iters], got {self.stop_at!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["milestones"] = list(self.milestones)
-        if self.anchor_sizes is not None:
-            out["anchor_sizes"] = list(self.anchor_sizes)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**values)
 
 
 def lr_factor(iteration: int, warmup_iters: int, warmup_factor: float,
@@ -269,48 +144,16 @@ def random_horizontal_flip(images: list[Tensor], targets: list[dict[str, Tensor]
             targets[i] = {**targets[i], "boxes": flipped}
 
 
-def _anchor_generator(arch: str, backbone: str, sizes: tuple[float, ...]):
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
-    if backbone == "convnet4_fpn":
-        from klhuber.detection.backbones import convnet4_anchor_generator
-
-        return convnet4_anchor_generator(arch, sizes)
-    if arch == "retinanet":
-        per_level = tuple(tuple(int(round(s * 2 ** (k / 3))) for k in range(3)) for s in sizes)
-        return AnchorGenerator(per_level, ((0.5, 1.0, 2.0),) * len(sizes))
-    if backbone == "mobilenet_v3_fpn":  # 3 maps, all sizes on each (torchvision's layout)
-        per_level = (tuple(int(round(s)) for s in sizes),) * 3
-        return AnchorGenerator(per_level, ((0.5, 1.0, 2.0),) * 3)
-    if backbone.startswith("vgg16"):  # one map
-        return AnchorGenerator((tuple(int(round(s)) for s in sizes),), ((0.5, 1.0, 2.0),))
-    per_level = tuple((int(round(s)),) for s in sizes)
-    return AnchorGenerator(per_level, ((0.5, 1.0, 2.0),) * len(sizes))
-
-
 def build_detector(config: TrainConfig, num_classes: int) -> nn.Module:
     """The model of ``config`` through :func:`klhuber.detection.models.build_model`."""
-    from klhuber.detection import build_model
+    from klhuber.detection.models import build_model
 
     kwargs: dict[str, Any] = {"min_size": config.min_size, "max_size": config.max_size}
     kwargs.update(config.model_kwargs)
-    if config.anchor_sizes is not None:
-        key = "anchor_generator" if config.arch == "retinanet" else "rpn_anchor_generator"
-        kwargs[key] = _anchor_generator(config.arch, config.backbone, config.anchor_sizes)
-    from klhuber.detection import load_weights
-
-    model = build_model(config.arch, num_classes, config.box_loss, backbone=config.backbone,
-                        **kwargs)
-    if config.box_head_dim is not None and config.arch == "fasterrcnn":
-        # A narrower two-layer box head (torchvision's is 1024 wide): cheap CPU profiles.
-        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-
-        channels = model.backbone.out_channels
-        model.roi_heads.box_head = TwoMLPHead(channels * 7 * 7, config.box_head_dim)
-        model.roi_heads.box_predictor = FastRCNNPredictor(config.box_head_dim, num_classes)
-    if config.weights_path is not None:
-        load_weights(model, config.weights_path)
-    return model
+    box_head_dim = config.box_head_dim if config.arch == "fasterrcnn" else None
+    return build_model(config.arch, num_classes, config.box_loss, backbone=config.backbone,
+                       weights_path=config.weights_path, anchor_sizes=config.anchor_sizes,
+                       box_head_dim=box_head_dim, **kwargs)
 
 
 def checkpoint_path(out_dir: str | os.PathLike) -> Path:
@@ -343,36 +186,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(f"{path} is not a checkpoint of klhuber.detection.engine.train "
                               f"(missing {', '.join(missing)}); {advice}")
     return state
-
-
-#: TrainConfig fields that do not change what a run computes (where it writes, how it shows
-#: progress, how many threads or workers load the data, when it stops or saves): a resumed
-#: run may change them.  Every other field must match the checkpoint's.
-RUNTIME_FIELDS = frozenset({
-    "out_dir", "resume", "overwrite", "stop_at", "progress", "threads", "workers",
-    "cache_images", "device", "log_every", "checkpoint_every", "max_nonfinite",
-    "flush_denormal",
-})
-
-
-def config_differences(stored: dict[str, Any], requested: TrainConfig) -> list[str]:
-    """The options (other than :data:`RUNTIME_FIELDS`) in which ``requested`` differs from a
-    checkpoint's stored configuration ``stored``, as ``"name (checkpoint X, requested Y)"``."""
-    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING
-                         else f.default_factory())  # type: ignore[misc]
-                for f in dataclasses.fields(TrainConfig)}
-    wanted = json.loads(json.dumps(requested.as_dict()))
-    diffs = []
-    for name in sorted(set(wanted) | set(stored)):
-        if name in RUNTIME_FIELDS:
-            continue
-        old = json.loads(json.dumps(stored.get(name, defaults.get(name)), default=list))
-        new = wanted.get(name, defaults.get(name))
-        if name in ("data_root", "weights_path") and old and new:
-            old, new = str(Path(old).absolute()), str(Path(new).absolute())
-        if old != new:
-            diffs.append(f"{name} (checkpoint {old!r}, requested {new!r})")
-    return diffs
 
 
 def _stale_temporaries(out_dir: Path) -> list[Path]:
@@ -500,7 +313,8 @@ def _resolve_device(config: TrainConfig, ctx: _Dist) -> torch.device:
     return torch.device(config.device)
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device`` (``None``: no autocast, off CUDA too)."""
     if device.type != "cuda" or amp == "none":
         return None
     if amp == "auto":
@@ -538,282 +352,398 @@ def _truncate_metrics(path: Path, last_iter: int) -> None:
     atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
+class MetricsWriter:
+    """``metrics.jsonl`` of a run (rank 0): one line per ``log_every`` iterations with the mean
+    losses of the successful steps since the previous line, the learning rate, the count of
+    skipped steps and the throughput."""
+
+    def __init__(self, path: Path, *, batch_size: int, world_size: int, enabled: bool) -> None:
+        self.path = path
+        self.batch_size = batch_size
+        self.world_size = world_size
+        self.enabled = enabled
+        self.window: dict[str, float] = {}
+        self.count = 0
+        self.last_losses: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def start(self, resumed_at: int | None) -> None:
+        """Keep the lines up to ``resumed_at`` (a resumed run), or start afresh (``None``)."""
+        if not self.enabled:
+            return
+        if resumed_at is not None:
+            _truncate_metrics(self.path, resumed_at)
+        elif self.path.exists():
+            self.path.unlink()
+
+    def restart_clock(self) -> None:
+        self.started = time.perf_counter()
+
+    def add(self, values: dict[str, float]) -> None:
+        """Add the losses of a successful step to the window."""
+        for k, v in values.items():
+            self.window[k] = self.window.get(k, 0.0) + v
+        self.count += 1
+        self.last_losses = values
+
+    def write(self, iteration: int, epoch: int, lr: float, nonfinite: int) -> None:
+        """Append the window's line and start a new window."""
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.started
+        record = {"iter": iteration, "epoch": epoch, "lr": lr, "nonfinite": nonfinite,
+                  "images_per_s": round(self.count * self.batch_size * self.world_size
+                                        / max(elapsed, 1e-9), 3)}
+        record.update({k: v / max(self.count, 1) for k, v in self.window.items()})
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.window, self.count, self.started = {}, 0, time.perf_counter()
+
+
+class Checkpointer:
+    """Atomic ``checkpoint.pt`` of a run (rank 0): model, optimiser, scheduler, scaler, RNG
+    states, position, classes and configuration (:data:`CHECKPOINT_KEYS` and more)."""
+
+    def __init__(self, path: Path, *, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def save(self, run: TrainingRun, *, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        dataset = run.dataset
+        _save_checkpoint(self.path, {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "rng": _rng_state(run.flip_gen),
+            "iteration": run.iteration,
+            "nonfinite": run.nonfinite,
+            "num_classes": dataset.num_classes,
+            "class_names": list(dataset.class_names),
+            "label_to_cat": {str(k): v for k, v in dataset.label_to_cat.items()},
+            "config": json.dumps(run.config.as_dict()),
+            "wall_time_s": run.wall_time_s(),
+            "final": final,
+        })
+
+
+@dataclass
+class TrainingRun:
+    """Everything :func:`setup_training` prepares and the loop advances: the data, the model
+    (``train_model`` is its DistributedDataParallel wrapper when there are several processes),
+    the optimiser state, the generators and the position."""
+
+    config: TrainConfig
+    device: torch.device
+    dataset: Any
+    sampler: Any
+    iters_per_epoch: int
+    model: nn.Module
+    train_model: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    amp_dtype: torch.dtype | None
+    flip_gen: torch.Generator
+    world_size: int = 1
+    iteration: int = 0
+    nonfinite: int = 0
+    wall_before: float = 0.0
+    started: float = 0.0
+
+    def wall_time_s(self) -> float:
+        return self.wall_before + (time.perf_counter() - self.started)
+
+
+def setup_training(config: TrainConfig, ctx: Any, log: Callable[[str], None]
+                   ) -> tuple[TrainingRun, int | None]:
+    """Check the folder and the checkpoint, load the data, build the model and the optimiser
+    and, with ``resume``, restore them; returns the run and the iteration it resumed at
+    (``None`` for a new run).  The order of the random draws is part of the contract: a seed
+    gives the same run, resumed or not."""
+    from klhuber.detection.data import CocoDetection, coco_split_paths
+
+    device = _resolve_device(config, ctx)
+    if config.flush_denormal:
+        # Tiny weights/gradients of a from-scratch detector hit float denormals, which
+        # make CPU kernels 10-30x slower; flushing them to zero changes nothing else.
+        torch.set_flush_denormal(True)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    ckpt_file = checkpoint_path(config.out_dir)
+    _check_out_dir(config)
+    resume_state = None
+    if config.resume and ckpt_file.exists():
+        resume_state = load_checkpoint(ckpt_file)
+        stored = resume_state["config"]
+        diffs = config_differences(json.loads(stored) if isinstance(stored, str) else stored,
+                                   config)
+        if diffs:
+            raise RunExistsError(
+                f"cannot resume {ckpt_file}: the requested configuration differs from the "
+                f"checkpoint's in {'; '.join(diffs)}. Resume with the checkpoint's options, "
+                f"or pass --overwrite (or another --out) to start a new run")
+    img_dir, ann_file = coco_split_paths(config.data_root, "train", config.data_layout)
+    if ctx.main:
+        _prepare_out_dir(config, log)
+    if ctx.world_size > 1:
+        torch.distributed.barrier()  # every rank checked the folder before rank 0 writes
+
+    from torch.utils.data.distributed import DistributedSampler
+
+    dataset = CocoDetection(img_dir, ann_file, train=True, cache=config.cache_images,
+                            max_images=config.max_train_images, fix_sizes=config.fix_sizes)
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
+                                 shuffle=True, seed=config.seed, drop_last=True)
+    iters_per_epoch = len(sampler) // config.batch_size
+    if iters_per_epoch < 1:
+        raise ValueError(
+            f"batch_size {config.batch_size} x {ctx.world_size} process(es) exceeds the "
+            f"{len(dataset)} training images")
+
+    torch.manual_seed(config.seed)  # same initial weights on every rank
+    model = build_detector(config, dataset.num_classes).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    schedule = (config.warmup_iters, config.warmup_factor, config.milestones, config.gamma,
+                config.lr_schedule, config.iters)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, *schedule))
+    dtype = amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    flip_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + ctx.rank)
+    torch.manual_seed(config.seed * 104729 + ctx.rank)  # model sampling, per rank
+    run = TrainingRun(config, device, dataset, sampler, iters_per_epoch, model, model, params,
+                      optimizer, scheduler, scaler, dtype, flip_gen, ctx.world_size)
+    resumed_at = None
+    if resume_state is not None:
+        state = resume_state
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"], flip_gen)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CheckpointError(
+                f"checkpoint {ckpt_file} does not fit the model and optimiser of the "
+                f"requested configuration ({type(error).__name__}: {first}); resume with "
+                f"the options it was trained with, or pass --overwrite (or another --out) "
+                f"to start a new run") from error
+        del resume_state
+        run.iteration = resumed_at = int(state["iteration"])
+        run.nonfinite = int(state["nonfinite"])
+        run.wall_before = float(state.get("wall_time_s", 0.0))
+        log(f"resumed from {ckpt_file} at iteration {run.iteration}")
+    if ctx.world_size > 1:
+        run.train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return run, resumed_at
+
+
+@dataclass
+class StepResult:
+    """What :func:`train_one_step` did: the losses (``values``, with their sum as ``"loss"``),
+    whether the step was skipped (non-finite loss or gradient) and whether any process
+    received a stop signal."""
+
+    values: dict[str, float]
+    skipped: bool
+    stop_requested: bool
+
+
+def train_one_step(run: TrainingRun, images: list[Tensor], targets: list[dict[str, Tensor]],
+                   *, stop_signal: Callable[[], bool] | None = None,
+                   log: Callable[[str], None] | None = None) -> StepResult:
+    """One SGD step of ``run`` on a batch: flips, forward under autocast, a guard against
+    non-finite losses and gradients (agreed between processes, as is a stop signal),
+    gradient clipping and the scheduler's step; advances ``run.iteration``.  ``stop_signal()``
+    says, after the forward pass, whether this process received a stop signal."""
+    config, device, optimizer, scaler = run.config, run.device, run.optimizer, run.scaler
+    images, targets = list(images), list(targets)
+    random_horizontal_flip(images, targets, config.hflip, run.flip_gen)
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32,
+                        enabled=run.amp_dtype is not None):
+        loss_dict = run.train_model(images, targets)
+    loss = sum(loss_dict.values())
+    # [non-finite loss, stop signal received], summed over the processes
+    flags = torch.tensor([0.0 if bool(torch.isfinite(loss)) else 1.0,
+                          1.0 if stop_signal is not None and stop_signal() else 0.0],
+                         device=device)
+    if run.world_size > 1:
+        torch.distributed.all_reduce(flags)
+    optimizer.zero_grad(set_to_none=True)
+    skipped = bool(flags[0].item() > 0)
+    stop_requested = bool(flags[1].item() > 0)
+    if not skipped:
+        scaler.scale(loss).backward()
+        if scaler.is_enabled():
+            scaler.unscale_(optimizer)
+        max_norm = config.clip_grad_norm or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.params, max_norm)
+        if scaler.is_enabled():
+            scaler.step(optimizer)  # skips the step itself on inf/nan gradients
+            scaler.update()
+        elif bool(torch.isfinite(grad_norm)):
+            optimizer.step()
+        else:
+            skipped = True
+    if skipped:
+        run.nonfinite += 1
+        optimizer.zero_grad(set_to_none=True)
+        if log is not None:
+            log(f"iteration {run.iteration}: non-finite loss or gradient, step skipped "
+                f"({run.nonfinite} so far)")
+    with warnings.catch_warnings():  # a skipped step skips optimizer.step()
+        warnings.simplefilter("ignore", UserWarning)
+        run.scheduler.step()
+    run.iteration += 1
+    values = {k: float(v.detach()) for k, v in loss_dict.items()}
+    values["loss"] = float(loss.detach())
+    return StepResult(values, skipped, stop_requested)
+
+
+def _batches(loader: Any, world_size: int, signals: _StopSignals,
+             failed: list[Exception]) -> Iterator[Any]:
+    """The loader's batches; ends early (recording the error) when a stop signal killed its
+    workers."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:
+            if world_size == 1 and signals.signum is not None:
+                failed.append(error)
+                return
+            raise
+        yield batch
+
+
 def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the detector of ``config``; returns a summary (iterations, losses, timings).
 
     Writes ``checkpoint.pt`` and ``metrics.jsonl`` into ``config.out_dir`` (rank 0).  With
     ``config.resume`` and an existing checkpoint, continues from it (a finished run returns at
     once); the checkpoint's configuration must then match ``config`` except for
-    :data:`RUNTIME_FIELDS`, else :class:`RunExistsError` names the differing options.  Without
-    ``resume`` a non-empty ``out_dir`` raises :class:`RunExistsError` unless
-    ``config.overwrite``, which replaces the previous checkpoint and metrics.
-    ``config.stop_at`` stops after that many iterations (with a checkpoint), as if the
-    run had been interrupted there.  SIGTERM or SIGINT (from the main thread) stop the run after
-    the current iteration with a checkpoint and raise :class:`TrainingInterrupted`.
+    :data:`klhuber.detection.config.RUNTIME_FIELDS`, else :class:`RunExistsError` names the
+    differing options.  Without ``resume`` a non-empty ``out_dir`` raises
+    :class:`RunExistsError` unless ``config.overwrite``, which replaces the previous checkpoint
+    and metrics.  ``config.stop_at`` stops after that many iterations (with a checkpoint), as
+    if the run had been interrupted there.  SIGTERM or SIGINT (from the main thread) stop the
+    run after the current iteration with a checkpoint and raise :class:`TrainingInterrupted`.
+
+    The pieces: :func:`setup_training`, :func:`train_one_step`, :class:`MetricsWriter` and
+    :class:`Checkpointer`.
     """
     from torch.utils.data import BatchSampler, DataLoader
-    from torch.utils.data.distributed import DistributedSampler
 
-    from klhuber.detection.data import CocoDetection, SkipSampler, coco_split_paths, collate
+    from klhuber.detection.data import SkipSampler, collate
 
     log = log or (lambda message: None)
     signals = _StopSignals()
     ctx = _init_distributed(config.device)
     try:
-        device = _resolve_device(config, ctx)
-        if config.flush_denormal:
-            # Tiny weights/gradients of a from-scratch detector hit float denormals, which
-            # make CPU kernels 10-30x slower; flushing them to zero changes nothing else.
-            torch.set_flush_denormal(True)
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        out_dir = Path(config.out_dir)
-        ckpt_file = checkpoint_path(out_dir)
-        metrics_file = out_dir / METRICS
-        _check_out_dir(config)
-        resume_state = None
-        if config.resume and ckpt_file.exists():
-            resume_state = load_checkpoint(ckpt_file)
-            stored = resume_state["config"]
-            diffs = config_differences(json.loads(stored) if isinstance(stored, str) else stored,
-                                       config)
-            if diffs:
-                raise RunExistsError(
-                    f"cannot resume {ckpt_file}: the requested configuration differs from the "
-                    f"checkpoint's in {'; '.join(diffs)}. Resume with the checkpoint's options, "
-                    f"or pass --overwrite (or another --out) to start a new run")
-        img_dir, ann_file = coco_split_paths(config.data_root, "train", config.data_layout)
-        if ctx.main:
-            _prepare_out_dir(config, log)
-        if ctx.world_size > 1:
-            torch.distributed.barrier()  # every rank checked the folder before rank 0 writes
-
-        dataset = CocoDetection(img_dir, ann_file, train=True, cache=config.cache_images,
-                                max_images=config.max_train_images, fix_sizes=config.fix_sizes)
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
-                                     shuffle=True, seed=config.seed, drop_last=True)
-        iters_per_epoch = len(sampler) // config.batch_size
-        if iters_per_epoch < 1:
-            raise ValueError(
-                f"batch_size {config.batch_size} x {ctx.world_size} process(es) exceeds the "
-                f"{len(dataset)} training images")
-
-        torch.manual_seed(config.seed)  # same initial weights on every rank
-        model = build_detector(config, dataset.num_classes).to(device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-        schedule = (config.warmup_iters, config.warmup_factor, config.milestones, config.gamma,
-                    config.lr_schedule, config.iters)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda it: lr_factor(it, *schedule))
-        amp_dtype = _amp_dtype(config.amp, device)
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        flip_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + ctx.rank)
-        torch.manual_seed(config.seed * 104729 + ctx.rank)  # model sampling, per rank
-        iteration, nonfinite = 0, 0
-        wall_before = 0.0
-
-        if resume_state is not None:
-            state = resume_state
-            try:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                scaler.load_state_dict(state["scaler"])
-                _set_rng_state(state["rng"], flip_gen)
-            except (RuntimeError, ValueError, KeyError, TypeError) as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise CheckpointError(
-                    f"checkpoint {ckpt_file} does not fit the model and optimiser of the "
-                    f"requested configuration ({type(error).__name__}: {first}); resume with "
-                    f"the options it was trained with, or pass --overwrite (or another --out) "
-                    f"to start a new run") from error
-            del resume_state
-            iteration = int(state["iteration"])
-            nonfinite = int(state["nonfinite"])
-            wall_before = float(state.get("wall_time_s", 0.0))
-            log(f"resumed from {ckpt_file} at iteration {iteration}")
-            if ctx.main:
-                _truncate_metrics(metrics_file, iteration)
-        elif ctx.main and metrics_file.exists():
-            metrics_file.unlink()
-
-        train_model: nn.Module = model
-        if ctx.world_size > 1:
-            train_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-
-        def save(final: bool = False) -> None:
-            if not ctx.main:
-                return
-            _save_checkpoint(ckpt_file, {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": _rng_state(flip_gen),
-                "iteration": iteration,
-                "nonfinite": nonfinite,
-                "num_classes": dataset.num_classes,
-                "class_names": list(dataset.class_names),
-                "label_to_cat": {str(k): v for k, v in dataset.label_to_cat.items()},
-                "config": json.dumps(config.as_dict()),
-                "wall_time_s": wall_before + (time.perf_counter() - start),
-                "final": final,
-            })
+        run, resumed_at = setup_training(config, ctx, log)
+        ckpt_file = checkpoint_path(config.out_dir)
+        metrics = MetricsWriter(Path(config.out_dir) / METRICS, batch_size=config.batch_size,
+                                world_size=ctx.world_size, enabled=ctx.main)
+        metrics.start(resumed_at)
+        checkpointer = Checkpointer(ckpt_file, enabled=ctx.main)
+        device = run.device
 
         def interrupted(saved: bool) -> None:
             """Save (unless just saved) and stop with :class:`TrainingInterrupted`."""
             import signal
 
             if not saved:
-                save(final=iteration == config.iters)
+                checkpointer.save(run, final=run.iteration == config.iters)
             if progress is not None:
                 progress.close()
             signum = signals.signum or signal.SIGTERM
             message = (f"{signal.Signals(signum).name} received: stopped after iteration "
-                       f"{iteration} with a checkpoint in {ckpt_file}; continue with --resume")
+                       f"{run.iteration} with a checkpoint in {ckpt_file}; continue with "
+                       f"--resume")
             log(message)
             raise TrainingInterrupted(message, signum=signum, checkpoint=str(ckpt_file),
-                                      iteration=iteration)
+                                      iteration=run.iteration)
 
-        def _batches(loader: Any):
-            """The loader's batches; ends early when a stop signal killed its workers."""
-            nonlocal fetch_failed
-            iterator = iter(loader)
-            while True:
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    return
-                except Exception as error:
-                    if ctx.world_size == 1 and signals.signum is not None:
-                        fetch_failed = error
-                        return
-                    raise
-                yield batch
-
-        fetch_failed: Exception | None = None
-        start = time.perf_counter()
+        run.started = time.perf_counter()
         stop = config.iters if config.stop_at is None else config.stop_at
         progress = None
         if ctx.main and config.progress:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=stop, initial=iteration, desc=f"{config.arch}/{config.box_loss}",
-                            leave=False, dynamic_ncols=True)
+            progress = tqdm(total=stop, initial=run.iteration,
+                            desc=f"{config.arch}/{config.box_loss}", leave=False,
+                            dynamic_ncols=True)
         loader_gen = torch.Generator().manual_seed(config.seed)
-        window: dict[str, float] = {}
-        window_n = 0
-        last_losses: dict[str, float] = {}
-        t_window = time.perf_counter()
-        train_model.train()
+        metrics.restart_clock()
+        run.train_model.train()
         signals.__enter__()
-        while iteration < stop:
-            epoch, position = divmod(iteration, iters_per_epoch)
-            sampler.set_epoch(epoch)
-            batches = BatchSampler(SkipSampler(sampler, position * config.batch_size),
+        while run.iteration < stop:
+            epoch, position = divmod(run.iteration, run.iters_per_epoch)
+            run.sampler.set_epoch(epoch)
+            batches = BatchSampler(SkipSampler(run.sampler, position * config.batch_size),
                                    config.batch_size, drop_last=True)
-            loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+            loader = DataLoader(run.dataset, batch_sampler=batches, collate_fn=collate,
                                 num_workers=config.workers, generator=loader_gen,
-                                pin_memory=device.type == "cuda",
-                                persistent_workers=False)
-            fetch_failed = None
-            for images, targets in _batches(loader):
-                images, targets = list(images), list(targets)
-                random_horizontal_flip(images, targets, config.hflip, flip_gen)
-                images = [im.to(device, non_blocking=True) for im in images]
-                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()}
-                           for t in targets]
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                    enabled=amp_dtype is not None):
-                    loss_dict = train_model(images, targets)
-                loss = sum(loss_dict.values())
-                # [non-finite loss, stop signal received], summed over the processes
-                flags = torch.tensor([0.0 if bool(torch.isfinite(loss)) else 1.0,
-                                      0.0 if signals.signum is None else 1.0], device=device)
-                if ctx.world_size > 1:
-                    torch.distributed.all_reduce(flags)
-                optimizer.zero_grad(set_to_none=True)
-                skipped = bool(flags[0].item() > 0)
-                stop_requested = bool(flags[1].item() > 0)
-                if not skipped:
-                    scaler.scale(loss).backward()
-                    if scaler.is_enabled():
-                        scaler.unscale_(optimizer)
-                    max_norm = config.clip_grad_norm or math.inf
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                    if scaler.is_enabled():
-                        scaler.step(optimizer)  # skips the step itself on inf/nan gradients
-                        scaler.update()
-                    elif bool(torch.isfinite(grad_norm)):
-                        optimizer.step()
-                    else:
-                        skipped = True
-                if skipped:
-                    nonfinite += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    log(f"iteration {iteration}: non-finite loss or gradient, step skipped "
-                        f"({nonfinite} so far)")
-                with warnings.catch_warnings():  # a skipped step skips optimizer.step()
-                    warnings.simplefilter("ignore", UserWarning)
-                    scheduler.step()
-                iteration += 1
-                values = {k: float(v.detach()) for k, v in loss_dict.items()}
-                values["loss"] = float(loss.detach())
-                if not skipped:
-                    for k, v in values.items():
-                        window[k] = window.get(k, 0.0) + v
-                    window_n += 1
-                    last_losses = values
+                                pin_memory=device.type == "cuda", persistent_workers=False)
+            fetch_failed: list[Exception] = []
+            for images, targets in _batches(loader, ctx.world_size, signals, fetch_failed):
+                step = train_one_step(run, images, targets, log=log,
+                                      stop_signal=lambda: signals.signum is not None)
+                values = step.values
+                if not step.skipped:
+                    metrics.add(values)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
-                if ctx.main and (iteration % config.log_every == 0 or iteration == stop):
-                    elapsed = time.perf_counter() - t_window
-                    record = {"iter": iteration, "epoch": epoch,
-                              "lr": optimizer.param_groups[0]["lr"],
-                              "nonfinite": nonfinite,
-                              "images_per_s": round(window_n * config.batch_size
-                                                    * ctx.world_size / max(elapsed, 1e-9), 3)}
-                    record.update({k: v / max(window_n, 1) for k, v in window.items()})
-                    with metrics_file.open("a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(record) + "\n")
-                    window, window_n, t_window = {}, 0, time.perf_counter()
-                if nonfinite > config.max_nonfinite:
-                    save()
+                iteration = run.iteration
+                if iteration % config.log_every == 0 or iteration == stop:
+                    metrics.write(iteration, epoch, run.optimizer.param_groups[0]["lr"],
+                                  run.nonfinite)
+                if run.nonfinite > config.max_nonfinite:
+                    checkpointer.save(run)
                     raise NonFiniteLossError(
-                        f"{nonfinite} steps with a non-finite loss or gradient (max_nonfinite="
-                        f"{config.max_nonfinite}); last losses {values}")
+                        f"{run.nonfinite} steps with a non-finite loss or gradient "
+                        f"(max_nonfinite={config.max_nonfinite}); last losses {values}")
                 saved = iteration % config.checkpoint_every == 0 or iteration == stop
                 if saved:
-                    save(final=iteration == config.iters)
+                    checkpointer.save(run, final=iteration == config.iters)
+                stop_requested = step.stop_requested
                 if ctx.world_size == 1 and signals.signum is not None:
                     stop_requested = True  # also a signal that came after the flags were read
                 if stop_requested:
                     interrupted(saved)
                 if iteration >= stop:
                     break
-            if fetch_failed is not None:
+            if fetch_failed:
                 interrupted(False)  # loader workers stopped by the signal: state is consistent
         if progress is not None:
             progress.close()
         if ctx.world_size > 1:
             torch.distributed.barrier()
         return {
-            "iterations": iteration,
-            "finished": iteration >= config.iters,
-            "nonfinite_steps": nonfinite,
-            "iters_per_epoch": iters_per_epoch,
-            "epochs": iteration / iters_per_epoch,
-            "train_images": len(dataset),
-            "last_losses": last_losses,
-            "wall_time_s": wall_before + (time.perf_counter() - start),
+            "iterations": run.iteration,
+            "finished": run.iteration >= config.iters,
+            "nonfinite_steps": run.nonfinite,
+            "iters_per_epoch": run.iters_per_epoch,
+            "epochs": run.iteration / run.iters_per_epoch,
+            "train_images": len(run.dataset),
+            "last_losses": metrics.last_losses,
+            "wall_time_s": run.wall_time_s(),
             "world_size": ctx.world_size,
             "device": str(device),
             "checkpoint": str(ckpt_file),
-            "model": model,
+            "model": run.model,
         }
     finally:
         signals.__exit__()

@@ -28,10 +28,8 @@ sessions (:func:`run_experiment`).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -52,6 +50,7 @@ __all__ = [
     "register_profile",
     "run_experiment",
     "run_one",
+    "select_runs",
 ]
 
 #: The presets of each paper table (Table 3 (Faster R-CNN), Table 4 (RetinaNet), Table 5 (Appendix D,
@@ -400,9 +399,11 @@ def run_one(spec: RunSpec, *, results_dir: str | os.PathLike = DEFAULT_RESULTS_D
     return load_results(out)
 
 
-def _select(runs: Sequence[RunSpec], archs: Iterable[str] | None,
-            presets: Iterable[str] | None, noise: Iterable[float] | None,
-            seeds: Iterable[int] | None) -> list[RunSpec]:
+def select_runs(runs: Sequence[RunSpec], archs: Iterable[str] | None = None,
+                presets: Iterable[str] | None = None, noise: Iterable[float] | None = None,
+                seeds: Iterable[int] | None = None) -> list[RunSpec]:
+    """The runs of ``runs`` with one of ``archs``, ``presets``, ``noise`` levels and ``seeds``
+    (``None`` or empty: any), in their order."""
     archs = set(archs) if archs else None
     presets = set(presets) if presets else None
     noise = {float(n) for n in noise} if noise else None
@@ -425,51 +426,60 @@ def run_experiment(profile: str | Profile, *, results_dir: str | os.PathLike = D
 
     Runs whose results JSON exists are skipped, so calling this again after an interruption
     (or in a later session, with the committed ``results/``) continues the grid.  ``jobs > 1``
-    starts that many worker processes (``klhuber detect experiment --shard i/jobs``), useful to
-    keep one GPU busy with small models; ``shard=(i, n)`` runs every n-th pending run from i.
+    starts that many worker processes, useful to keep one GPU busy with small models; ``shard=(i, n)`` runs every n-th pending run from i.
     ``stop_after_s`` stops *starting* new runs after that many seconds (an interrupted run
-    resumes from its last checkpoint next time).  ``overrides`` replace training settings
+    resumes from its last checkpoint next time).  With ``jobs > 1`` the pending runs are dealt
+    round-robin to a pool of ``jobs`` processes, each calling :func:`run_one` in turn (as
+    ``shard=(i, jobs)`` would).  ``overrides`` replace training settings
     (e.g. ``{"iters": 4}`` for a smoke test).
     """
     profile = get_profile(profile)
     log = log or (lambda message: None)
-    runs = _select(profile_runs(profile), archs, presets, noise, seeds)
+    runs = select_runs(profile_runs(profile), archs, presets, noise, seeds)
     if overrides:
         runs = [replace(r, overrides=dict(overrides)) for r in runs]
     for level in sorted({r.noise for r in runs}):
         prepare_data(profile, level, data_dir, workers=min(8, os.cpu_count() or 1))
     pending = [r for r in runs if not result_path(r, results_dir).exists()]
-    start = time.perf_counter()
     if jobs > 1 and shard is None:
-        procs = []
-        for i in range(jobs):
-            args = [sys.executable, "-m", "klhuber", "detect", "experiment",
-                    "--profile", profile.name, "--results-dir", str(results_dir),
-                    "--data-dir", str(data_dir), "--work-dir", str(work_dir),
-                    "--device", device, "--shard", f"{i}/{jobs}"]
-            if stop_after_s is not None:
-                args += ["--stop-after-s", str(stop_after_s)]
-            for flag, values in (("--arch", archs), ("--preset", presets), ("--noise", noise),
-                                 ("--seed", seeds)):
-                for value in values or ():
-                    args += [flag, str(value)]
-            if overrides:
-                args += ["--overrides", json.dumps(overrides)]
-            procs.append(subprocess.Popen(args, cwd=str(REPO_ROOT)))
-        codes = [p.wait() for p in procs]
-        if any(codes):
-            log(f"[detect] worker exit codes {codes}")
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = [pool.submit(_run_shard, profile, pending[i::jobs], results_dir,
+                                   data_dir, work_dir, device, stop_after_s, command)
+                       for i in range(jobs)]
+            failures = [f.exception() for f in futures]
+        if any(failures):
+            log(f"[detect] worker errors {[repr(f) for f in failures if f]}")
     else:
         mine = pending if shard is None else pending[shard[0]::shard[1]]
-        for spec in mine:
-            if stop_after_s is not None and time.perf_counter() - start > stop_after_s:
-                log(f"[detect] stop-after-s {stop_after_s} reached; {spec.run_id} and later "
-                    "runs left for the next call")
-                break
-            run_one(spec, results_dir=results_dir, data_dir=data_dir, work_dir=work_dir,
-                    device=device, command=command, log=log)
+        _run_shard(profile, mine, results_dir, data_dir, work_dir, device, stop_after_s, command,
+                   log)
     return [load_results(result_path(r, results_dir)) for r in runs
             if result_path(r, results_dir).exists()]
+
+
+def _run_shard(profile: Profile, runs: Sequence[RunSpec], results_dir: str | os.PathLike,
+               data_dir: str | os.PathLike, work_dir: str | os.PathLike, device: str,
+               stop_after_s: float | None, command: str | None,
+               log: Callable[[str], None] | None = None) -> None:
+    """:func:`run_one` over ``runs`` in order, not starting one after ``stop_after_s`` seconds.
+    In a worker process it registers ``profile`` (custom profiles live in the parent's memory
+    only)."""
+    start = time.perf_counter()
+    if log is None:
+        def log(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+    PROFILES.setdefault(profile.name, profile)
+    for spec in runs:
+        if stop_after_s is not None and time.perf_counter() - start > stop_after_s:
+            log(f"[detect] stop-after-s {stop_after_s} reached; {spec.run_id} and later "
+                "runs left for the next call")
+            break
+        run_one(spec, results_dir=results_dir, data_dir=data_dir, work_dir=work_dir,
+                device=device, command=command, log=log)
 
 
 def load_profile_results(results_dir: str | os.PathLike, profile: str) -> list[dict[str, Any]]:
