@@ -151,6 +151,39 @@ figure_ok = all(c["H == F.huber_loss"] and c["lower <= H"] and c["H <= upper"]
                 for c in checks.values())
 assert figure_ok, checks
 
+# %% tags=["remove-cell"]
+# The derivatives drawn in Figure 1, against Appendix B's closed forms written out in NumPy; and
+# D' on tensors large enough for the library's chunked CPU path (>= 65 536 elements), x < 0 and
+# x > 0 each on its own, so a sign error on one side of either path fails the chapter.
+def d_prime(xn, a, b):
+    return np.sign(xn) * -np.expm1(-np.abs(xn) / a) / b
+
+
+for alpha in rows:
+    x = (alpha * x_unit).clone().requires_grad_()
+    xn = x.detach().cpu().numpy()
+    lower, upper = klhuber.huber_bounds(x, alpha)
+    for y, want in ((klhuber.huber(x, alpha), np.clip(xn, -alpha, alpha)),
+                    (lower, d_prime(xn, alpha, 1 / alpha)),
+                    (upper, d_prime(xn, alpha / 2, 1 / alpha))):
+        (dy,) = torch.autograd.grad(y.sum(), x)
+        assert np.allclose(dy.cpu().numpy(), want, rtol=1e-12, atol=1e-15), alpha
+x_both = torch.linspace(-4.0, 4.0, 140_001, dtype=dtype)
+for alpha, beta in [(0.1, 10.0), (1.0, 1.0), (10.0, 0.1), (0.5, 3.0)]:
+    for sign, side in ((-1, x_both[x_both < 0]), (1, x_both[x_both > 0])):
+        xs = side.clone().requires_grad_()
+        value = klhuber.kl_huber(xs, alpha, beta)
+        (g,) = torch.autograd.grad(value.sum(), xs)
+        xn = side.numpy()
+        want = d_prime(xn, alpha, beta)
+        assert side.numel() >= 65_536 and np.all(np.sign(want) == sign)
+        assert np.allclose(g.numpy(), want, rtol=1e-12, atol=1e-15), (alpha, beta, sign)
+        assert np.allclose(klhuber.kl_huber_derivative(side, alpha, beta).numpy(), want,
+                           rtol=1e-12, atol=1e-15), (alpha, beta, sign)
+        u = np.abs(xn) / alpha
+        assert np.allclose(value.detach().numpy(), alpha * (np.expm1(-u) + u) / beta,
+                           rtol=1e-11, atol=1e-15), (alpha, beta, sign)
+
 # %% [markdown]
 # Each row is the same picture rescaled: by eq. 21 (below) $D_{\alpha,1/\alpha}(x)$ and
 # $H_\alpha(x)$ both equal $\alpha^2$ times their α = 1 versions at $x/\alpha$, which is why the

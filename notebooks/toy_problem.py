@@ -186,6 +186,47 @@ for fam in ("logistic", "cauchy"):
     # the numerically optimal alpha at scales 0.5 and 2, divided by the scale, is c_f again
     assert np.allclose(theory[fam]["huber"]["c_at_scales_0.5_2"], c, rtol=1e-5)
 
+# %% tags=["remove-cell"]
+# The table against independent references: V of L1 = 1/(4 f(0)²) and V of L2 = Var ε in closed
+# form; for Laplace noise V(α) = 2(1 − (1 + α)e^{−α})/(1 − e^{−α})² exactly (any scale, via
+# V(α; s) = s² V(α/s; 1)); min V at c_f by mpmath quadrature, and c_f its minimiser. And the
+# noise itself: unit-scale draws times s (mean |ε| = s for Laplace, 2 log(2) s for Logistic,
+# median |ε| = s for Cauchy).
+import mpmath
+
+pdfs = {"logistic": lambda e: mpmath.exp(-e) / (1 + mpmath.exp(-e)) ** 2,
+        "cauchy": lambda e: 1 / (mpmath.pi * (1 + e * e))}
+
+
+def v_mpmath(fam, a):
+    f = pdfs[fam]
+    e2 = 2 * mpmath.quad(lambda e: e * e * f(e), [0, a]) + 2 * a * a * mpmath.quad(f, [a, mpmath.inf])
+    return e2 / (2 * mpmath.quad(f, [0, a])) ** 2
+
+
+for fam, v_l1, v_l2 in (("laplace", 1.0, 2.0), ("logistic", 4.0, math.pi**2 / 3),
+                        ("cauchy", math.pi**2 / 4, None)):
+    h = theory[fam]["huber"]
+    assert math.isclose(h["v_l1"], v_l1, rel_tol=1e-9) and (
+        h["v_l2"] is None if v_l2 is None else math.isclose(h["v_l2"], v_l2, rel_tol=1e-9)), fam
+for a, s in ((0.3, 1.0), (1.0, 2.0), (3.0, 0.5)):
+    u = a / s
+    want = s * s * 2 * (1 - (1 + u) * math.exp(-u)) / (-math.expm1(-u)) ** 2
+    assert math.isclose(toy.asymptotic_variance("laplace", a, s), want, rel_tol=1e-8), (a, s)
+assert math.isclose(theory["laplace"]["huber"]["v_min"], 1.0, rel_tol=1e-3)
+for fam in pdfs:
+    c = theory[fam]["huber"]["c"]
+    assert math.isclose(theory[fam]["huber"]["v_min"], v_mpmath(fam, c), rel_tol=1e-7), fam
+    assert v_mpmath(fam, c) < min(v_mpmath(fam, 1.05 * c), v_mpmath(fam, c / 1.05)), fam
+noise_check = toy.make_data(toy.PAPER_FAMILIES, (0.5, 2.0), (seed,), n=40_000)
+noise = (noise_check.y - toy.ground_truth(noise_check.x)).abs().numpy()
+for fi, fam in enumerate(noise_check.families):
+    for si, s in enumerate(noise_check.scales):
+        e = noise[fi, si, 0] / s
+        stat, want = (np.median(e), 1.0) if fam == "cauchy" else (
+            e.mean(), 1.0 if fam == "laplace" else 2 * math.log(2))
+        assert abs(stat / want - 1) < 0.03, (fam, s, stat, want)
+
 # %% [markdown]
 # ### The theorem, checked on the exact solver
 #
