@@ -142,9 +142,18 @@ def test_save_figure_writes_svg_beside_the_figures(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    artefacts = tmp_path / "artefacts"
+    artefacts = tmp_path / "new" / "artefacts"  # the figures folder's parent does not exist yet
     fig = plt.figure()
     path = scorecard.Recorder("c", artefacts, "quick", "cpu").save_figure(fig, "headline")
-    assert path == tmp_path / "figures" / "headline.svg" and path.read_text().lstrip().startswith("<")
+    assert path == tmp_path / "new" / "figures" / "headline.svg"
+    assert "<svg" in path.read_text()
     assert scorecard.Recorder("c", None, "quick", "cpu").save_figure(fig, "headline") is None
     plt.close(fig)
+
+
+def test_row_defaults_and_markdown_keeps_trailing_spaces(tmp_path):
+    recorder = scorecard.Recorder("chapter", tmp_path / "a", "quick", "cpu")
+    row = recorder.record("eq16", paper="p", ours="o", status="differs")
+    assert (row.anchor, row.note, row.extra, row.check) == ("", "", {}, None)
+    path = recorder.save_markdown("line  \n\n", "verdict")
+    assert path.read_text() == "line  \n"  # only trailing newlines are normalised

@@ -58,6 +58,7 @@ def prepare_workspace(name: str, module: dict) -> Path:
         f"only_mutate = {_toml_list(module['mutate'])}",
         f"pytest_add_cli_args_test_selection = {_toml_list(module['tests'])}",
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not slow and not cuda"]',
+        f"do_not_mutate_patterns = {_toml_list(module.get('do_not_mutate_patterns', []))}",
         f"timeout_multiplier = {float(module.get('timeout_multiplier', 5.0))}",
         "timeout_constant = 10.0",
         "use_git_change_detection = false",
