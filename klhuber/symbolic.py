@@ -307,13 +307,16 @@ def claim_gaussian_nll() -> ClaimResult:
     density = sp.exp(-(yy - f) ** 2 / (2 * s**2)) / sp.sqrt(2 * sp.pi * s**2)
     nll = -sp.log(density)
     eq8 = sp.log(sp.sqrt(2 * sp.pi * s**2)) + (yy - f) ** 2 / (_stated(2) * s**2)
-    p.check("eq. 7 is a probability density: ∫ p dy = 1",
+    p.check(
+            "eq. 7 is a probability density: ∫ p dy = 1",
             _zero(sp.integrate(density, (yy, -sp.oo, sp.oo)) - _stated(1)))
-    p.check("eq. 8: −log p(y|x,θ) = log√(2πσ²) + (y − F)²/(2σ²)",
+    p.check(
+            "eq. 8: −log p(y|x,θ) = log√(2πσ²) + (y − F)²/(2σ²)",
             _zero(sp.expand_log(nll - eq8, force=True)))
     # eq. 9: the NLL is an increasing affine function of (y − F)²; its θ-gradient is the L2
     # gradient times the constant 1/(2σ²), so both have the same minimisers.
-    p.check("eq. 9: ∂NLL/∂F = (1/(2σ²)) ∂(y − F)²/∂F, a positive constant factor",
+    p.check(
+            "eq. 9: ∂NLL/∂F = (1/(2σ²)) ∂(y − F)²/∂F, a positive constant factor",
             _zero(sp.diff(eq8, f) - sp.diff((yy - f) ** 2, f) / (_stated(2) * s**2)))
     return _result("Gaussian NLL is the L2 loss", "eq. 5–9", p,
                    {"NLL": eq8.subs(yy - f, r)}, start)
@@ -341,29 +344,36 @@ def claim_kl_cross_entropy() -> ClaimResult:
     v = sp.Symbol("v", real=True)
     # Entropy of Laplace(μ₁, b₁) (eq. 41): integrate on both sides of μ₁ (shift v = y* − μ₁).
     ent = 2 * sp.integrate(sp.exp(-v / b1) / (2 * b1) * (sp.log(2 * b1) + v / b1), (v, 0, sp.oo))
-    p.check("eq. 41: entropy of Laplace(μ₁, b₁) = 1 + log(2b₁), free of μ₂ (the prediction)",
+    p.check(
+            "eq. 41: entropy of Laplace(μ₁, b₁) = 1 + log(2b₁), free of μ₂ (the prediction)",
             _zero(ent - (_stated(1) + sp.log(2 * b1))))
     # Cross entropy, Laplace prediction (eq. 40), computed by :func:`_laplace_cross_entropy`.
     ce = _laplace_cross_entropy(d)
     kl = laplace_kl_expr(d, b1, b2)
-    p.check("eq. 33: D(p‖q) = H(p,q) − H(p) for two Laplace densities (eq. 40 − eq. 41 = eq. 42)",
+    p.check(
+            "eq. 33: D(p‖q) = H(p,q) − H(p) for two Laplace densities (eq. 40 − eq. 41 = eq. 42)",
             _zero(ce - ent - _stated(kl)))
-    p.check("∂D/∂μ₂ = ∂H(p,q)/∂μ₂ (the entropy term has zero gradient): same minimisers, eq. 12",
+    p.check(
+            "∂D/∂μ₂ = ∂H(p,q)/∂μ₂ (the entropy term has zero gradient): same minimisers, eq. 12",
             _zero(sp.diff(ent, d) - _stated(0)))
     nll_laplace = -sp.log(sp.exp(-d / b2) / (_stated(2) * b2))
-    p.check("Dirac label (b₁ → 0⁺): H(p,q) → −log q(y) = |y − F|/b₂ + log 2b₂ (Laplace q, eq. 14)",
+    p.check(
+            "Dirac label (b₁ → 0⁺): H(p,q) → −log q(y) = |y − F|/b₂ + log 2b₂ (Laplace q, eq. 14)",
             _zero(sp.limit(ce, b1, 0, "+") - sp.expand_log(nll_laplace, force=True)))
     # Gaussian prediction: E_p[(y* − F)²] = d² + 2b₁² for the Laplace label.
     s = sp.Symbol("sigma", positive=True)
     second_moment = 2 * sp.integrate(((v + d) ** 2 + (-v + d) ** 2) / 2
                                      * sp.exp(-v / b1) / (2 * b1), (v, 0, sp.oo))
     ce_gauss = sp.log(sp.sqrt(2 * sp.pi * s**2)) + second_moment / (2 * s**2)
-    p.check("Laplace label, Gaussian prediction: E_p[(y* − F)²] = (y − F)² + 2b₁²",
+    p.check(
+            "Laplace label, Gaussian prediction: E_p[(y* − F)²] = (y − F)² + 2b₁²",
             _zero(second_moment - (d**2 + _stated(2) * b1**2)))
-    p.check("Dirac label (b₁ → 0⁺): H(p,q) → eq. 8, the Gaussian NLL",
+    p.check(
+            "Dirac label (b₁ → 0⁺): H(p,q) → eq. 8, the Gaussian NLL",
             _zero(sp.limit(ce_gauss, b1, 0, "+")
                   - (sp.log(sp.sqrt(2 * sp.pi * s**2)) + d**2 / (_stated(2) * s**2))))
-    p.check("but the KL itself diverges for a Dirac label: H(p) = 1 + log 2b₁ → −∞ as b₁ → 0⁺",
+    p.check(
+            "but the KL itself diverges for a Dirac label: H(p) = 1 + log 2b₁ → −∞ as b₁ → 0⁺",
             sp.limit(ent, b1, 0, "+") == -sp.oo)
     return _result("KL = cross entropy − entropy; Dirac label gives the NLL", "eq. 10–14, 33", p,
                    {"H(p,q)": ce, "H(p)": ent, "D(p||q)": kl}, start,
@@ -413,10 +423,12 @@ def claim_laplace_kl(numeric_points: int = 4) -> ClaimResult:
         ce = _laplace_cross_entropy(d, case)
         results[case] = ce
         # eq. 39: the integral equals (b₁ exp(−|μ₁ − μ₂|/b₁) + |μ₁ − μ₂|)/b₂
-        p.check(f"{eqs}: three regions integrated, cross entropy = eq. 40 with |μ₁ − μ₂| = d "
+        p.check(
+                f"{eqs}: three regions integrated, cross entropy = eq. 40 with |μ₁ − μ₂| = d "
                 f"(μ₁ {'≥' if sign > 0 else '<'} μ₂)",
                 _zero(ce - ((b1 * sp.exp(-d / b1) + d) / b2 + sp.log(_stated(2) * b2))))
-        p.check(f"{eqs}: KL = cross entropy − entropy (eq. 41) equals eq. 15 / eq. 42",
+        p.check(
+                f"{eqs}: KL = cross entropy − entropy (eq. 41) equals eq. 15 / eq. 42",
                 _zero(ce - ent - _stated(laplace_kl_expr(sign * d, b1, b2))))
     # the density normalises and its entropy integral (eq. 41) region by region
     norm = sp.integrate(sp.exp(-(mu1 - v) / b1) / (2 * b1), (v, -sp.oo, mu1)) \
@@ -438,7 +450,8 @@ def claim_laplace_kl(numeric_points: int = 4) -> ClaimResult:
         closed = (s1m * mpmath.exp(-abs(dm) / s1m) + abs(dm)) / s2m + mpmath.log(s2m / s1m) - 1
         closed = _stated(closed)
         worst = max(worst, abs(numeric - closed))
-    p.check(f"mpmath quadrature of ∫ p log(p/q) at {len(params)} parameter sets agrees with eq. 15 "
+    p.check(
+            f"mpmath quadrature of ∫ p log(p/q) at {len(params)} parameter sets agrees with eq. 15 "
             f"(max abs difference {mpmath.nstr(worst, 3)} < 1e-20)", worst < mpmath.mpf("1e-20"))
     return _result("KL of two Laplace distributions", "eq. 15, Appendix A (eq. 33–42)", p,
                    {"H(p,q) (mu1>=mu2)": results["ge"], "eq. 15": laplace_kl_expr(mu1 - mu2, b1, b2)},
@@ -456,23 +469,27 @@ def claim_eq16_constant() -> ClaimResult:
     start = time.perf_counter()
     p = _Proof()
     const = alpha / beta + sp.log(beta / alpha) - _stated(1)
-    p.check("eq. 15 − eq. 16 = α/β + log(β/α) − 1, independent of x",
+    p.check(
+            "eq. 15 − eq. 16 = α/β + log(β/α) − 1, independent of x",
             _zero(laplace_kl_expr(x, alpha, beta) - kl_huber_expr(x, alpha, beta) - const))
     r = sp.Symbol("r", positive=True)  # r = α/β; C = r − log r − 1
     c_r = r - sp.log(r) - 1
     p.check("C = r − 1 − log r with r = α/β", _zero(const.subs(alpha, r * beta) - c_r))
-    p.check("C(1) = 0 and C'(r) = (r − 1)/r: C decreases on (0,1], increases on [1,∞), so C ≥ 0 "
+    p.check(
+            "C(1) = 0 and C'(r) = (r − 1)/r: C decreases on (0,1], increases on [1,∞), so C ≥ 0 "
             "with equality iff α = β (then D is exactly the KL divergence)",
             c_r.subs(r, 1) == _stated(0) and _zero(sp.diff(c_r, r) - (r - _stated(1)) / r))
     dd = _d_pos(xp, alpha, beta)
     p.check("D_{α,β}(0) = 0", kl_huber_expr(sp.S(0), alpha, beta) == _stated(0))
-    p.check("for x > 0: D' = (1 − e^{−x/α})/β with D'' = e^{−x/α}/(αβ) > 0 and D'(0⁺) = 0, so "
+    p.check(
+            "for x > 0: D' = (1 − e^{−x/α})/β with D'' = e^{−x/α}/(αβ) > 0 and D'(0⁺) = 0, so "
             "D' > 0 and D > 0 on x > 0; D is even, so x = 0 is the unique minimiser",
             _zero(sp.diff(dd, xp) - (1 - sp.exp(-xp / alpha)) / _stated(beta))
             and sp.diff(dd, xp, 2).is_positive is True
             and sp.limit(sp.diff(dd, xp), xp, 0, "+") == _stated(0)
             and _zero(kl_huber_expr(-x, alpha, beta) - kl_huber_expr(x, alpha, beta)))
-    p.check("|D'| < 1/β: the gradient is bounded like the L1 loss's (robustness)",
+    p.check(
+            "|D'| < 1/β: the gradient is bounded like the L1 loss's (robustness)",
             sp.limit(sp.diff(dd, xp), xp, sp.oo) == _stated(1 / beta))
     return _result("D_{α,β} is eq. 15 without its constants", "eq. 16", p,
                    {"D_{alpha,beta}(x)": kl_huber_expr(x, alpha, beta), "C(alpha,beta)": const},
@@ -498,31 +515,38 @@ def claim_d_differentiable() -> ClaimResult:
     xn = sp.Symbol("x", negative=True)
     d_pos = (alpha * sp.exp(-xp / alpha) + xp - alpha) / beta  # eq. 43, x ≥ 0
     d_neg = (alpha * sp.exp(xn / alpha) - xn - alpha) / beta  # eq. 43, x < 0
-    p.check("eq. 43: the two branches equal eq. 16 on x > 0 and x < 0",
+    p.check(
+            "eq. 43: the two branches equal eq. 16 on x > 0 and x < 0",
             _zero(d_pos - kl_huber_expr(xp, alpha, beta))
             and _zero(d_neg - kl_huber_expr(xn, alpha, beta)))
     eq44 = sp.sign(x) / _stated(beta) * (1 - sp.exp(-sp.Abs(x) / alpha))
-    p.check("eq. 44: branch derivatives equal sgn(x)(1 − e^{−|x|/α})/β",
+    p.check(
+            "eq. 44: branch derivatives equal sgn(x)(1 − e^{−|x|/α})/β",
             _zero(sp.diff(d_pos, xp) - eq44.subs(x, xp))
             and _zero(sp.diff(d_neg, xn) - eq44.subs(x, xn)))
     # eq. 49–54 one side at a time: first term and second term separately, then the sum
     first_r = sp.limit(alpha * (sp.exp(-xp / alpha) - 1) / (beta * xp), xp, 0)
     first_l = sp.limit(alpha * (sp.exp(xn / alpha) - 1) / (beta * xn), xn, 0)
-    p.check(f"eq. 50–52: one-sided limits of the first term are {_txt(first_r)} (right) and "
+    p.check(
+            f"eq. 50–52: one-sided limits of the first term are {_txt(first_r)} (right) and "
             f"{_txt(first_l)} (left)", first_r == _stated(-1 / beta) and first_l == _stated(1 / beta))
-    p.check("eq. 53–54: |x|/(βx) → 1/β (right) and −1/β (left)",
+    p.check(
+            "eq. 53–54: |x|/(βx) → 1/β (right) and −1/β (left)",
             sp.limit(xp / (beta * xp), xp, 0) == _stated(1 / beta)
             and sp.limit(-xn / (beta * xn), xn, 0) == _stated(-1 / beta))
     right = sp.limit(d_pos / xp, xp, 0)
     left = sp.limit(d_neg / xn, xn, 0)
-    p.check(f"difference quotient (D(x) − D(0))/x → {_txt(right)} from the right and {_txt(left)} from the "
+    p.check(
+            f"difference quotient (D(x) − D(0))/x → {_txt(right)} from the right and {_txt(left)} from the "
             "left: D'(0) exists and equals 0", right == _stated(0) and left == _stated(0))
     u = sp.exp(-xp / alpha) - 1
-    p.check("the substitution of eq. 50/57, u = e^{−x/α} − 1, is negative for x > 0: u(0) = 0 and "
+    p.check(
+            "the substitution of eq. 50/57, u = e^{−x/α} − 1, is negative for x > 0: u(0) = 0 and "
             "du/dx = −e^{−x/α}/α < 0 (so u → 0⁻; the paper writes 0⁺)",
             u.subs(xp, 0) == _stated(0) and _neg(sp.diff(u, xp)))
     uu = sp.Symbol("u", real=True)
-    p.check("u/log(1+u) → 1 from both sides (eq. 47), so eq. 51's value −1/β stands",
+    p.check(
+            "u/log(1+u) → 1 from both sides (eq. 47), so eq. 51's value −1/β stands",
             sp.limit(uu / sp.log(1 + uu), uu, 0, "+") == _stated(1)
             and sp.limit(uu / sp.log(1 + uu), uu, 0, "-") == _stated(1))
     return _result("D_{α,β} is differentiable at 0 (Claim 1)", "Appendix B, Claim 1, eq. 43–54",
@@ -539,20 +563,24 @@ def claim_d_twice_differentiable() -> ClaimResult:
     d1_pos = (1 - sp.exp(-xp / alpha)) / beta
     d1_neg = -(1 - sp.exp(xn / alpha)) / beta
     eq45 = sp.exp(-sp.Abs(x) / alpha) / (alpha * beta)
-    p.check("eq. 45: branch second derivatives equal e^{−|x|/α}/(αβ)",
+    p.check(
+            "eq. 45: branch second derivatives equal e^{−|x|/α}/(αβ)",
             _zero(sp.diff(d1_pos, xp) - _stated(eq45.subs(x, xp)))
             and _zero(sp.diff(d1_neg, xn) - _stated(eq45.subs(x, xn))))
     right = sp.limit(d1_pos / xp, xp, 0)
     left = sp.limit(d1_neg / xn, xn, 0)
-    p.check(f"eq. 56–59: (D'(x) − D'(0))/x → {_txt(right)} (right) and {_txt(left)} (left): "
+    p.check(
+            f"eq. 56–59: (D'(x) − D'(0))/x → {_txt(right)} (right) and {_txt(left)} (left): "
             "D''(0) = 1/(αβ) exists",
             right == _stated(1 / (alpha * beta)) and left == _stated(1 / (alpha * beta)))
-    p.check("D'' is continuous at 0: both one-sided limits of eq. 45 equal 1/(αβ)",
+    p.check(
+            "D'' is continuous at 0: both one-sided limits of eq. 45 equal 1/(αβ)",
             sp.limit(eq45.subs(x, xp), xp, 0) == _stated(1 / (alpha * beta))
             and sp.limit(eq45.subs(x, xn), xn, 0) == _stated(1 / (alpha * beta)))
     d3r = sp.limit(sp.diff(eq45.subs(x, xp), xp), xp, 0)
     d3l = sp.limit(sp.diff(eq45.subs(x, xn), xn), xn, 0)
-    p.check(f"(ours) D''' has one-sided limits {_txt(d3r)} and {_txt(d3l)} at 0: D is not C³",
+    p.check(
+            f"(ours) D''' has one-sided limits {_txt(d3r)} and {_txt(d3l)} at 0: D is not C³",
             _zero(d3r + _stated(1 / (alpha**2 * beta))) and _zero(d3l - _stated(1 / (alpha**2 * beta))))
     return _result("D_{α,β} is twice differentiable at 0 (Claim 2)",
                    "Appendix B, Claim 2, eq. 55–59", p, {"D''(x)": eq45}, start,
@@ -566,18 +594,22 @@ def claim_huber_not_twice_differentiable() -> ClaimResult:
     p = _Proof()
     inner = _h_pos(xp, alpha, True)
     outer = _h_pos(xp, alpha, False)
-    p.check("H_α is continuous at x = α: both branches equal α²/2",
+    p.check(
+            "H_α is continuous at x = α: both branches equal α²/2",
             _zero(inner.subs(xp, alpha) - _stated(alpha**2 / 2))
             and _zero(outer.subs(xp, alpha) - _stated(alpha**2 / 2)))
-    p.check("H'_α is continuous at x = α: both one-sided derivatives equal α",
+    p.check(
+            "H'_α is continuous at x = α: both one-sided derivatives equal α",
             _zero(sp.diff(inner, xp).subs(xp, alpha) - _stated(alpha))
             and _zero(sp.diff(outer, xp).subs(xp, alpha) - _stated(alpha)))
     left = sp.limit((sp.diff(inner, xp) - alpha) / (xp - alpha), xp, alpha, "-")
     right = sp.limit((sp.diff(outer, xp) - alpha) / (xp - alpha), xp, alpha, "+")
-    p.check(f"(H'(x) − H'(α))/(x − α) → {_txt(left)} from the left and {_txt(right)} from the right: "
+    p.check(
+            f"(H'(x) − H'(α))/(x − α) → {_txt(left)} from the left and {_txt(right)} from the right: "
             "H'' does not exist at x = α (by symmetry also at x = −α)",
             left == _stated(1) and right == _stated(0))
-    p.check("at x = 0 (inside the quadratic branch) H'' = 1 = D''_{α,1/α}(0): the two losses "
+    p.check(
+            "at x = 0 (inside the quadratic branch) H'' = 1 = D''_{α,1/α}(0): the two losses "
             "have the same curvature there", sp.diff(inner, xp, 2) == _stated(1))
     return _result("H_α is C¹ but not twice differentiable at ±α", "eq. 4, Appendix B", p,
                    {"H''(alpha^-)": left, "H''(alpha^+)": right}, start)
@@ -596,20 +628,25 @@ def claim_small_x_expansion() -> ClaimResult:
     dd = _d_pos(xp, alpha, beta)
     ser = sp.series(dd, xp, 0, 4).removeO()
     quad = xp**2 / (2 * alpha * beta)
-    p.check("eq. 17: D(0) = 0, D'(0) = 0, D''(0)/2 = 1/(2αβ) (Appendix B)",
+    p.check(
+            "eq. 17: D(0) = 0, D'(0) = 0, D''(0)/2 = 1/(2αβ) (Appendix B)",
             _zero(ser.coeff(xp, 0) - _stated(0)) and _zero(ser.coeff(xp, 1) - _stated(0))
             and _zero(ser.coeff(xp, 2) - _stated(1 / (2 * alpha * beta))))
-    p.check("the next term is −|x|³/(6α²β): the error of eq. 17 is of order |x|³",
+    p.check(
+            "the next term is −|x|³/(6α²β): the error of eq. 17 is of order |x|³",
             _zero(ser.coeff(xp, 3) + _stated(1 / (6 * alpha**2 * beta))))
     # exact two-sided bound via t = x/α: quad − D = (α/β) f1(t), f1 = t²/2 − t + 1 − e^{−t}
     f1 = t**2 / 2 - t + 1 - sp.exp(-t)
-    p.check("x²/(2αβ) − D(x) = (α/β) f₁(x/α) with f₁(t) = t²/2 − t + 1 − e^{−t}",
+    p.check(
+            "x²/(2αβ) − D(x) = (α/β) f₁(x/α) with f₁(t) = t²/2 − t + 1 − e^{−t}",
             _zero((quad - dd).subs(xp, alpha * t) - _stated(alpha / beta) * f1))
-    p.check("f₁(0) = f₁'(0) = f₁''(0) = 0 and f₁''' = e^{−t} > 0 ⇒ f₁ ≥ 0 (lower bound)",
+    p.check(
+            "f₁(0) = f₁'(0) = f₁''(0) = 0 and f₁''' = e^{−t} > 0 ⇒ f₁ ≥ 0 (lower bound)",
             f1.subs(t, 0) == 0 and sp.diff(f1, t).subs(t, 0) == 0
             and sp.diff(f1, t, 2).subs(t, 0) == 0 and sp.diff(f1, t, 3).is_positive is True)
     g = t**3 / _stated(6) - f1
-    p.check("g = t³/6 − f₁ has g(0) = g'(0) = g''(0) = 0 and g''' = 1 − e^{−t} ≥ 0 "
+    p.check(
+            "g = t³/6 − f₁ has g(0) = g'(0) = g''(0) = 0 and g''' = 1 − e^{−t} ≥ 0 "
             "(it is 0 at t = 0 and its derivative e^{−t} > 0) ⇒ f₁ ≤ t³/6 (upper bound)",
             all(sp.diff(g, t, k).subs(t, 0) == 0 for k in range(4))
             and sp.diff(g, t, 4).is_positive is True)
@@ -626,26 +663,31 @@ def claim_large_x_asymptote() -> ClaimResult:
     p = _Proof()
     dd = _d_pos(xp, alpha, beta)
     lin = (xp - alpha) / beta
-    p.check("eq. 18: D(x) − (|x| − α)/β = (α/β) e^{−|x|/α} > 0",
+    p.check(
+            "eq. 18: D(x) − (|x| − α)/β = (α/β) e^{−|x|/α} > 0",
             _zero(dd - lin - _stated(alpha / beta) * sp.exp(-xp / alpha)))
-    p.check("… which tends to 0 faster than any power of 1/|x|",
+    p.check(
+            "… which tends to 0 faster than any power of 1/|x|",
             sp.limit((dd - lin) * xp**10, xp, sp.oo) == _stated(0))
     quad = xp**2 / (2 * alpha * beta)
     jump = quad.subs(xp, alpha) - lin.subs(xp, alpha)
-    p.check(f"eq. 19 jumps by {_txt(jump)} at |x| = α (it is not continuous)",
+    p.check(
+            f"eq. 19 jumps by {_txt(jump)} at |x| = α (it is not continuous)",
             _zero(jump - _stated(alpha / (2 * beta))))
     # errors of eq. 19: inside (α/β) f₁(x/α) increasing (f₁' ≥ 0) → max f₁(1) = 1/2 − 1/e;
     # outside (α/β) e^{−x/α} decreasing → sup e^{−1} at x → α⁺
     inner_max = _stated(sp.Rational(1, 2)) - sp.exp(-1)
     f1 = t**2 / 2 - t + 1 - sp.exp(-t)  # (α/β) f₁(|x|/α): the error inside (Claim 3's f₁)
-    p.check("largest error of eq. 19: (α/β)(1/2 − e^{−1}) ≈ 0.132 α/β inside, sup (α/β)e^{−1} "
+    p.check(
+            "largest error of eq. 19: (α/β)(1/2 − e^{−1}) ≈ 0.132 α/β inside, sup (α/β)e^{−1} "
             "≈ 0.368 α/β at |x| → α⁺ (both errors monotone in |x| on their piece)",
             _zero(f1.subs(t, 1) - inner_max) and _zero((quad - dd).subs(xp, alpha * t)
                                                          - alpha / beta * f1)
             and _positive_number(sp.exp(-1) - inner_max)
             and sp.diff(alpha / beta * sp.exp(-xp / alpha), xp).is_negative is True)
     huber_lin = _h_pos(xp, alpha, False)
-    p.check("with β = 1/α, eq. 19's linear piece α(|x| − α) = H_α's linear piece − α²/2",
+    p.check(
+            "with β = 1/α, eq. 19's linear piece α(|x| − α) = H_α's linear piece − α²/2",
             _zero(lin.subs(beta, 1 / alpha) - (huber_lin - _stated(alpha**2 / 2))))
     return _result("large-|x| asymptote and the piecewise approximation", "eq. 18–19", p,
                    {"D - asymptote": alpha / beta * sp.exp(-sp.Abs(x) / alpha),
@@ -683,32 +725,40 @@ def claim_lower_bound() -> ClaimResult:
     start = time.perf_counter()
     p = _Proof()
     d = _d_pos(xp, alpha, 1 / alpha)
-    p.check("both losses are even, so x ≥ 0 suffices",
+    p.check(
+            "both losses are even, so x ≥ 0 suffices",
             _zero(kl_huber_expr(-x, alpha, 1 / alpha) - kl_huber_expr(x, alpha, 1 / alpha))
             and sp.simplify(huber_expr(-x, alpha) - huber_expr(x, alpha)) == 0)
     f1 = y**2 / 2 - y + 1 - sp.exp(-y)
     f2 = sp.Rational(1, 2) - sp.exp(-y)
     eq61 = xp**2 / 2 - alpha * xp + alpha**2 - alpha**2 * sp.exp(-xp / alpha)
     eq62 = alpha**2 / 2 - alpha**2 * sp.exp(-xp / alpha)
-    p.check("eq. 61/62: H − D_{α,1/α} on 0 ≤ x ≤ α and x ≥ α",
+    p.check(
+            "eq. 61/62: H − D_{α,1/α} on 0 ≤ x ≤ α and x ≥ α",
             _zero(_h_pos(xp, alpha, True) - d - _stated(eq61))
             and _zero(_h_pos(xp, alpha, False) - d - _stated(eq62)))
-    p.check("eq. 63/64: with y = x/α, the gap is α² f₁(y) on [0,1] and α² f₂(y) on [1,∞)",
+    p.check(
+            "eq. 63/64: with y = x/α, the gap is α² f₁(y) on [0,1] and α² f₂(y) on [1,∞)",
             _zero(eq61.subs(xp, alpha * y) - _stated(alpha**2) * f1)
             and _zero(eq62.subs(xp, alpha * y) - _stated(alpha**2) * f2))
-    p.check("eq. 65/66: f₁' = y − 1 + e^{−y}, f₁'' = 1 − e^{−y}",
+    p.check(
+            "eq. 65/66: f₁' = y − 1 + e^{−y}, f₁'' = 1 − e^{−y}",
             _zero(sp.diff(f1, y) - (y - _stated(1) + sp.exp(-y)))
             and _zero(sp.diff(f1, y, 2) - (_stated(1) - sp.exp(-y))))
-    p.check("f₁''(0) = 0 and f₁''' = e^{−y} > 0 ⇒ f₁'' ≥ 0 on y ≥ 0",
+    p.check(
+            "f₁''(0) = 0 and f₁''' = e^{−y} > 0 ⇒ f₁'' ≥ 0 on y ≥ 0",
             sp.diff(f1, y, 2).subs(y, 0) == _stated(0) and sp.diff(f1, y, 3).is_positive is True)
-    p.check("f₁'(0) = 0 and f₁'' ≥ 0 ⇒ f₁' ≥ 0; f₁(0) = 0 and f₁' ≥ 0 ⇒ f₁ ≥ 0 (strictly for y > 0)",
+    p.check(
+            "f₁'(0) = 0 and f₁'' ≥ 0 ⇒ f₁' ≥ 0; f₁(0) = 0 and f₁' ≥ 0 ⇒ f₁ ≥ 0 (strictly for y > 0)",
             sp.diff(f1, y).subs(y, 0) == _stated(0) and f1.subs(y, 0) == _stated(0))
-    p.check("f₂(1) = 1/2 − e^{−1} = f₁(1) > 0 and f₂' = e^{−y} > 0 ⇒ f₂ > 0 on y ≥ 1",
+    p.check(
+            "f₂(1) = 1/2 − e^{−1} = f₁(1) > 0 and f₂' = e^{−y} > 0 ⇒ f₂ > 0 on y ≥ 1",
             _zero(f2.subs(y, 1) - _stated(sp.Rational(1, 2) - sp.exp(-1)))
             and _zero(f1.subs(y, 1) - _stated(sp.Rational(1, 2) - sp.exp(-1)))
             and _positive_number(f2.subs(y, 1))
             and sp.diff(f2, y).is_positive is True)
-    p.check("gap → α²/2 as |x| → ∞ (its supremum; not attained since the gap increases)",
+    p.check(
+            "gap → α²/2 as |x| → ∞ (its supremum; not attained since the gap increases)",
             _zero(sp.limit(eq62, xp, sp.oo) - _stated(alpha**2 / 2)))
     return _result("lower bound D_{α,1/α} ≤ H_α (Claim 3)", "eq. 20, Appendix C, Claim 3, eq. 60–66",
                    p, {"f_1(y)": f1, "f_2(y)": f2, "sup gap": alpha**2 / 2}, start,
@@ -728,46 +778,56 @@ def claim_upper_bound() -> ClaimResult:
     d = _d_pos(xp, alpha / 2, 1 / alpha)
     eq68 = alpha**2 / 2 * sp.exp(-2 * xp / alpha) + alpha * xp - alpha**2 / 2 - xp**2 / 2
     eq69 = alpha**2 / 2 * sp.exp(-2 * xp / alpha)
-    p.check("eq. 68/69: D_{α/2,1/α} − H on 0 ≤ x ≤ α and on x ≥ α",
+    p.check(
+            "eq. 68/69: D_{α/2,1/α} − H on 0 ≤ x ≤ α and on x ≥ α",
             _zero(d - _h_pos(xp, alpha, True) - _stated(eq68))
             and _zero(d - _h_pos(xp, alpha, False) - _stated(eq69)))
     f3 = sp.exp(-y) + y - 1 - y**2 / 4
     f4 = sp.exp(-y)
-    p.check("eq. 70/71: with y = 2x/α, the gap is (α²/2) f₃(y) on [0,2] and (α²/2) e^{−y} on [2,∞)",
+    p.check(
+            "eq. 70/71: with y = 2x/α, the gap is (α²/2) f₃(y) on [0,2] and (α²/2) e^{−y} on [2,∞)",
             _zero(eq68.subs(xp, alpha * y / 2) - _stated(alpha**2 / 2) * f3)
             and _zero(eq69.subs(xp, alpha * y / 2) - _stated(alpha**2 / 2) * f4))
     f3p = sp.diff(f3, y)
     f3pp = sp.diff(f3, y, 2)
-    p.check("eq. 72/73: f₃' = 1 − e^{−y} − y/2, f₃'' = e^{−y} − 1/2",
+    p.check(
+            "eq. 72/73: f₃' = 1 − e^{−y} − y/2, f₃'' = e^{−y} − 1/2",
             _zero(f3p - (1 - sp.exp(-y) - y / _stated(2)))
             and _zero(f3pp - (sp.exp(-y) - _stated(sp.Rational(1, 2)))))
     roots = sp.solve(f3pp, y)
-    p.check(f"f₃''' = −e^{{−y}} < 0, so f₃'' decreases strictly; its only root is {_txt(roots)}",
+    p.check(
+            f"f₃''' = −e^{{−y}} < 0, so f₃'' decreases strictly; its only root is {_txt(roots)}",
             sp.diff(f3, y, 3).is_negative is True and roots == _stated([sp.log(2)]))
-    p.check("f₃(0) = f₃'(0) = 0, f₃'(log 2) = (1 − log 2)/2 > 0: f₃' > 0 on (0, log 2]",
+    p.check(
+            "f₃(0) = f₃'(0) = 0, f₃'(log 2) = (1 − log 2)/2 > 0: f₃' > 0 on (0, log 2]",
             f3.subs(y, 0) == _stated(0) and f3p.subs(y, 0) == _stated(0)
             and _zero(f3p.subs(y, sp.log(2)) - _stated((1 - sp.log(2)) / 2))
             and _positive_number(f3p.subs(y, sp.log(2))))
-    p.check("f₃'(2) = −e^{−2} < 0 and f₃' decreases strictly on [log 2, 2]: exactly one root y₀ "
+    p.check(
+            "f₃'(2) = −e^{−2} < 0 and f₃' decreases strictly on [log 2, 2]: exactly one root y₀ "
             "in (log 2, 2), f₃' ≥ 0 on [0, y₀], f₃' ≤ 0 on [y₀, 2]",
             _zero(f3p.subs(y, 2) + _stated(sp.exp(-2))) and _positive_number(sp.exp(-2)))
     y0 = _stated(_lambert_y0())
-    p.check(f"y₀ = 2 + W₀(−2e^{{−2}}) = {sp.N(y0, 12)} solves f₃'(y₀) = 0 exactly and lies in "
+    p.check(
+            f"y₀ = 2 + W₀(−2e^{{−2}}) = {sp.N(y0, 12)} solves f₃'(y₀) = 0 exactly and lies in "
             "(log 2, 2)", _f3_prime_root_exact()
             and bool(abs(sp.N(f3p.subs(y, y0), 40)) < sp.Float("1e-30"))
             and _positive_number(y0 - sp.log(2)) and _positive_number(2 - y0))
-    p.check("f₃ increases on [0, y₀] from f₃(0) = 0 and decreases on [y₀, 2] to f₃(2) = e^{−2} > 0:"
+    p.check(
+            "f₃ increases on [0, y₀] from f₃(0) = 0 and decreases on [y₀, 2] to f₃(2) = e^{−2} > 0:"
             " f₃ ≥ 0 on [0, 2], = 0 only at y = 0",
             _zero(f3.subs(y, 2) - _stated(sp.exp(-2))))
     f5 = -y**2 / _stated(4) + y / 2
-    p.check("the paper's route (eq. 74–76): on [y₀, 2], f₃ − f₅ = −f₃' ≥ 0 and f₅ = y(2 − y)/4 ≥ 0",
+    p.check(
+            "the paper's route (eq. 74–76): on [y₀, 2], f₃ − f₅ = −f₃' ≥ 0 and f₅ = y(2 − y)/4 ≥ 0",
             _zero(f3 - f5 + f3p) and sp.factor(f5) == -y * (y - 2) / 4)
     p.check("f₄ = e^{−y} > 0 on y ≥ 2 (eq. 71)", f4.is_positive is True)
     gap_max = sp.simplify(f3.subs(y, y0))
     w = sp.Symbol("W", real=True)
     gap_at = sp.expand(sp.expand_power_exp(f3.subs(y, 2 + w))).subs(
         sp.exp(-w), w / (-2 * sp.exp(-2)))
-    p.check(f"largest gap: (α²/2) f₃(y₀) = α² y₀(2 − y₀)/8 ≈ {sp.N(y0 * (2 - y0) / 8, 6)} α² at "
+    p.check(
+            f"largest gap: (α²/2) f₃(y₀) = α² y₀(2 − y₀)/8 ≈ {sp.N(y0 * (2 - y0) / 8, 6)} α² at "
             f"|x| = α y₀/2 ≈ {sp.N(y0 / 2, 6)} α (f₃ increases before y₀, decreases after)",
             _zero(gap_at - (2 + w) * (-w) / _stated(4))
             and bool(abs(sp.N(gap_max - y0 * (2 - y0) / 4, 40)) < sp.Float("1e-30")))
@@ -788,28 +848,34 @@ def claim_bounds_tight() -> ClaimResult:
     a_s, b_s = sp.symbols("alpha_* beta_*", positive=True)
     diff = _d_pos(xp, a_s, b_s) - _h_pos(xp, alpha, False)
     slope = sp.limit(diff / xp, xp, sp.oo)
-    p.check(f"eq. 83: (D_{{α*,β*}} − H_α)(x)/x → {_txt(sp.expand(slope))}: the gap → +∞ if β* < 1/α, −∞ if β* > 1/α",
+    p.check(
+            f"eq. 83: (D_{{α*,β*}} − H_α)(x)/x → {_txt(sp.expand(slope))}: the gap → +∞ if β* < 1/α, −∞ if β* > 1/α",
             _zero(slope - _stated(1 / b_s - alpha)))
     lim_eq = sp.limit(diff.subs(b_s, 1 / alpha), xp, sp.oo)
-    p.check(f"eq. 83: for β* = 1/α the gap tends to {_txt(sp.factor(lim_eq))} = α(α/2 − α*)",
+    p.check(
+            f"eq. 83: for β* = 1/α the gap tends to {_txt(sp.factor(lim_eq))} = α(α/2 − α*)",
             _zero(lim_eq - _stated(alpha * (alpha / 2 - a_s))))
-    p.check("eq. 81/82: the limits for α* = α/2 and α* = α are 0 and −α²/2",
+    p.check(
+            "eq. 81/82: the limits for α* = α/2 and α* = α are 0 and −α²/2",
             _zero(lim_eq.subs(a_s, alpha / 2) - _stated(0))
             and _zero(lim_eq.subs(a_s, alpha) + _stated(alpha**2 / 2)))
     upper_sol = sp.solve(lim_eq, a_s)
     lower_sol = sp.reduce_inequalities([lim_eq >= -alpha**2 / 2, lim_eq <= 0], a_s)
-    p.check(f"hence (eq. 78) an upper bound between H and D_{{α/2,1/α}} needs β₂ = 1/α and "
+    p.check(
+            f"hence (eq. 78) an upper bound between H and D_{{α/2,1/α}} needs β₂ = 1/α and "
             f"0 ≤ α(α/2 − α₂) ≤ 0: α₂ ∈ {_txt(upper_sol)}; (eq. 77) a lower bound needs β₁ = 1/α "
             f"and −α²/2 ≤ α(α/2 − α₁) ≤ 0: {_txt(lower_sol)}",
             upper_sol == _stated([alpha / 2])
             and lower_sol == sp.And(a_s >= _stated(alpha / 2), a_s <= _stated(alpha)))
     g = sp.Symbol("gamma", positive=True)  # α₁ = α/γ with 1 < γ ≤ 2
     near0 = sp.series(_d_pos(xp, alpha / g, 1 / alpha) - _h_pos(xp, alpha, True), xp, 0, 3).removeO()
-    p.check(f"near 0, D_{{α/γ,1/α}} − H_α = {_txt(sp.factor(near0))} + O(x³) > 0 for every γ > 1: "
+    p.check(
+            f"near 0, D_{{α/γ,1/α}} − H_α = {_txt(sp.factor(near0))} + O(x³) > 0 for every γ > 1: "
             "every α₁ ∈ [α/2, α) violates D_{α₁,1/α} ≤ H_α, so α₁ = α", _zero(near0 - _stated((g - 1) * xp**2 / 2)))
     f6 = sp.exp(-y) + y - 1 - y**2 / (_stated(2) * g)
     eq85 = alpha * _d_pos(xp, alpha / g, 1) - xp**2 / 2
-    p.check("eq. 85/86: with y = γx/α and division by α²/γ the gap is f₆(y); f₆(0) = f₆'(0) = 0, "
+    p.check(
+            "eq. 85/86: with y = γx/α and division by α²/γ the gap is f₆(y); f₆(0) = f₆'(0) = 0, "
             "f₆''(0) = 1 − 1/γ > 0 (the paper's proof)",
             _zero(eq85.subs(xp, alpha * y / g) * g / alpha**2 - f6) and f6.subs(y, 0) == 0
             and sp.diff(f6, y).subs(y, 0) == 0
@@ -857,13 +923,17 @@ def claim_eq20_dense(points: int = 2000, alphas: Iterable[float] = (0.1, 1.0, 7.
     # its maximum by at most h²/8
     tol = (mpmath.mpf(3) / n) ** 2 / 8
     npts = 2 * len(grid) * len(alphas)
-    p.check(f"H − D_{{α,1/α}} ≥ 0 at {npts} points, |x| ≤ 40α, α ∈ {alphas} "
+    p.check(
+            f"H − D_{{α,1/α}} ≥ 0 at {npts} points, |x| ≤ 40α, α ∈ {alphas} "
             f"(min {mpmath.nstr(worst_low, 3)})", worst_low >= _stated(0))
-    p.check(f"D_{{α/2,1/α}} − H ≥ 0 at the same points (min {mpmath.nstr(worst_up, 3)})",
+    p.check(
+            f"D_{{α/2,1/α}} − H ≥ 0 at the same points (min {mpmath.nstr(worst_up, 3)})",
             worst_up >= _stated(0))
-    p.check(f"lower gap / α² < 1/2 everywhere (1/2 − max = {mpmath.nstr(0.5 - sup_low, 3)}, "
+    p.check(
+            f"lower gap / α² < 1/2 everywhere (1/2 − max = {mpmath.nstr(0.5 - sup_low, 3)}, "
             "approached as |x| → ∞)", sup_low < _stated(0.5, perturbed=0.49))
-    p.check(f"max upper gap / α² on the grid = {mpmath.nstr(max_up, 8)} ≤ closed form "
+    p.check(
+            f"max upper gap / α² on the grid = {mpmath.nstr(max_up, 8)} ≤ closed form "
             f"{mpmath.nstr(max_upper_exact, 8)} and within the grid bound {mpmath.nstr(tol, 2)}",
             max_up <= max_upper_exact + mpmath.mpf("1e-25") and max_upper_exact - max_up <= tol)
     return _result("eq. 20, dense high-precision check", "eq. 20, Appendix C", p,
@@ -882,13 +952,16 @@ def claim_scaling() -> ClaimResult:
     with a gap below λα²/2: that is the precise meaning of the '≈' of eq. 21."""
     start = time.perf_counter()
     p = _Proof()
-    p.check("D_{α,β}(γx) = D_{α/γ,β/γ}(x)",
+    p.check(
+            "D_{α,β}(γx) = D_{α/γ,β/γ}(x)",
             _zero(kl_huber_expr(gamma * x, alpha, beta)
                   - kl_huber_expr(x, _stated(alpha / gamma), _stated(beta / gamma))))
-    p.check("λ D_{α,β}(x) = D_{α,β/λ}(x)",
+    p.check(
+            "λ D_{α,β}(x) = D_{α,β/λ}(x)",
             _zero(lam * kl_huber_expr(x, alpha, beta) - kl_huber_expr(x, alpha, _stated(beta / lam))))
     # Huber: compare branch by branch; |γx| ≤ α ⇔ |x| ≤ α/γ (γ > 0)
-    p.check("H_α(γx) = γ² H_{α/γ}(x) on both branches (|γx| ≤ α ⇔ |x| ≤ α/γ)",
+    p.check(
+            "H_α(γx) = γ² H_{α/γ}(x) on both branches (|γx| ≤ α ⇔ |x| ≤ α/γ)",
             _zero(_h_pos(gamma * xp, alpha, True)
                   - _stated(gamma**2) * _h_pos(xp, alpha / gamma, True))
             and _zero(_h_pos(gamma * xp, alpha, False)
@@ -899,10 +972,12 @@ def claim_scaling() -> ClaimResult:
                "upper": (a_g / 2, (1 / a_g) / (lam * gamma**2))}
     stated = {"lower": (_stated(alpha / gamma), _stated(1 / (alpha * gamma * lam))),
               "upper": (_stated(alpha / (2 * gamma)), _stated(1 / (alpha * gamma * lam)))}
-    p.check("eq. 20 applied to H_{α/γ}, times λγ²: the lower bound is D_{α/γ, 1/(αγλ)} and the "
+    p.check(
+            "eq. 20 applied to H_{α/γ}, times λγ²: the lower bound is D_{α/γ, 1/(αγλ)} and the "
             "upper bound D_{α/(2γ), 1/(αγλ)} (both label and prediction scale compared)",
             all(_zero(derived[k][i] - stated[k][i]) for k in derived for i in (0, 1)))
-    p.check("gap of the '≈' of eq. 21: λγ² · (α/γ)²/2 = λα²/2 (Claim 3's supremum, scaled)",
+    p.check(
+            "gap of the '≈' of eq. 21: λγ² · (α/γ)²/2 = λα²/2 (Claim 3's supremum, scaled)",
             _zero(lam * gamma**2 * (alpha / gamma) ** 2 / 2 - _stated(lam * alpha**2 / 2)))
     return _result("scaling identities", "eq. 21, Section 4.3", p,
                    {"eq. 21": sp.Eq(sp.Symbol(r"{\lambda H_\alpha(\gamma x)}"),
@@ -952,23 +1027,28 @@ def claim_center_interpretation() -> ClaimResult:
     p = _Proof()
     tx, x_star, x_a, mu = sp.symbols("t_x x^* x_a mu_x", real=True)
     t_star = (x_star - x_a) / w_a  # eq. 22
-    p.check("eq. 23: t_x − t*_x = (x − x*)/w_a with x = t_x w_a + x_a",
+    p.check(
+            "eq. 23: t_x − t*_x = (x − x*)/w_a with x = t_x w_a + x_a",
             _zero(tx - t_star - ((tx * w_a + x_a) - x_star) / _stated(w_a)))
     t_tilde = (t_star - mu) / sigma  # eq. 24
     x_tilde = (tx * sigma + mu) * w_a + x_a
-    p.check("eq. 25: t_x − t̃*_x = (x̃ − x*)/(σ w_a) with x̃ = (t_x σ + μ) w_a + x_a",
+    p.check(
+            "eq. 25: t_x − t̃*_x = (x̃ − x*)/(σ w_a) with x̃ = (t_x σ + μ) w_a + x_a",
             _zero(tx - t_tilde - (x_tilde - x_star) / (sigma * _stated(w_a))))
     # eq. 26 from eq. 21 with γ = 1/(σ w_a) and loss weight λ/α
     g = 1 / (sigma * w_a)
     weight = lam / alpha
     label, pred = alpha / g, 1 / (alpha * g * weight)
-    p.check("eq. 26 via eq. 21 (γ = 1/(σw_a), weight λ/α): label = ασw_a, prediction = σw_a/λ",
+    p.check(
+            "eq. 26 via eq. 21 (γ = 1/(σw_a), weight λ/α): label = ασw_a, prediction = σw_a/λ",
             _zero(label - _stated(alpha * sigma * w_a)) and _zero(pred - _stated(sigma * w_a / lam)))
-    p.check("the paper's publication loss λH_1(t_x − t*_x) (σ = 1, μ = 0): D_{w_a, w_a/λ} (Sec. 6)",
+    p.check(
+            "the paper's publication loss λH_1(t_x − t*_x) (σ = 1, μ = 0): D_{w_a, w_a/λ} (Sec. 6)",
             _zero(label.subs({alpha: 1, sigma: 1}) - _stated(w_a))
             and _zero(pred.subs({alpha: 1, sigma: 1}) - _stated(w_a / lam)))
     scales = interpreted_scales()
-    p.check("interpreted_scales()['x'] and ['y'] return these formulas (w_a → h_a for y)",
+    p.check(
+            "interpreted_scales()['x'] and ['y'] return these formulas (w_a → h_a for y)",
             _zero(scales["x"][0] - _stated(label)) and _zero(scales["x"][1] - _stated(pred))
             and _zero(scales["y"][0] - _stated(label.subs(w_a, h_a)))
             and _zero(scales["y"][1] - _stated(pred.subs(w_a, h_a))))
@@ -991,37 +1071,45 @@ def claim_size_interpretation() -> ClaimResult:
     t_star = sp.log(w_star / w_a)  # eq. 27
     t_tilde = (t_star - mu) / sigma  # eq. 28
     w_pred = sp.exp(tw * sigma + mu) * w_a
-    p.check("eq. 29: t_w − t̃*_w = (log w̃ − log w*)/σ_w with w̃ = exp(t_w σ_w + μ_w) w_a",
+    p.check(
+            "eq. 29: t_w − t̃*_w = (log w̃ − log w*)/σ_w with w̃ = exp(t_w σ_w + μ_w) w_a",
             _zero(sp.expand_log(tw - t_tilde - (sp.log(w_pred) - sp.log(w_star)) / _stated(sigma),
                                 force=True)))
     eps, a_, b_ = sp.symbols("epsilon a b", real=True)
     r = sp.Symbol("r", positive=True)
-    p.check("eq. 30: log r = (r − 1) − (r − 1)²/2 + O((r − 1)³) (first-order about r = 1)",
+    p.check(
+            "eq. 30: log r = (r − 1) − (r − 1)²/2 + O((r − 1)³) (first-order about r = 1)",
             _zero(sp.series(sp.log(r), r, 1, 3).removeO() - ((r - 1) - (r - 1) ** 2 / _stated(2))))
     resid = (sp.log(w_a * (1 + a_ * eps)) - sp.log(w_a * (1 + b_ * eps))) / sigma
     ser = sp.series(resid, eps, 0, 3).removeO()
     lin = sp.expand(((w_a * (1 + a_ * eps)) - (w_a * (1 + b_ * eps))) / (sigma * w_a))
-    p.check("eq. 31: with w̃ = w_a(1 + aε), w* = w_a(1 + bε): residual = (w̃ − w*)/(σ_w w_a) + O(ε²); "
+    p.check(
+            "eq. 31: with w̃ = w_a(1 + aε), w* = w_a(1 + bε): residual = (w̃ − w*)/(σ_w w_a) + O(ε²); "
             "the ε² term is −(a² − b²)ε²/(2σ_w), i.e. relative error ≈ (w̃ + w*)/(2w_a) − 1",
             _zero(ser.coeff(eps, 1) - _stated(lin.coeff(eps, 1)))
             and _zero(ser.coeff(eps, 2) + _stated((a_**2 - b_**2) / (2 * sigma))))
-    p.check("eq. 31: (t_w σ + μ + 1) w_a is the first-order expansion of exp(t_w σ + μ) w_a",
+    p.check(
+            "eq. 31: (t_w σ + μ + 1) w_a is the first-order expansion of exp(t_w σ + μ) w_a",
             _zero(sp.series(sp.exp(eps), eps, 0, 2).removeO() - (_stated(1) + eps)))
     label, pred = alpha * sigma * w_a, sigma * w_a / lam
-    p.check("eq. 32: (λ/α)H_α((w̃ − w*)/(σ_w w_a)) ≈ D_{ασ_w w_a, σ_w w_a/λ}(w̃ − w*) (eq. 21 as for x)",
+    p.check(
+            "eq. 32: (λ/α)H_α((w̃ − w*)/(σ_w w_a)) ≈ D_{ασ_w w_a, σ_w w_a/λ}(w̃ − w*) (eq. 21 as for x)",
             _zero(alpha / (1 / (sigma * w_a)) - _stated(label))
             and _zero(1 / (alpha * (1 / (sigma * w_a)) * lam / alpha) - _stated(pred)))
     logmean = (w_tilde - w_star) / (sp.log(w_tilde) - sp.log(w_star))
     q = sp.Symbol("q", positive=True)  # w̃ = q w*
     lm_q = sp.simplify(logmean.subs(w_tilde, q * w_star) / w_star)  # (q − 1)/log q
-    p.check("(ours) exact: log w̃ − log w* = (w̃ − w*)/L with L = (w̃ − w*)/(log w̃ − log w*) → "
+    p.check(
+            "(ours) exact: log w̃ − log w* = (w̃ − w*)/L with L = (w̃ − w*)/(log w̃ − log w*) → "
             "eq. 32 holds exactly with w_a replaced by L; L → w* as w̃ → w*",
             _zero(sp.limit(lm_q, q, 1) - _stated(1)))
-    p.check("(ours) L lies between w* and w̃: (q − 1)/log q is ≥ 1 for q ≥ 1 and ≤ 1 for q ≤ 1 "
+    p.check(
+            "(ours) L lies between w* and w̃: (q − 1)/log q is ≥ 1 for q ≥ 1 and ≤ 1 for q ≤ 1 "
             "(log q ≤ q − 1 on both sides and the signs of q − 1 and log q agree)",
             _linear_log_gap_nonneg())
     scales = interpreted_scales()
-    p.check("interpreted_scales()['w'/'h'] return these formulas; the linear target (Appendix D) "
+    p.check(
+            "interpreted_scales()['w'/'h'] return these formulas; the linear target (Appendix D) "
             "gives them exactly",
             _zero(scales["w"][0] - _stated(label)) and _zero(scales["w"][1] - _stated(pred))
             and _zero(scales["h"][0] - _stated(label.subs(w_a, h_a)))
@@ -1099,7 +1187,8 @@ def claim_table2(table1: dict | None = None, table2: dict | None = None) -> Clai
                     want = _stated(want)
                 if not _zero(val - want):
                     mismatches.append(f"{preset}/{stage}/{key}: formula {val}, paper {want}")
-    p.check(f"all {n_cells} entries of Table 2 equal the formulas at Table 1's parameters"
+    p.check(
+            f"all {n_cells} entries of Table 2 equal the formulas at Table 1's parameters"
             + ("" if not mismatches else f"; mismatches: {mismatches}"),
             n_cells > 0 and not mismatches)
     scales = interpreted_scales()
@@ -1116,14 +1205,17 @@ def claim_linear_target() -> ClaimResult:
     r = sp.Symbol("r", positive=True)
     e = r - 1 - sp.log(r)
     ser = sp.series(e, r, 1, 4).removeO()
-    p.check("e(r) = (r − 1)²/2 − (r − 1)³/3 + O((r − 1)⁴)",
+    p.check(
+            "e(r) = (r − 1)²/2 − (r − 1)³/3 + O((r − 1)⁴)",
             _zero(ser - ((r - 1) ** 2 / _stated(2) - (r - 1) ** 3 / _stated(3))))
     g = (r - 1) ** 2 / 2 - e
     k = e - (r - 1) ** 2 / (2 * r**2)
-    p.check("g = (r − 1)²/2 − e has g(1) = 0, g' = (r − 1)²/r ≥ 0 ⇒ e ≤ (r−1)²/2 for r ≥ 1, "
+    p.check(
+            "g = (r − 1)²/2 − e has g(1) = 0, g' = (r − 1)²/r ≥ 0 ⇒ e ≤ (r−1)²/2 for r ≥ 1, "
             "e ≥ (r−1)²/2 for r ≤ 1",
             g.subs(r, 1) == _stated(0) and _zero(sp.factor(sp.diff(g, r)) - _stated((r - 1) ** 2 / r)))
-    p.check("k = e − (r − 1)²/(2r²) has k(1) = 0, k' = (r − 1)²(r + 1)/r³ ≥ 0 ⇒ e ≥ (r−1)²/(2r²) "
+    p.check(
+            "k = e − (r − 1)²/(2r²) has k(1) = 0, k' = (r − 1)²(r + 1)/r³ ≥ 0 ⇒ e ≥ (r−1)²/(2r²) "
             "for r ≥ 1, e ≤ (r−1)²/(2r²) for r ≤ 1",
             k.subs(r, 1) == _stated(0)
             and _zero(sp.factor(sp.diff(k, r)) - _stated((r - 1) ** 2 * (r + 1) / r**3)))
@@ -1138,7 +1230,8 @@ def claim_linear_target() -> ClaimResult:
         inside = inside and _positive_number(ev - lo_b) and _positive_number(hi_b - ev)
         rows.append(f"r = {rv}: e = {sp.N(ev, 3)} ∈ [{sp.N(lo_b, 3)}, {sp.N(hi_b, 3)}], "
                     f"relative to abs(log r): {sp.N(rel, 3)}")
-    p.check("at the IoU-matching extremes (same centre, equal heights: IoU = min(r, 1/r) ≥ 0.5 "
+    p.check(
+            "at the IoU-matching extremes (same centre, equal heights: IoU = min(r, 1/r) ≥ 0.5 "
             "or 0.7): " + "; ".join(rows), inside and _positive_number(rel_at[2] - _stated(sp.Rational(2, 5))))
     return _result("linear versus log width target", "Appendix D, eq. 30, 89–90", p,
                    {"e(r)": e, "series": ser}, start,
@@ -1160,12 +1253,15 @@ def claim_monotone_in_alpha() -> ClaimResult:
     a = sp.Symbol("a", positive=True)
     da = sp.diff(_d_pos(xp, a, beta), a)
     g = (1 + t) * sp.exp(-t) - 1
-    p.check("∂D_{a,β}/∂a = ((1 + t)e^{−t} − 1)/β with t = |x|/a",
+    p.check(
+            "∂D_{a,β}/∂a = ((1 + t)e^{−t} − 1)/β with t = |x|/a",
             _zero(da.subs(xp, a * t) - _stated(g / beta)))
-    p.check("g(t) = (1 + t)e^{−t} − 1 has g(0) = 0 and g' = −t e^{−t} < 0 ⇒ g < 0 for t > 0",
+    p.check(
+            "g(t) = (1 + t)e^{−t} − 1 has g(0) = 0 and g' = −t e^{−t} < 0 ⇒ g < 0 for t > 0",
             g.subs(t, 0) == _stated(0) and _zero(sp.diff(g, t) + _stated(t * sp.exp(-t)))
             and _neg(-t * sp.exp(-t)))
-    p.check("hence c ≤ 1/2 ⇒ D_{cα,1/α} ≥ D_{α/2,1/α} ≥ H_α, and c ≥ 1 ⇒ D_{cα,1/α} ≤ D_{α,1/α} ≤ H_α "
+    p.check(
+            "hence c ≤ 1/2 ⇒ D_{cα,1/α} ≥ D_{α/2,1/α} ≥ H_α, and c ≥ 1 ⇒ D_{cα,1/α} ≤ D_{α,1/α} ≤ H_α "
             "(Claims 3–4, re-checked here); for 1/2 < c < 1 neither holds (Claim 5): c = 1/2 is "
             "the largest upper-bound constant and c = 1 the smallest lower-bound one",
             claim_lower_bound().holds and claim_upper_bound().holds
@@ -1183,16 +1279,19 @@ def claim_ratio_bound() -> ClaimResult:
     inner = 2 * _h_pos(xp, alpha, True) - d
     outer = 2 * _h_pos(xp, alpha, False) - d
     f1 = y**2 / 2 - y + 1 - sp.exp(-y)
-    p.check("on 0 ≤ x ≤ α, with y = 2x/α: 2H − D_{α/2,1/α} = (α²/2) f₁(y) ≥ 0 (f₁ of Claim 3, "
+    p.check(
+            "on 0 ≤ x ≤ α, with y = 2x/α: 2H − D_{α/2,1/α} = (α²/2) f₁(y) ≥ 0 (f₁ of Claim 3, "
             "nonnegative for all y ≥ 0)", _zero(inner.subs(xp, alpha * y / 2) - _stated(alpha**2 / 2) * f1))
-    p.check("on x ≥ α: 2H − D_{α/2,1/α} = αx − α²/2 − (α²/2)e^{−2x/α}, increasing (derivative "
+    p.check(
+            "on x ≥ α: 2H − D_{α/2,1/α} = αx − α²/2 − (α²/2)e^{−2x/α}, increasing (derivative "
             "α + αe^{−2x/α} > 0) from (α²/2)(1 − e^{−2}) > 0",
             _zero(outer - (alpha * xp - _stated(alpha**2 / 2) - alpha**2 / 2 * sp.exp(-2 * xp / alpha)))
             and _pos(sp.diff(outer, xp))
             and _zero(outer.subs(xp, alpha) - _stated(alpha**2 / 2) * (1 - sp.exp(-2))))
     ratio0 = sp.limit(d / _h_pos(xp, alpha, True), xp, 0)
     ratio_inf = sp.limit(d / _h_pos(xp, alpha, False), xp, sp.oo)
-    p.check(f"D_{{α/2,1/α}}/H_α → {_txt(ratio0)} as x → 0 and → {_txt(ratio_inf)} as |x| → ∞: the factor 2 is sharp",
+    p.check(
+            f"D_{{α/2,1/α}}/H_α → {_txt(ratio0)} as x → 0 and → {_txt(ratio_inf)} as |x| → ∞: the factor 2 is sharp",
             ratio0 == _stated(2) and ratio_inf == _stated(1))
     return _result("H_α ≤ D_{α/2,1/α} ≤ 2H_α", "ours (complements eq. 20)", p,
                    {"ratio at 0": ratio0, "ratio at infinity": ratio_inf}, start, ours=True)
@@ -1233,7 +1332,8 @@ def claim_minimax_alpha(grid: int = 60) -> ClaimResult:
 
     c_star = mpmath.findroot(balance, (mpmath.mpf("0.55"), mpmath.mpf("0.75")), solver="illinois")
     err_star = c_star - mpmath.mpf(1) / 2
-    p.check(f"c* = {mpmath.nstr(c_star, 8)}: sup|D_{{c*α,1/α}} − H_α| = {mpmath.nstr(err_star, 8)} α² "
+    p.check(
+            f"c* = {mpmath.nstr(c_star, 8)}: sup|D_{{c*α,1/α}} − H_α| = {mpmath.nstr(err_star, 8)} α² "
             "(the largest positive error, near |x| < α, equals the limit (c* − 1/2)α² at ∞)",
             mpmath.mpf("0.5") < c_star < 1
             and abs(balance(c_star) - _stated(0)) < mpmath.mpf("1e-20"))
@@ -1246,12 +1346,14 @@ def claim_minimax_alpha(grid: int = 60) -> ClaimResult:
 
     cs = [mpmath.mpf("0.5") + mpmath.mpf(k) / (2 * grid) for k in range(1, grid)]
     best = min((sup_norm(c), c) for c in cs)
-    p.check(f"brute force over {len(cs)} values of c and {len(ys)} values of |x|/α: best sup-error "
+    p.check(
+            f"brute force over {len(cs)} values of c and {len(ys)} values of |x|/α: best sup-error "
             f"{mpmath.nstr(best[0], 6)} at c = {mpmath.nstr(best[1], 4)}, not below the optimum "
             "(and within the grid's resolution of it)",
             best[0] >= _stated(err_star) - mpmath.mpf("1e-9")
             and best[0] - err_star < mpmath.mpf("5e-3"))
-    p.check("compare: the sup-errors of the paper's two bounds are α²/2 (c = 1) and "
+    p.check(
+            "compare: the sup-errors of the paper's two bounds are α²/2 (c = 1) and "
             "y₀(2 − y₀)/8 ≈ 0.0810 α² (c = 1/2)",
             err_star < _stated(mpmath.mpf("0.081"), perturbed=mpmath.mpf("0.05")))
     return _result("D_{cα,1/α} closest to H_α in max-norm", "ours (numerical, mpmath)", p,
