@@ -40,19 +40,39 @@ the value overflows.  Moderate scalar scales keep the fast paths unchanged.
 .. rubric:: Implementations (``impl=``)
 
 ``"default"``
-    A custom :class:`torch.autograd.Function` with an analytic backward.  On large CPU tensors
-    it works branch-free in cache-sized chunks with preallocated buffers (see ``_Chunked``) and
-    writes :math:`D'` in the same pass as the loss: that is the one input-sized tensor it keeps
-    for backward (besides references to its inputs, as torch's own losses keep).  Elsewhere
-    (CUDA, small tensors, learnable ``alpha``/``beta``, under transforms) the backward recomputes
-    :math:`D'` from the inputs.  Supports double backward, forward-mode AD (:func:`torch.func.jvp`,
-    :func:`torch.func.jacfwd`, :func:`torch.func.hessian`), :func:`torch.func.grad`,
-    :func:`torch.func.vmap`, :func:`torch.compile` and :class:`torch.autocast`.
+    Picks the fastest accurate path for the call.  On the CPU, for float32/float64 (and half
+    types, computed in float32) with number scales (``alpha``, ``beta`` Python numbers whose
+    reciprocals and ratio are normal numbers of the dtype), the **fused path**: a custom
+    :class:`torch.autograd.Function` whose forward is one pass of a C++ kernel (built with the
+    system compiler at first use and cached in ``$KLHUBER_CACHE``, default
+    ``~/.cache/klhuber``) that writes the loss, or its sum, and :math:`D'` (Appendix B), and
+    whose backward is one product :math:`D' \cdot` ``grad``.  It keeps that one input-sized
+    tensor for backward.  On CUDA the same Function gets its forward from
+    :func:`torch.compile` with dynamic shapes (one Triton kernel; one compilation per
+    reduction, not per shape).  Without autograd the kernel's result is returned directly.
+    Everything else (tensor or extreme scales, forward-mode AD, :mod:`torch.func` transforms,
+    tracing by :func:`torch.compile`, meta tensors) takes the general path: a custom
+    Function with an analytic backward that, on large CPU tensors, works branch-free in
+    cache-sized chunks and writes :math:`D'` in the same pass, and elsewhere recomputes it.
+    Both paths support double backward (with ``create_graph=True`` the fused backward is
+    built from differentiable pieces); the general path also forward-mode AD
+    (:func:`torch.func.jvp`, :func:`torch.func.jacfwd`, :func:`torch.func.hessian`),
+    :func:`torch.func.grad`, :func:`torch.func.vmap`, :func:`torch.compile` and
+    :class:`torch.autocast`.  Without a C++ compiler (or with ``KLHUBER_NO_KERNEL=1``) the
+    fused path on the CPU evaluates the same formulas with about 15 eager operations for
+    small tensors and leaves large ones to the chunked kernel.
+``"fused"``
+    The fused path wherever it applies (on the CPU without a compiler through
+    :func:`torch.compile` or eager operations), else the general path.
 ``"compiled"``
-    The same Function through :func:`torch.compile`: one fused kernel for the forward (with its
-    reduction) and one for the backward.  First derivatives only.
+    The fused Function with its forward from :func:`torch.compile` (``dynamic=True``) on
+    every device; the cases the fused path does not take compile the general Function
+    (dynamic shapes too; first derivatives only).  ``KLHUBER_NO_COMPILE=1``, or a failed
+    compilation (warned once), gives eager evaluation instead.
 ``"autograd"``
     The same formulas as plain differentiable tensor operations (a reference).
+
+Every path meets the mpmath tolerances above (``tests/test_losses.py``).
 """
 
 from __future__ import annotations
@@ -1171,8 +1191,10 @@ def kl_huber(x: Tensor, alpha: ParamLike, beta: ParamLike = 1.0, *,
     beta:
         Prediction-noise scale, ``beta > 0``: a number or a tensor broadcastable to ``x``.
     impl:
-        ``"default"`` (custom autograd Function), ``"autograd"`` (plain tensor operations) or
-        ``"compiled"`` (:func:`torch.compile` of the plain operations).
+        ``"default"`` (the fastest accurate path for the input: the fused kernel where it
+        applies, else the general custom autograd Function), ``"fused"``, ``"compiled"``
+        (:func:`torch.compile` with dynamic shapes) or ``"autograd"`` (plain tensor
+        operations); see the module's "Implementations".
     """
     x = _check_input(x, "x")
     alpha = _check_param(alpha, "alpha", x, allow_zero=True)
