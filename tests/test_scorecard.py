@@ -157,3 +157,27 @@ def test_row_defaults_and_markdown_keeps_trailing_spaces(tmp_path):
     assert (row.anchor, row.note, row.extra, row.check) == ("", "", {}, None)
     path = recorder.save_markdown("line  \n\n", "verdict")
     assert path.read_text() == "line  \n"  # only trailing newlines are normalised
+
+
+def test_extra_values_that_json_cannot_encode_are_stored_as_text(tmp_path):
+    from pathlib import Path
+
+    recorder = scorecard.Recorder("chapter", tmp_path, "quick", "cpu")
+    recorder.record("eq16", paper="p", ours="o", status="differs", where=Path("results/x.json"))
+    assert scorecard.load_rows(tmp_path)[0]["extra"] == {"where": "results/x.json"}
+
+
+def test_figures_and_markdown_saved_twice_into_the_same_folder(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recorder = scorecard.Recorder("c", tmp_path / "artefacts", "quick", "cpu")
+    fig = plt.figure()
+    first = recorder.save_figure(fig, "one")
+    second = recorder.save_figure(fig, "two")  # the folder exists now
+    plt.close(fig)
+    assert first.parent == second.parent and first.exists() and second.exists()
+    path = recorder.save_markdown("Box X\n", "x")
+    assert path.read_text() == "Box X\n"  # only newlines are stripped, not other characters
