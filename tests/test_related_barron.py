@@ -298,3 +298,36 @@ def test_polynomial_fits_on_the_toy_data():
         B.fit_polynomial(x, y, xt, yt, "l3")
     with pytest.raises(ValueError, match="n_fits"):
         B.fit_polynomial(x, torch.stack([y, y]), xt, yt, "adaptive", n_fits=3)
+
+
+def test_meta_tensors_give_shapes_not_internal_errors():
+    """Shape-only tracing (meta tensors): value checks are skipped, shapes broadcast."""
+    x = torch.empty(3, 4, device="meta")
+    a = torch.empty(4, device="meta")
+    assert B.general_loss(x, 1.0, 1.0).shape == (3, 4)
+    assert B.general_loss(x, a, a).shape == (3, 4)
+    assert B.nll(x, 1.0, 1.0).shape == (3, 4)
+    assert B.density(x, a, 2.0).shape == (3, 4)
+    assert B.log_partition(torch.empty(2, device="meta")).shape == (2,)
+    with pytest.raises(ValueError, match="broadcast"):
+        B.general_loss(x, torch.empty(5, device="meta"), 1.0)
+
+
+def test_vmap_matches_the_batched_call_and_checks_still_run_outside():
+    r = torch.randn(5, 3, dtype=F64)
+    per_row = torch.func.vmap(lambda row: B.general_loss(row, 0.5, 0.7).sum())(r)
+    torch.testing.assert_close(per_row, B.general_loss(r, 0.5, 0.7).sum(dim=1))
+    a = torch.tensor([0.5, 1.5, -2.0], dtype=F64)  # tensor alpha: the analytic backward, vmapped
+    g = torch.func.vmap(torch.func.grad(lambda row: B.general_loss(row, a, 0.7).sum()))(r)
+    x = r.clone().requires_grad_()
+    B.general_loss(x, a, 0.7).sum().backward()
+    torch.testing.assert_close(g, x.grad)
+    with pytest.raises(ValueError, match="scale"):
+        B.general_loss(r, 0.5, -0.7)
+
+
+def test_log_partition_of_a_zero_dim_tensor_matches_the_vector_call():
+    alphas = torch.tensor([0.0, 0.37, 1.0, 2.5, 7.0, math.inf], dtype=F64)
+    batch = B.log_partition(alphas)
+    for a, want in zip(alphas, batch):
+        assert B.log_partition(a).item() == want.item()

@@ -78,6 +78,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from klhuber._inspection import can_inspect
 from klhuber.losses import _check_reduction, _reduce
 
 __all__ = [
@@ -163,17 +164,17 @@ def _check_broadcast(**tensors: float | Tensor) -> None:
 
 
 def _check_alpha(alpha: Tensor) -> None:
-    if torch.isnan(alpha).any():
+    if can_inspect(alpha) and torch.isnan(alpha).any():
         raise ValueError("alpha must be a real number in [-inf, inf]; got NaN")
 
 
 def _check_scale(scale: Tensor) -> None:
-    if not bool(((scale > 0) & torch.isfinite(scale)).all()):
+    if can_inspect(scale) and not bool(((scale > 0) & torch.isfinite(scale)).all()):
         raise ValueError(f"scale must be finite and > 0 (allowed range (0, inf)); got {scale}")
 
 
 def _check_alpha_nll(alpha: Tensor) -> None:
-    if not bool((alpha >= 0).all()):
+    if can_inspect(alpha) and not bool((alpha >= 0).all()):
         raise ValueError(
             f"alpha must be in [0, inf] for the density / adaptive loss (the density is not "
             f"normalisable for alpha < 0); got {alpha}")
@@ -204,15 +205,11 @@ def _log1p_ratio(t: Tensor, z: Tensor, b: float | Tensor) -> Tensor:
     neglected log1p(b/z) is below 1e-308)."""
     y = z / b
     big = torch.isinf(y)
-    if not bool(big.any()) if _inspectable(y) else False:
+    if not bool(big.any()) if can_inspect(y) else False:
         return torch.log1p(y)
     b_t = b if isinstance(b, Tensor) else torch.as_tensor(b, dtype=t.dtype, device=t.device)
     t_safe = torch.where(big, t, torch.ones_like(t))
     return torch.where(big, 2 * torch.log(t_safe) - torch.log(b_t), torch.log1p(y))
-
-
-def _inspectable(t: Tensor) -> bool:
-    return not (t.device.type == "meta" or torch.compiler.is_compiling())
 
 
 def _rho_branch_low(z: Tensor, t: Tensor, a: float | Tensor) -> Tensor:
@@ -237,7 +234,7 @@ def _rho_branch_high(z: Tensor, t: Tensor, a: float | Tensor) -> Tensor:
     ell = _log1p_ratio(t, z, b)
     v = 0.5 * (a - 2) * ell
     finite = z < 1e300
-    if not isinstance(a, Tensor) and (bool(finite.all()) if _inspectable(z) else False):
+    if not isinstance(a, Tensor) and (bool(finite.all()) if can_inspect(z) else False):
         return (z * torch.exp(v) + b * torch.expm1(v)) / a
     z_safe = torch.where(finite, z, torch.zeros_like(z))
     near = (z_safe * torch.exp(v) + b * torch.expm1(v)) / a
@@ -408,12 +405,20 @@ class _GeneralLossFn(torch.autograd.Function):
     """rho(x, alpha, c) with the analytic partial derivatives of ``_partials`` (autograd
     through the loss formula would subtract large terms for alpha < 1)."""
 
+    # forward / setup_context split and an automatic vmap rule: usable under torch.func
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: object, x: Tensor, alpha: float | Tensor, scale: Tensor) -> Tensor:
+    def forward(x: Tensor, alpha: float | Tensor, scale: Tensor) -> Tensor:
+        return _rho(x, alpha, scale)
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple[Tensor, float | Tensor, Tensor],
+                      output: Tensor) -> None:
+        x, alpha, scale = inputs
         ctx.alpha_t = isinstance(alpha, Tensor)
         ctx.alpha = None if ctx.alpha_t else alpha
         ctx.save_for_backward(x, alpha if ctx.alpha_t else None, scale)
-        return _rho(x, alpha, scale)
 
     @staticmethod
     def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, None | Tensor, Tensor | None]:
@@ -602,12 +607,13 @@ def _hermite(grid: Tensor, g: Tensor, m: Tensor, a: Tensor) -> Tensor:
     """Cubic Hermite interpolation of (grid, g, tangents m) at a, differentiable in a."""
     idx = torch.searchsorted(grid, a.detach().contiguous(), right=True) - 1
     idx = idx.clamp(0, grid.numel() - 2)
-    a0, a1 = grid[idx], grid[idx + 1]
+    # take(), not v[idx]: a 0-dim index tensor would be read as a Python int (no meta tensors)
+    a0, a1 = grid.take(idx), grid.take(idx + 1)
     h = a1 - a0
     t = (a - a0) / h
     t2, t3 = t * t, t * t * t
-    return ((2 * t3 - 3 * t2 + 1) * g[idx] + (t3 - 2 * t2 + t) * h * m[idx]
-            + (-2 * t3 + 3 * t2) * g[idx + 1] + (t3 - t2) * h * m[idx + 1])
+    return ((2 * t3 - 3 * t2 + 1) * g.take(idx) + (t3 - 2 * t2 + t) * h * m.take(idx)
+            + (-2 * t3 + 3 * t2) * g.take(idx + 1) + (t3 - t2) * h * m.take(idx + 1))
 
 
 def log_partition(alpha: float | Tensor) -> Tensor:
