@@ -460,9 +460,13 @@ def compiled_forward(x: Tensor, t: Tensor | None, alpha: float, beta: float, red
                      want_d: bool, compiled: bool = True) -> tuple[Tensor, Tensor | None]:
     """The fused forward through :func:`torch.compile` (``dynamic=True``); eager evaluation of
     the same formulas if ``compiled`` is false or compilation fails (then the compiled path is
-    not tried again in this process)."""
+    not tried again in this process).
+
+    Dynamo specialises sizes 0 and 1, so tensors with fewer than 2 elements are evaluated
+    eagerly instead of compiling a graph for them.  (Flattening the inputs would not save
+    the compilation per number of dimensions: Dynamo guards on the base of a view.)"""
     c = _consts_tensor(alpha, beta, x.dtype, x.device)
-    if compiled and compile_available(x.device):
+    if compiled and x.numel() >= 2 and compile_available(x.device):
         try:
             return _compiled_fwd(reduction)(x, t, c, want_d)
         except Exception as err:  # no C++ compiler / Triton, unsupported platform, ...
