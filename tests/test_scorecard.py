@@ -109,7 +109,8 @@ def test_book_guard_for_every_status_and_check(tmp_path, status, check):
            "extra": {}}
     (paths.artefacts / "bounds.json").write_text(json.dumps([row]))
     if status in GUARDED and check is not True:
-        with pytest.raises(book.BookError, match=r"eq16 \(bounds\)"):
+        with pytest.raises(book.BookError, match=r"^scorecard rows marked verified with a "
+                           r"failing check: eq16 \(bounds\)$"):
             book.write_scorecard(paths)
     else:
         page = book.write_scorecard(paths).read_text()
