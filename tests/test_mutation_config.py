@@ -1,0 +1,67 @@
+"""mutation.toml (``make mutants``) names files, tests and mutants that exist."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = tomllib.loads((REPO / "mutation.toml").read_text(encoding="utf-8"))
+
+
+def _driver():
+    spec = importlib.util.spec_from_file_location("mutants_driver", REPO / "tools" / "mutants.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", list(CONFIG["modules"]))
+def test_every_module_mutates_existing_files_against_existing_tests(name):
+    module = CONFIG["modules"][name]
+    for pattern in module["mutate"]:
+        assert list(REPO.glob(pattern)), f"{name}: {pattern} matches no file"
+    for test in module["tests"]:
+        assert (REPO / test).is_file(), f"{name}: {test} does not exist"
+    for pattern in module.get("do_not_mutate_patterns", []):
+        re.compile(pattern)
+
+
+def test_the_mutated_modules_cover_the_issue():
+    mutated = {p for m in CONFIG["modules"].values() for p in m["mutate"]}
+    for path in ("klhuber/losses.py", "klhuber/symbolic.py", "klhuber/toy.py",
+                 "klhuber/detection/box_losses.py", "klhuber/scorecard.py", "klhuber/book.py"):
+        assert path in mutated
+    assert any(p.startswith("klhuber/interpret") for p in mutated)
+    assert any(p.startswith("klhuber/related") for p in mutated)
+    assert 0.9 <= CONFIG["target"] <= 1
+
+
+def test_every_equivalent_mutant_has_a_reason_and_a_mutated_module():
+    modules = [p.removesuffix(".py").replace("/", ".") for m in CONFIG["modules"].values()
+               for p in m["mutate"]]
+    names = [e["mutant"] for e in CONFIG.get("equivalent", [])]
+    assert len(names) == len(set(names))
+    for entry in CONFIG.get("equivalent", []):
+        assert len(entry["reason"]) > 20, entry
+        assert re.search(r"__mutmut_\d+$", entry["mutant"]), entry
+        prefix = entry["mutant"].rsplit(".", 1)[0]
+        assert any(Path(prefix.replace(".", "/")).match(m.replace(".", "/")) for m in modules), entry
+
+
+def test_workspace_config_is_valid_toml(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    work = driver.prepare_workspace("book_guards", CONFIG["modules"]["book_guards"])
+    config = tomllib.loads((work / "pyproject.toml").read_text())["tool"]["mutmut"]
+    assert config["only_mutate"] == ["klhuber/book.py"]
+    assert config["pytest_add_cli_args_test_selection"] == ["tests/test_scorecard.py"]
+    assert config["do_not_mutate_patterns"] == CONFIG["modules"]["book_guards"][
+        "do_not_mutate_patterns"]
+    assert (work / "klhuber").resolve() == REPO / "klhuber"
