@@ -811,3 +811,32 @@ def test_cuda_gradients_autocast_compile(dtype):
     # float32 and rounded once
     rtol = 2 * eps if dtype in (torch.float16, torch.bfloat16) else 8 * eps
     assert torch.allclose(got, ref.to(dtype).double(), rtol=rtol, atol=0)
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_fused_accuracy_and_compilations(accuracy_points, dtype):
+    """The default CUDA path with number scales (the fused Function, its forward compiled
+    with dynamic shapes): mpmath tolerances, and one compilation for 50 shapes."""
+    pts = accuracy_points[dtype]
+    eps = torch.finfo(dtype).eps
+    for a in ALPHAS:
+        for b in BETAS:
+            sel = (pts["alpha"] == np.float64(torch.tensor(a, dtype=dtype).item())) & \
+                  (pts["beta"] == np.float64(torch.tensor(b, dtype=dtype).item()))
+            x = torch.tensor(pts["x"][sel], dtype=dtype, device="cuda", requires_grad=True)
+            a_, b_ = float(torch.tensor(a, dtype=dtype)), float(torch.tensor(b, dtype=dtype))
+            val = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "none")
+            loss = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "sum")
+            assert type(loss.grad_fn).__name__ == "_FusedFnBackward"
+            loss.backward()
+            assert _max_ulps(val.detach().double().cpu().numpy(), pts["value"][sel], dtype) \
+                * eps <= TOL[dtype], (a, b)
+            assert _max_ulps(x.grad.double().cpu().numpy(), pts["deriv"][sel], dtype) \
+                * eps <= TOL[dtype], (a, b)
+    before = losses._fused.compilations()
+    for n in range(3, 3 + 11 * 50, 11):
+        x = torch.randn(n, 4, dtype=dtype, device="cuda", requires_grad=True)
+        kl_huber_loss(x, torch.zeros_like(x), 0.5, 2.0).backward()
+    assert losses._fused.compilations() - before <= 2
