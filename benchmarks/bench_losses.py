@@ -127,11 +127,15 @@ def bench(device: torch.device, size: int, repeats: int, warmup: int,
     return [(name, statistics.median(ts), launches[name]) for name, ts in samples.items()]
 
 
-def detector_sequence(device: torch.device, steps: int, compiled: bool,
+def detector_sequence(device: torch.device, steps: int, compiled: bool, rounds: int = 7,
                       seed: int = 0) -> list[tuple[str, float, int]]:
-    """Total seconds of forward + backward over ``steps`` shapes (n, 4), n uniform in
-    [16, 1024] (the positives of a batch), and the compilations each path caused (the first
-    call of a path included: a cold start is part of the cost)."""
+    """Seconds per forward + backward over ``steps`` shapes (n, 4), n uniform in [16, 1024]
+    (the positives of a batch), and the compilations each path caused on its first pass.
+
+    The first pass runs each path over the whole sequence (counting compilations; a path
+    not called before in the process compiles here).  The timed passes are interleaved:
+    every shape runs every path once (in rotated order), ``rounds`` times, and each path's
+    time is the sum over the shapes of its median per shape."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     ns = torch.randint(16, 1025, (steps,), generator=gen).tolist()
     data = [(torch.randn(n, 4, generator=gen).to(device).requires_grad_(),
@@ -139,25 +143,22 @@ def detector_sequence(device: torch.device, steps: int, compiled: bool,
     fns = {k: v for k, v in cases(compiled).items()
            if k.startswith(("F.smooth", "kl_huber_loss (default", "kl_huber_loss (impl='f",
                             "kl_huber_loss (impl='c"))}
-    rows = []
+    compilations = {}
     for name, fn in fns.items():
         before = _fused.compilations()
-        start = time.perf_counter()
         for x, t in data:
             x.grad = None
             fn(x, t).backward()
-        _sync(device)
-        rows.append((name, time.perf_counter() - start, _fused.compilations() - before))
-    # the same sequence again, warm: steady-state time per call
-    warm = []
-    for name, fn in fns.items():
-        start = time.perf_counter()
-        for x, t in data:
-            x.grad = None
-            fn(x, t).backward()
-        _sync(device)
-        warm.append((name, time.perf_counter() - start, 0))
-    return rows + [(f"{name} (warm)", t, c) for name, t, c in warm]
+        compilations[name] = _fused.compilations() - before
+    per_shape: dict[str, list[list[float]]] = {name: [[] for _ in data] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for k, (x, t) in enumerate(data):
+            start = (k + r) % len(names)  # rotated: no path always runs first on a shape
+            for name in names[start:] + names[:start]:
+                per_shape[name][k] += time_fwd_bwd(fns[name], x, t, repeats=1, warmup=0)
+    return [(name, sum(statistics.median(ts) for ts in per_shape[name]), compilations[name])
+            for name in fns]
 
 
 def compilations_over_shapes(device: torch.device, impl: str, shapes: int = 50) -> int:
@@ -243,12 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps:
             with threads(args.small_threads if device.type == "cpu" else None):
                 seq = detector_sequence(device, args.steps, not args.no_compile)
-            print(f"\ndetector-sized sequence: {args.steps} shapes (n, 4), n in [16, 1024]")
-            ref = next(t for case, t, _ in seq if case == "F.smooth_l1_loss (warm)")
-            print(f"{'case':41s} {'total ms':>9s} {'vs smooth_l1 (warm)':>20s} "
+            print(f"\ndetector-sized sequence: {args.steps} shapes (n, 4), n in [16, 1024], "
+                  "interleaved, sum of the median per shape")
+            ref = seq[0][1]
+            print(f"{'case':34s} {'total ms':>9s} {'us/call':>8s} {'vs smooth_l1':>13s} "
                   f"{'compilations':>13s}")
             for case, t, comp in seq:
-                print(f"{case:41s} {t * 1e3:9.1f} {t / ref:19.2f}x {comp:13d}")
+                print(f"{case:34s} {t * 1e3:9.1f} {t / args.steps * 1e6:8.1f} "
+                      f"{t / ref:12.2f}x {comp:13d}")
             dev_report["sequence"] = [{"case": c, "total_s": t, "compilations": k}
                                       for c, t, k in seq]
             counts = {impl: compilations_over_shapes(device, impl)
