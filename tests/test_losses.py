@@ -168,7 +168,7 @@ def test_accuracy_vs_mpmath_chunked_scalar_params(accuracy_points, dtype, small_
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_accuracy_vs_mpmath_fused_scalar_params(accuracy_points, dtype, fused_impl):
+def test_accuracy_vs_mpmath_fused_scalar_params(accuracy_points, dtype, fused_impl, request):
     """The fused forward (C++ kernel, eager fallback, torch.compile) with its one-product
     backward, on the same points and within the same tolerances."""
     pts = accuracy_points[dtype]
@@ -185,7 +185,7 @@ def test_accuracy_vs_mpmath_fused_scalar_params(accuracy_points, dtype, fused_im
             loss.backward()
             ulps_v = _max_ulps(val.detach().double().numpy(), pts["value"][sel], dtype)
             ulps_d = _max_ulps(x.grad.double().numpy(), pts["deriv"][sel], dtype)
-            key = f"fused {fused_impl} {dtype}"
+            key = f"fused ({request.node.callspec.params['fused_impl']}) {dtype}"
             MEASURED[key + " value"] = max(MEASURED.get(key + " value", 0), ulps_v)
             MEASURED[key + " deriv"] = max(MEASURED.get(key + " deriv", 0), ulps_d)
             assert ulps_v * eps <= TOL[dtype], (a, b, ulps_v)
