@@ -327,10 +327,6 @@ def claim_gaussian_nll() -> ClaimResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _laplace_pdf(v: sp.Expr, m: sp.Expr, s: sp.Expr) -> sp.Expr:
-    return sp.exp(-sp.Abs(v - m) / s) / (2 * s)
-
-
 def claim_kl_cross_entropy() -> ClaimResult:
     """Eq. 12 and 33: D(p‖q) = H(p, q) − H(p) with H(p) independent of the prediction, so both
     have the same minimisers; if the label density p concentrates to a Dirac at y (scale → 0),

@@ -56,6 +56,12 @@ def test_verify_all_by_chapter_and_bad_chapter():
 def test_false_statement_fails():
     result = symbolic.claim_false_example()
     assert result.holds is False
+    # it fails for the right reason: the gap H − D_{α,1/α} = α² f₁(y) is positive at y = 1/2
+    y = symbolic.y
+    f1 = y**2 / 2 - y + 1 - sp.exp(-y)
+    assert sp.simplify(result.expressions["gap"] + f1) == 0
+    assert result.detail.count("\n") == 0 and result.detail.startswith("✗ D_{α,1/α} − H_α ≥ 0")
+    assert float(f1.subs(y, sp.Rational(1, 2))) > 0
     assert "✗" in result.to_markdown() and "FAILS" in result.to_markdown()
 
 
