@@ -245,7 +245,7 @@ def test_checkpoint_resume(data: toy.ToyData, tmp_path: Path, monkeypatch) -> No
     def boom(*args, **kwargs):
         raise AssertionError("should have resumed from the checkpoint")
 
-    monkeypatch.setattr(toy, "_gd_chunk", boom)
+    monkeypatch.setattr(toy.gd, "_gd_chunk", boom)
     second = toy.gd_grid(data, (0.5, 2.0), (1.0,), **kw)
     np.testing.assert_array_equal(first.theta, second.theta)
     np.testing.assert_array_equal(first.status, second.status)
@@ -266,7 +266,7 @@ def test_deadline_stops_between_chunks_and_resumes(data: toy.ToyData, tmp_path: 
         time.sleep(0.3)  # the deadline passes during the first chunk
         return out
 
-    monkeypatch.setattr(toy, "_gd_chunk", slow)
+    monkeypatch.setattr(toy.gd, "_gd_chunk", slow)
     with pytest.raises(toy.StoppedEarly, match="deadline"):
         toy.gd_grid(data, (0.5, 2.0), (1.0,), deadline=time.monotonic() + 0.1, **kw)
     assert len(calls) == 1 and len(list(tmp_path.glob("gd_huber_*.pt"))) == 1

@@ -64,7 +64,7 @@ def test_gd_is_preferred_and_an_even_split_is_inconclusive(monkeypatch):
     def half(rmse, alphas, scales, n_boot, rng):  # half of the resamples grow linearly
         return np.where(np.arange(n_boot) % 2 == 0, 1.0, -1.0), np.full(n_boot, 0.9)
 
-    monkeypatch.setattr(toy, "_bootstrap_growth", half)
+    monkeypatch.setattr(toy.verdict, "_bootstrap_growth", half)
     verdict = toy.figure2_verdict(results, n_boot=50)
     assert verdict.method == "gd" and verdict.status == "inconclusive"
     assert all(f.p_linear_growth == 0.5 for f in verdict.families)
