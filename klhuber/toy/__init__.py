@@ -198,7 +198,7 @@ MAX_SCALE: float = _data.MAX_SCALE
 LOSSES: tuple[str, ...] = _formulas.LOSSES
 #: The losses with a transition point alpha.
 ALPHA_LOSSES: tuple[str, ...] = _formulas.ALPHA_LOSSES
-#: Other accepted loss names: ``"kl"`` (the name of ``"kl_lower"`` before the rename, and its
+#: Further accepted loss names, ``"kl"`` (the name of ``"kl_lower"`` before the rename, and its
 #: key in results files).
 LOSS_ALIASES: dict[str, str] = _formulas.LOSS_ALIASES
 #: Every loss of :data:`LOSSES` and its formulas (:class:`LossFormulas`).

@@ -52,7 +52,8 @@ def _is_huber(loss: str) -> bool:
 
 @dataclass(frozen=True)
 class ToyConfig:
-    r"""Every choice of the experiment (see the module docstring for the defaults' reasons).
+    r"""Every choice of the experiment (the reasons for the defaults are in the docstring of
+    :mod:`klhuber.toy`).
 
     Learning rates (the paper gives none).  ``lrs`` are relative rates: the step of a
     configuration is ``lr / lambda / N`` on the summed gradient.  With ``lr_reference="gram"``

@@ -31,7 +31,7 @@ __all__ = ["ALPHA_LOSSES", "FORMULAS", "LOSSES", "LOSS_ALIASES", "LossFormulas",
 LOSSES = ("huber", "kl_lower", "l1", "l2")
 #: The losses with a transition point alpha.
 ALPHA_LOSSES = ("huber", "kl_lower")
-#: Other accepted names: ``"kl"`` (the name before the rename, and the key of
+#: Further accepted loss names, ``"kl"`` (the name before the rename, and the key of
 #: :math:`D_{\alpha,1/\alpha}` in results files).
 LOSS_ALIASES = {"kl": "kl_lower"}
 
