@@ -136,6 +136,44 @@ def test_fast_loss_values_match_library(loss: str) -> None:
                                    rtol=1e-9, atol=1e-12 * alpha * alpha)
 
 
+def test_formulas_table_has_every_loss_once() -> None:
+    assert tuple(toy.FORMULAS) == toy.LOSSES
+    assert [f.name for f in toy.FORMULAS.values()] == list(toy.LOSSES)
+    assert sorted(f.kernel_code for f in toy.FORMULAS.values()) == [0, 1, 2, 3]
+    assert set(toy.ALPHA_LOSSES) <= set(toy.LOSSES)
+
+
+@pytest.mark.parametrize("loss", ["huber", "kl_lower", "l2"])
+def test_formulas_dpsi_newton_and_irls_agree_with_psi(loss: str) -> None:
+    f = toy.loss_formulas(loss)
+    r = torch.linspace(-7, 7, 1000, dtype=torch.float64)  # no r = 0 (kinks, 0/0)
+    for alpha in (0.05, 0.7, 3.0):
+        rg = r.clone().requires_grad_(True)
+        (dpsi,) = torch.autograd.grad(f.psi(rg, alpha).sum(), rg)
+        np.testing.assert_allclose(f.dpsi(r, alpha).numpy(), dpsi.numpy(), rtol=1e-12, atol=1e-14)
+        psi_n, weight = f.newton(r, alpha, 1e-9)
+        np.testing.assert_allclose(psi_n.numpy(), f.psi(r, alpha).numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(weight.numpy(), dpsi.numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose((f.irls_weight(r, alpha, 1e-9) * r).numpy(),
+                                   f.psi(r, alpha).numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_kl_is_an_alias_of_kl_lower(data: toy.ToyData) -> None:
+    assert toy.canonical_loss("kl") == "kl_lower" == toy.canonical_loss("kl_lower")
+    assert toy.loss_formulas("kl") is toy.FORMULAS["kl_lower"]
+    with pytest.raises(ValueError, match="loss must be one of"):
+        toy.canonical_loss("kl_upper")
+    r = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    assert torch.equal(toy.psi(r, "kl", 0.7), toy.psi(r, "kl_lower", 0.7))
+    kw = dict(iterations=20, progress=False)
+    a, b = (toy.gd_grid(data, (0.5, 2.0), (1.0,), loss=name, **kw) for name in ("kl", "kl_lower"))
+    np.testing.assert_array_equal(a.theta, b.theta)
+    ea, eb = (toy.exact_grid(data, (0.5,), loss=name, progress=False) for name in ("kl", "kl_lower"))
+    np.testing.assert_array_equal(ea.theta, eb.theta)
+    assert (toy.asymptotic_variance("logistic", 0.8, loss="kl")
+            == toy.asymptotic_variance("logistic", 0.8, loss="kl_lower"))
+
+
 # --------------------------------------------------------------------------------- exact solver
 
 
