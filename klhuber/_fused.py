@@ -360,23 +360,27 @@ def cpu_forward(lib: Any, x: Tensor, t: Tensor | None, alpha: float, beta: float
 # ---------------------------------------------------------------------------------------------
 
 
-def formula(x: Tensor, c: Tensor, degree: int,
+def formula(x: Tensor, c: Tensor | tuple[float, ...], degree: int,
             want_val: bool = True) -> tuple[Tensor | None, Tensor]:
     """D (if ``want_val``) and D' of ``x`` with ``c = [1/alpha, 1/beta, alpha/beta, t, c_0,
-    ..., c_degree]`` (t and the coefficients of phi in powers of u).  Every number is an
-    element of the tensor ``c``: new scales need no recompilation, and Dynamo sees no Python
-    floats (which it would trace as symbolic values or specialise on)."""
+    ..., c_degree]`` (t and the coefficients of phi in powers of u).
+
+    Compiled, ``c`` is a tensor: new scales need no recompilation, and Dynamo sees no Python
+    floats (which it would trace as symbolic values or specialise on).  Eager, it is a tuple
+    of floats (scalar operands cost no indexing operation)."""
     a = x.abs()
     u = a * c[0]
     t = c[3]
     small = u < t
-    uc = torch.minimum(u, t)
-    p = uc * c[4 + degree] + c[3 + degree]
+    uc = torch.clamp(u, max=t)
+    p = uc * c[4 + degree]
+    p.add_(c[3 + degree])
     for k in range(degree - 2, -1, -1):
-        p = p * uc + c[4 + k]
-    q = uc * p
-    ome = -torch.expm1(-u)
-    d = torch.copysign(torch.where(small, uc * (1.0 - q), ome) * c[1], x)
+        p.mul_(uc).add_(c[4 + k])
+    q = p.mul_(uc)
+    ome = torch.expm1(-u).neg_()
+    d = torch.where(small, uc * (1.0 - q), ome).mul_(c[1])
+    d = torch.copysign(d, x)
     if not want_val:
         return None, d
     ab = a * c[1]
@@ -388,21 +392,21 @@ def formula(x: Tensor, c: Tensor, degree: int,
 # compilation cache).
 
 
-def _fwd_none(input: Tensor, target: Tensor | None, c: Tensor,
+def _fwd_none(input: Tensor, target: Tensor | None, c: Tensor | tuple[float, ...],
               want_d: bool) -> tuple[Tensor, Tensor | None]:
     x = input if target is None else input - target
     val, d = formula(x, c, len(PHI[x.dtype][1]) - 1)
     return val, (d if want_d else None)
 
 
-def _fwd_sum(input: Tensor, target: Tensor | None, c: Tensor,
+def _fwd_sum(input: Tensor, target: Tensor | None, c: Tensor | tuple[float, ...],
              want_d: bool) -> tuple[Tensor, Tensor | None]:
     x = input if target is None else input - target
     val, d = formula(x, c, len(PHI[x.dtype][1]) - 1)
     return val.sum(), (d if want_d else None)
 
 
-def _fwd_mean(input: Tensor, target: Tensor | None, c: Tensor,
+def _fwd_mean(input: Tensor, target: Tensor | None, c: Tensor | tuple[float, ...],
               want_d: bool) -> tuple[Tensor, Tensor | None]:
     x = input if target is None else input - target
     val, d = formula(x, c, len(PHI[x.dtype][1]) - 1)
@@ -448,6 +452,13 @@ def _has_triton() -> bool:
     return bool(has_triton())
 
 
+@functools.lru_cache(maxsize=256)
+def _consts_tuple(alpha: float, beta: float, dtype: torch.dtype) -> tuple[float, ...]:
+    """``c`` of :func:`formula` as Python floats (eager evaluation)."""
+    t, coeffs = PHI[dtype]
+    return (1.0 / alpha, 1.0 / beta, alpha / beta, t, *coeffs)
+
+
 @functools.lru_cache(maxsize=64)
 def _consts_tensor(alpha: float, beta: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``c`` of :func:`formula`, cached per scales, dtype and device."""
@@ -465,8 +476,8 @@ def compiled_forward(x: Tensor, t: Tensor | None, alpha: float, beta: float, red
     Dynamo specialises sizes 0 and 1, so tensors with fewer than 2 elements are evaluated
     eagerly instead of compiling a graph for them.  (Flattening the inputs would not save
     the compilation per number of dimensions: Dynamo guards on the base of a view.)"""
-    c = _consts_tensor(alpha, beta, x.dtype, x.device)
     if compiled and x.numel() >= 2 and compile_available(x.device):
+        c = _consts_tensor(alpha, beta, x.dtype, x.device)
         try:
             return _compiled_fwd(reduction)(x, t, c, want_d)
         except Exception as err:  # no C++ compiler / Triton, unsupported platform, ...
@@ -475,4 +486,4 @@ def compiled_forward(x: Tensor, t: Tensor | None, alpha: float, beta: float, red
             _BROKEN.add(type(err).__name__)
             warnings.warn(f"klhuber: torch.compile of the fused KL loss failed ({err!r:.200}); "
                           "using eager evaluation", RuntimeWarning, stacklevel=3)
-    return _EAGER[reduction](x, t, c, want_d)
+    return _EAGER[reduction](x, t, _consts_tuple(alpha, beta, x.dtype), want_d)
