@@ -68,11 +68,12 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow"
 	$(BIN)/python -m pytest -m slow
 
-# Mutation testing (not part of `make test`): each module of mutation.toml against its own fast
-# tests, in build/mutants/<module>; scores in build/mutants/scores.json. MODULES= picks some.
+# Mutation testing (not part of `make test`): each module of tests/mutation/mutation.toml against
+# its own fast tests, in build/mutants/<module>; scores in build/mutants/scores.json.
+# MODULES= picks some.
 MODULES ?=
 mutants: $(STAMP)
-	nice -n 10 $(BIN)/python tools/mutants.py --max-children $(PYTEST_WORKERS) $(MODULES)
+	nice -n 10 $(BIN)/python tests/mutation/mutants.py --max-children $(PYTEST_WORKERS) $(MODULES)
 
 clean:
 	rm -rf book/_build

@@ -89,6 +89,9 @@ import torch
 from torch import Tensor, nn
 
 from klhuber import _fused
+from klhuber._inspection import can_inspect as _can_inspect
+from klhuber._inspection import is_compiling as _is_compiling
+from klhuber._inspection import is_transformed as _is_transformed
 
 __all__ = [
     "AdaptiveKLHuberLoss",
@@ -162,30 +165,6 @@ def _horner(u: Tensor, coeffs: tuple[float, ...]) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_compiling() -> bool:
-    try:
-        return bool(torch.compiler.is_compiling())
-    except AttributeError:  # pragma: no cover - torch < 2.3
-        return False
-
-
-def _is_transformed(t: Tensor) -> bool:
-    """True for functorch-wrapped tensors (inside torch.func transforms), where values and
-    data pointers are not available."""
-    functorch = getattr(torch._C, "_functorch", None)
-    if functorch is None:  # pragma: no cover
-        return False
-    try:
-        return bool(functorch.is_functorch_wrapped_tensor(t))
-    except Exception:  # pragma: no cover - defensive
-        return False
-
-
-def _can_inspect(t: Tensor) -> bool:
-    """Whether data-dependent checks (``bool(tensor)``) are possible on ``t``."""
-    return not (_is_compiling() or _is_transformed(t) or t.device.type == "meta")
-
-
 def _check_input(x: Any, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -198,7 +177,7 @@ def _check_param(value: Any, name: str, x: Tensor, *, allow_zero: bool) -> Param
     """Validate ``alpha``/``beta``: a real number or a floating tensor broadcastable to ``x``."""
     if type(value) is float and (value > 0 or (allow_zero and value == 0)):
         return value  # the common case, without the checks below (NaN fails both tests)
-    bound = "alpha >= 0" if allow_zero else f"{name} > 0"
+    bound = f"{name} >= 0" if allow_zero else f"{name} > 0"
     rng = "[0, inf)" if allow_zero else "(0, inf)"
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a real number or a floating-point tensor, got bool")

@@ -3,10 +3,11 @@
 D_{α,β} is even and D' is odd, so a kernel that drops a sign, swaps α and β or mirrors x < 0
 onto x > 0 passes any test that only looks at |x|, at α = β or at one side.  Here the residuals
 are all negative or all positive (separately), α ≠ β, and every special case of α is checked:
-0 (the L1 limit), small, 1, large, and a tensor α.  Tensors of at least 65 536 elements take the
-chunked CPU path and smaller ones the plain path; both are compared with the same reference, a
-float64 NumPy evaluation of eq. 16 and of its derivative (Appendix B) written out here.
-Public API only.
+0 (the L1 limit), small, 1, large, and a tensor α.  Every test runs twice: with the fused C++
+kernel the default call takes for number scales (where a compiler is present), and without it,
+where tensors of at least 65 536 elements take the chunked CPU path and smaller ones the plain
+path.  All are compared with the same reference, a float64 NumPy evaluation of eq. 16 and of
+its derivative (Appendix B) written out here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ from klhuber import losses
 
 SMALL, LARGE = 1_000, 70_000  # LARGE is above the chunked path's threshold (65 536)
 BETA = 0.7
+
+
+@pytest.fixture(autouse=True, params=["kernel", "no-kernel"])
+def cpu_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The default call's CPU route: the fused kernel, or (kernel unavailable) the chunked and
+    plain torch paths."""
+    if request.param == "kernel" and losses._fused.cpu_kernel() is None:
+        pytest.skip("no C++ compiler: the fused kernel is unavailable")
+    if request.param == "no-kernel":
+        monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
+    return request.param
 
 
 def _residuals(n: int, sign: int, alpha: float) -> np.ndarray:

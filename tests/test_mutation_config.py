@@ -11,11 +11,11 @@ import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIG = tomllib.loads((REPO / "mutation.toml").read_text(encoding="utf-8"))
+CONFIG = tomllib.loads((REPO / "tests" / "mutation" / "mutation.toml").read_text(encoding="utf-8"))
 
 
 def _driver():
-    spec = importlib.util.spec_from_file_location("mutants_driver", REPO / "tools" / "mutants.py")
+    spec = importlib.util.spec_from_file_location("mutants_driver", REPO / "tests" / "mutation" / "mutants.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

@@ -10,7 +10,7 @@ exit status is 1 when a module that ran scores below the target.
 
 Usage::
 
-    python tools/mutants.py [MODULE ...] [--max-children N] [--report-only]
+    python tests/mutation/mutants.py [MODULE ...] [--max-children N] [--report-only]
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import tomllib
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "mutation.toml"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = Path(__file__).resolve().parent / "mutation.toml"
 WORK = REPO / "build" / "mutants"
 #: What the tests read besides the package and themselves, linked into every workspace.
 LINKED = ("klhuber", "tests", "notebooks", "results", "_toc.yml", "_config.yml", "book",
