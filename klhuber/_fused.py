@@ -30,15 +30,14 @@ e^{-u})`, :math:`D' = \operatorname{sign}(x)(1 - e^{-u})/\beta` above, where not
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import platform
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from klhuber._cpp import compile_library
 
 #: dtype -> (switch point t, coefficients of phi in powers of u), registered by
 #: ``klhuber.losses`` (its ``_PHI_U``): the one source of the polynomials for every path.
@@ -265,45 +264,21 @@ def cpu_kernel() -> Any:
     ``-O3 -march=native`` and without ``-ffast-math`` (which would change the floating-point
     mode of the process and the rounding of the formulas)."""
     import ctypes
-    import shutil
-    import subprocess
-    import tempfile
 
-    if os.environ.get("KLHUBER_NO_KERNEL") or not PHI:
+    if not PHI:  # filled in by klhuber.losses (its polynomials) when that module is imported
+        import klhuber.losses  # noqa: F401
+    if not PHI:
         return None
-    src = _source(PHI)
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not cxx:
-        return None
+
+    def built() -> None:
+        _COMPILES["kernel"] += 1
+
+    lib = compile_library(_source(PHI), "kl_fused", flags=("-std=c++14", "-pthread"),
+                          key=("-std=c++14", "-pthread"), on_build=built)
     try:
-        cpu = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-    except OSError:
-        cpu = ""
-    tag = hashlib.sha256("\0".join([src, cxx, platform.machine(), cpu]).encode())
-    cache = Path(os.environ.get("KLHUBER_CACHE", Path.home() / ".cache" / "klhuber"))
-    so = cache / f"kl_fused_{tag.hexdigest()[:16]}.so"
-    if not so.exists():
-        cmd = [cxx, "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math",
-               "-std=c++14", "-shared", "-fPIC", "-pthread"]
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                path = Path(tmp) / "kl_fused.cpp"
-                path.write_text(src)
-                out = Path(tmp) / "kl_fused.so"
-                proc = subprocess.run([*cmd, "-o", str(out), str(path)], capture_output=True,
-                                      timeout=300)
-                if proc.returncode != 0:
-                    return None
-                os.replace(out, so)
-                _COMPILES["kernel"] += 1
-        except (OSError, subprocess.SubprocessError):
+        if lib is None or lib.kl_abi() != 2:
             return None
-    try:
-        lib = ctypes.CDLL(str(so))
-        if lib.kl_abi() != 2:
-            return None
-    except OSError:
+    except AttributeError:  # a library without the ABI marker
         return None
     p = ctypes.c_void_p
     for name in ("kl_fwd_f32", "kl_fwd_f64"):
