@@ -136,6 +136,20 @@ def test_nonfinite_guard_skips_counts_and_stops(shapes, tmp_path, monkeypatch):
         engine.train(_config(shapes, tmp_path / "b", iters=4, max_nonfinite=1))
 
 
+def test_train_restores_denormal_flushing_and_threads(shapes, tmp_path, monkeypatch):
+    """train() flushes denormals and sets its thread count for speed, then puts both back: a
+    float32 subnormal survives the call, also when training fails."""
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    torch.set_flush_denormal(False)
+    assert (tiny * 1).item() != 0.0
+    engine.train(_config(shapes, tmp_path / "a", iters=1, threads=2, flush_denormal=True))
+    assert (tiny * 1).item() != 0.0 and torch.get_num_threads() == 1
+    monkeypatch.setattr(engine, "build_detector", lambda config, num_classes: _NaNModel())
+    with pytest.raises(engine.NonFiniteLossError):
+        engine.train(_config(shapes, tmp_path / "b", iters=4, max_nonfinite=1, threads=2))
+    assert (tiny * 1).item() != 0.0 and torch.get_num_threads() == 1
+
+
 def test_evaluate_checkpoint_and_experiment_grid(shapes, tmp_path):
     profile = ex.register_profile(ex.Profile(
         name="unittest", description="test grid",

@@ -649,6 +649,10 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
 
     log = log or (lambda message: None)
     signals = _StopSignals()
+    # setup_training changes process-wide settings (denormal flushing, intra-op threads) for
+    # speed; they are restored on return, so a caller's later float work is unaffected.
+    flushing_before = torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
+    threads_before = torch.get_num_threads()
     ctx = _init_distributed(config.device)
     try:
         run, resumed_at = setup_training(config, ctx, log)
@@ -747,5 +751,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
         }
     finally:
         signals.__exit__()
+        torch.set_flush_denormal(flushing_before)
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
         if ctx.initialised_here:
             torch.distributed.destroy_process_group()

@@ -347,6 +347,8 @@ def run_one(spec: RunSpec, *, results_dir: str | os.PathLike = DEFAULT_RESULTS_D
 
     An existing results JSON is returned as is.
     """
+    import torch
+
     from klhuber.detection.data import CocoDetection, coco_split_paths, dataset_hash
     from klhuber.detection.engine import train
     from klhuber.detection.evaluate import evaluate
@@ -368,8 +370,15 @@ def run_one(spec: RunSpec, *, results_dir: str | os.PathLike = DEFAULT_RESULTS_D
     train_img, train_ann = coco_split_paths(root, "train")
     val = CocoDetection(val_img, val_ann, train=False, cache=True,
                         max_images=spec.overrides.get("eval_max_images"))
-    metrics = evaluate(model, val, device=config.device if device.startswith("cuda") else "cpu",
-                       batch_size=profile.eval_batch_size, amp=config.amp)
+    threads_before = torch.get_num_threads()
+    if config.threads is not None:  # evaluate with the run's thread count, as it trained
+        torch.set_num_threads(config.threads)
+    try:
+        metrics = evaluate(model, val,
+                           device=config.device if device.startswith("cuda") else "cpu",
+                           batch_size=profile.eval_batch_size, amp=config.amp)
+    finally:
+        torch.set_num_threads(threads_before)
     log(f"[detect] {spec.run_id}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
         f"AP75 {metrics['AP75']:.3f}")
     hashes = {"train": dataset_hash(train_img, train_ann), "val": dataset_hash(val_img, val_ann)}
