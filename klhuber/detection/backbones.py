@@ -263,6 +263,9 @@ def _norm(pretrained: bool) -> type[nn.Module]:
 
 
 def resnet_body(backbone: str, trainable: int | None, pretrained: bool, **extra: Any) -> nn.Module:
+    """torchvision's ResNet + FPN body for ``backbone`` (``resnet18_fpn`` ... ``resnet101_fpn``),
+    never downloading weights: frozen batch norm and 3 trainable stages for pretrained weights,
+    trainable batch norm and all 5 stages from scratch (``trainable`` overrides the count)."""
     default = 3 if pretrained else 5
     return resnet_fpn_backbone(
         backbone_name=_resnet_name(backbone),
@@ -274,6 +277,8 @@ def resnet_body(backbone: str, trainable: int | None, pretrained: bool, **extra:
 
 
 def mobilenet_body(trainable: int | None, pretrained: bool, **extra: Any) -> nn.Module:
+    """torchvision's MobileNetV3-Large + FPN body, never downloading weights (3 trainable
+    stages for pretrained weights, all 6 from scratch; ``trainable`` overrides the count)."""
     default = 3 if pretrained else 6
     return mobilenet_backbone(
         backbone_name="mobilenet_v3_large",
@@ -338,7 +343,7 @@ def backbone_state_targets(
 
 def load_backbone_weights(model: nn.Module, backbone: str, path: str | Path) -> nn.Module:
     """Load a local torchvision *classification* checkpoint (e.g. ImageNet ``resnet50`` or
-    ``vgg16`` weights) into the backbone of a model from :func:`build_model`.
+    ``vgg16`` weights) into the backbone of a model from :func:`klhuber.detection.models.build_model`.
 
     Every backbone parameter and buffer must be present with the right shape (else
     ``ValueError``); the classifier's last layer is ignored.  VGG's fc6/fc7 initialise the

@@ -157,7 +157,8 @@ __all__ = [
 
 #: Box coordinates, in the order of ``StageLoss.sigma``.
 COORDINATES: tuple[str, ...] = _COORDINATES
-#: Loss kinds with a Laplace reading (see the module docstring): huber, smooth_l1, kl, l1.
+#: The loss kinds that have a Laplace reading, as the module docstring explains (huber,
+#: smooth_l1, kl and l1).
 KINDS: tuple[str, ...] = _stage.KINDS
 #: Width and height target encodings, ``log`` (eq. 27) or ``linear`` (Appendix D, eq. 89–90).
 WH_TARGETS: tuple[str, ...] = _stage.WH_TARGETS
