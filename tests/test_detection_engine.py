@@ -150,6 +150,38 @@ def test_train_restores_denormal_flushing_and_threads(shapes, tmp_path, monkeypa
     assert (tiny * 1).item() != 0.0 and torch.get_num_threads() == 1
 
 
+def test_a_run_being_trained_is_locked_against_a_second_process(shapes, tmp_path, monkeypatch):
+    """Two runners on one folder would interleave checkpoints: the second is refused at once
+    with a message naming the holder; the lock file alone does not make the folder 'used'."""
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / engine.LOCK, "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("process 12345 on elsewhere\n")
+        held.flush()
+        with pytest.raises(engine.RunLockedError, match="being trained right now by process "
+                                                         "12345 on elsewhere"):
+            engine.train(_config(shapes, out, iters=1))
+        assert not (out / engine.CHECKPOINT).exists()
+    summary = engine.train(_config(shapes, out, iters=1))  # released: the folder is usable
+    assert summary["iterations"] == 1
+
+    ran = []
+
+    def fake_run_one(spec, **kw):
+        if spec.run_id == "busy":
+            raise engine.RunLockedError("busy folder")
+        ran.append(spec.run_id)
+
+    monkeypatch.setattr(ex, "run_one", fake_run_one)
+    specs = [type("Spec", (), {"run_id": rid})() for rid in ("busy", "free")]
+    logged = []
+    ex._run_shard(ex.get_profile("quick"), specs, tmp_path, tmp_path, tmp_path, "cpu", None,
+                  None, log=logged.append)
+    assert ran == ["free"] and any("busy: skipped, busy folder" in m for m in logged)
+
+
 def test_evaluate_checkpoint_and_experiment_grid(shapes, tmp_path):
     profile = ex.register_profile(ex.Profile(
         name="unittest", description="test grid",

@@ -28,10 +28,12 @@ the epoch), horizontal flips come from a dedicated generator, and the model's ow
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -58,6 +60,7 @@ __all__ = [
     "MetricsWriter",
     "NonFiniteLossError",
     "RunExistsError",
+    "RunLockedError",
     "StepResult",
     "TrainingInterrupted",
     "TrainingRun",
@@ -85,6 +88,11 @@ class NonFiniteLossError(RuntimeError):
 class RunExistsError(ValueError):
     """The output folder already holds a run, and neither ``resume`` nor ``overwrite`` was
     given; or ``resume`` was given with a configuration that differs from the checkpoint's."""
+
+
+class RunLockedError(RunExistsError):
+    """Another process is training the run in this output folder right now (it holds the
+    folder's lock file); two writers would interleave their checkpoints and metrics."""
 
 
 class CheckpointError(RuntimeError):
@@ -196,6 +204,48 @@ def _stale_temporaries(out_dir: Path) -> list[Path]:
                   for p in out_dir.glob(f".{name}.*.tmp") if p.is_file())
 
 
+#: The lock file :func:`train` holds (``flock``, POSIX) in its output folder while it runs.
+LOCK = ".train.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(out_dir: Path, enabled: bool) -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir``'s :data:`LOCK` file for the duration, or raise
+    :class:`RunLockedError` at once if another process holds it.  The operating system
+    releases the lock when its holder exits, so a crashed run leaves no stale lock.  Where
+    there is no ``fcntl`` (not POSIX), or the folder cannot be made, nothing is locked (the
+    folder checks that follow give the error)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        fcntl = None
+    handle = None
+    if enabled and fcntl is not None and not (out_dir.exists() and not out_dir.is_dir()):
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(out_dir / LOCK, "a+", encoding="utf-8")  # noqa: SIM115
+        except OSError:
+            handle = None
+    try:
+        if handle is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunLockedError(
+                    f"{out_dir} is being trained right now by {holder}; wait for it to finish "
+                    f"or stop it (SIGTERM checkpoints it), then resume") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
+
+
 def _check_out_dir(config: TrainConfig) -> None:
     """Refuse a folder that holds a run unless ``resume`` or ``overwrite`` (every rank)."""
     out_dir = Path(config.out_dir)
@@ -204,7 +254,7 @@ def _check_out_dir(config: TrainConfig) -> None:
     if config.resume or config.overwrite or not out_dir.is_dir():
         return
     stale = set(_stale_temporaries(out_dir))
-    content = sorted(p.name for p in out_dir.iterdir() if p not in stale)
+    content = sorted(p.name for p in out_dir.iterdir() if p not in stale and p.name != LOCK)
     if content:
         shown = ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")
         raise RunExistsError(
@@ -654,7 +704,9 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
     flushing_before = torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
     threads_before = torch.get_num_threads()
     ctx = _init_distributed(config.device)
+    lock = contextlib.ExitStack()
     try:
+        lock.enter_context(_run_lock(Path(config.out_dir), enabled=ctx.main))
         run, resumed_at = setup_training(config, ctx, log)
         ckpt_file = checkpoint_path(config.out_dir)
         metrics = MetricsWriter(Path(config.out_dir) / METRICS, batch_size=config.batch_size,
@@ -750,6 +802,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
             "model": run.model,
         }
     finally:
+        lock.close()
         signals.__exit__()
         torch.set_flush_denormal(flushing_before)
         if torch.get_num_threads() != threads_before:

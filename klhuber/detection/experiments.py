@@ -474,9 +474,11 @@ def _run_shard(profile: Profile, runs: Sequence[RunSpec], results_dir: str | os.
                data_dir: str | os.PathLike, work_dir: str | os.PathLike, device: str,
                stop_after_s: float | None, command: str | None,
                log: Callable[[str], None] | None = None) -> None:
-    """:func:`run_one` over ``runs`` in order, not starting one after ``stop_after_s`` seconds.
-    In a worker process it registers ``profile`` (custom profiles live in the parent's memory
+    """:func:`run_one` over ``runs`` in order, not starting one after ``stop_after_s`` seconds;
+    a run that another process is training right now is skipped.  In a worker process it registers ``profile`` (custom profiles live in the parent's memory
     only)."""
+    from klhuber.detection.engine import RunLockedError
+
     start = time.perf_counter()
     if log is None:
         def log(message: str) -> None:
@@ -487,8 +489,11 @@ def _run_shard(profile: Profile, runs: Sequence[RunSpec], results_dir: str | os.
             log(f"[detect] stop-after-s {stop_after_s} reached; {spec.run_id} and later "
                 "runs left for the next call")
             break
-        run_one(spec, results_dir=results_dir, data_dir=data_dir, work_dir=work_dir,
-                device=device, command=command, log=log)
+        try:
+            run_one(spec, results_dir=results_dir, data_dir=data_dir, work_dir=work_dir,
+                    device=device, command=command, log=log)
+        except RunLockedError as busy:  # another runner (e.g. a second call) trains it now
+            log(f"[detect] {spec.run_id}: skipped, {busy}")
 
 
 def load_profile_results(results_dir: str | os.PathLike, profile: str) -> list[dict[str, Any]]:
