@@ -145,26 +145,39 @@ def test_accuracy_vs_mpmath_tensor_params(accuracy_points, dtype, impl):
     assert _max_ulps(d1.double().numpy(), pts["deriv"], dtype) * eps <= TOL[dtype]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_accuracy_vs_mpmath_chunked_scalar_params(accuracy_points, dtype, small_chunks):
-    """The chunked, branch-free CPU kernel (float alpha and beta) on the same points."""
-    pts = accuracy_points[dtype]
-    eps = torch.finfo(dtype).eps
+def _scalar_param_points(pts: dict, dtype: torch.dtype):
+    """Per (alpha, beta) of the grid: the points' mask, x (requires grad) and the scales as
+    the dtype rounds them (Python numbers: the scalar-parameter paths)."""
     for a in ALPHAS:
         for b in BETAS:
             sel = (pts["alpha"] == np.float64(torch.tensor(a, dtype=dtype).item())) & \
                   (pts["beta"] == np.float64(torch.tensor(b, dtype=dtype).item()))
             x = torch.tensor(pts["x"][sel], dtype=dtype, requires_grad=True)
             a_, b_ = float(torch.tensor(a, dtype=dtype)), float(torch.tensor(b, dtype=dtype))
-            val = kl_huber_loss(x, torch.zeros_like(x), a_, b_, reduction="none")
-            kl_huber_loss(x, torch.zeros_like(x), a_, b_, reduction="sum").backward()
-            ulps_v = _max_ulps(val.detach().double().numpy(), pts["value"][sel], dtype)
-            ulps_d = _max_ulps(x.grad.double().numpy(), pts["deriv"][sel], dtype)
-            key = f"chunked {dtype}"
-            MEASURED[key + " value"] = max(MEASURED.get(key + " value", 0), ulps_v)
-            MEASURED[key + " deriv"] = max(MEASURED.get(key + " deriv", 0), ulps_d)
-            assert ulps_v * eps <= TOL[dtype], (a, b, ulps_v)
-            assert ulps_d * eps <= TOL[dtype], (a, b, ulps_d)
+            yield sel, x, a_, b_
+
+
+def _record_and_check(key: str, pts: dict, sel, val: torch.Tensor, grad: torch.Tensor,
+                      dtype: torch.dtype, where: tuple) -> None:
+    """Worst ulps of value and derivative against mpmath: kept in MEASURED under ``key`` and
+    held to TOL."""
+    ulps_v = _max_ulps(val.detach().double().numpy(), pts["value"][sel], dtype)
+    ulps_d = _max_ulps(grad.double().numpy(), pts["deriv"][sel], dtype)
+    MEASURED[key + " value"] = max(MEASURED.get(key + " value", 0), ulps_v)
+    MEASURED[key + " deriv"] = max(MEASURED.get(key + " deriv", 0), ulps_d)
+    eps = torch.finfo(dtype).eps
+    assert ulps_v * eps <= TOL[dtype], (*where, ulps_v)
+    assert ulps_d * eps <= TOL[dtype], (*where, ulps_d)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_accuracy_vs_mpmath_chunked_scalar_params(accuracy_points, dtype, small_chunks):
+    """The chunked, branch-free CPU kernel (float alpha and beta) on the same points."""
+    pts = accuracy_points[dtype]
+    for sel, x, a_, b_ in _scalar_param_points(pts, dtype):
+        val = kl_huber_loss(x, torch.zeros_like(x), a_, b_, reduction="none")
+        kl_huber_loss(x, torch.zeros_like(x), a_, b_, reduction="sum").backward()
+        _record_and_check(f"chunked {dtype}", pts, sel, val, x.grad, dtype, (a_, b_))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -172,24 +185,13 @@ def test_accuracy_vs_mpmath_fused_scalar_params(accuracy_points, dtype, fused_im
     """The fused forward (C++ kernel, eager fallback, torch.compile) with its one-product
     backward, on the same points and within the same tolerances."""
     pts = accuracy_points[dtype]
-    eps = torch.finfo(dtype).eps
-    for a in ALPHAS:
-        for b in BETAS:
-            sel = (pts["alpha"] == np.float64(torch.tensor(a, dtype=dtype).item())) & \
-                  (pts["beta"] == np.float64(torch.tensor(b, dtype=dtype).item()))
-            x = torch.tensor(pts["x"][sel], dtype=dtype, requires_grad=True)
-            a_, b_ = float(torch.tensor(a, dtype=dtype)), float(torch.tensor(b, dtype=dtype))
-            val = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "none", impl=fused_impl)
-            loss = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "sum", impl=fused_impl)
-            assert type(loss.grad_fn).__name__ == "_FusedFnBackward"
-            loss.backward()
-            ulps_v = _max_ulps(val.detach().double().numpy(), pts["value"][sel], dtype)
-            ulps_d = _max_ulps(x.grad.double().numpy(), pts["deriv"][sel], dtype)
-            key = f"fused ({request.node.callspec.params['fused_impl']}) {dtype}"
-            MEASURED[key + " value"] = max(MEASURED.get(key + " value", 0), ulps_v)
-            MEASURED[key + " deriv"] = max(MEASURED.get(key + " deriv", 0), ulps_d)
-            assert ulps_v * eps <= TOL[dtype], (a, b, ulps_v)
-            assert ulps_d * eps <= TOL[dtype], (a, b, ulps_d)
+    key = f"fused ({request.node.callspec.params['fused_impl']}) {dtype}"
+    for sel, x, a_, b_ in _scalar_param_points(pts, dtype):
+        val = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "none", impl=fused_impl)
+        loss = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "sum", impl=fused_impl)
+        assert type(loss.grad_fn).__name__ == "_FusedFnBackward"
+        loss.backward()
+        _record_and_check(key, pts, sel, val, x.grad, dtype, (a_, b_))
 
 
 def _check_extreme_scale_ratios(dtype: torch.dtype, impls: tuple[str, ...]) -> None:
