@@ -17,7 +17,7 @@ __all__ = ["COMMANDS", "EXTRAS", "main", "missing_extra_message"]
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "book": ("klhuber.book", "execute the notebooks (papermill) and build the book"),
+    "book": ("klhuber.book.cli", "execute the notebooks (papermill) and build the book"),
     "toy": ("klhuber.toy", "run the Section 5 toy experiment (Figure 2)"),
     "interpret": ("klhuber.interpret", "interpret a detector's box-loss hyper-parameters"),
     "detect": ("klhuber.detection.cli", "train / evaluate detectors with interpretable box losses"),

@@ -38,8 +38,8 @@ import sympy as sp
 from IPython.display import display
 
 from klhuber import symbolic
+from klhuber.book.scorecard import Recorder
 from klhuber.plotting import color, use_style
-from klhuber.scorecard import Recorder
 
 use_style()
 recorder = Recorder("bounds", artefacts_dir, profile, device)

@@ -43,10 +43,10 @@ from matplotlib.patches import Rectangle
 
 from klhuber import interpret as ki
 from klhuber import toy
+from klhuber.book.scorecard import Recorder
 from klhuber.paper_values import tables as paper
 from klhuber.plotting import color, use_style
 from klhuber.plotting import markdown_table as md_table
-from klhuber.scorecard import Recorder
 
 use_style()
 recorder = Recorder("case_study", artefacts_dir, profile, device)
@@ -685,4 +685,4 @@ display(Markdown(
 # {py:func}`klhuber.interpret.matched_ratio_range`,
 # {py:func}`klhuber.interpret.from_smooth_l1`, {py:func}`klhuber.interpret.to_smooth_l1`,
 # {py:func}`klhuber.interpret.effective_lambda`, {py:class}`klhuber.interpret.StageLoss`,
-# {py:class}`klhuber.scorecard.Recorder`.
+# {py:class}`klhuber.book.scorecard.Recorder`.

@@ -41,12 +41,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
+from klhuber.book.scorecard import Recorder
 from klhuber.detection import experiments as ex
 from klhuber.detection import report as rp
 from klhuber.paper_values import detection as paper
 from klhuber.plotting import color, use_style
 from klhuber.plotting import markdown_table as md_table
-from klhuber.scorecard import Recorder
 
 use_style()
 recorder = Recorder("detectors", artefacts_dir, profile, device)

@@ -45,9 +45,9 @@ from sympy.parsing.sympy_parser import (
 )
 
 from klhuber import symbolic
+from klhuber.book.scorecard import Recorder
 from klhuber.paper_values import tables as paper
 from klhuber.plotting import color, use_style
-from klhuber.scorecard import Recorder
 
 use_style()
 recorder = Recorder("faster_rcnn_loss", artefacts_dir, profile, device)

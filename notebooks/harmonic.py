@@ -40,9 +40,9 @@ import torch
 from IPython.display import Markdown, display
 from scipy import special
 
+from klhuber.book.scorecard import Recorder
 from klhuber.plotting import color, use_style
 from klhuber.related import harmonic, symbolic
-from klhuber.scorecard import Recorder
 
 use_style()
 if device == "cpu":
@@ -259,4 +259,4 @@ _ = recorder.record(
 # {py:func}`klhuber.related.harmonic.harmonic_loss`, {py:func}`klhuber.related.harmonic.hiou_loss`,
 # {py:func}`klhuber.related.harmonic.hiou_from_iou`,
 # {py:func}`klhuber.related.harmonic.box_iou_pairwise`, `klhuber.related.symbolic.verify_all`,
-# {py:class}`klhuber.scorecard.Recorder`.
+# {py:class}`klhuber.book.scorecard.Recorder`.

@@ -39,8 +39,8 @@ from IPython.display import Markdown, display
 from scipy import integrate, special
 
 import klhuber
+from klhuber.book.scorecard import Recorder
 from klhuber.plotting import color, use_style
-from klhuber.scorecard import Recorder
 
 use_style()
 recorder = Recorder("huber_at_a_glance", artefacts_dir, profile, device)
@@ -186,4 +186,4 @@ _ = recorder.record(
 #
 # {py:func}`klhuber.losses.huber`, {py:func}`klhuber.losses.huber_bounds`,
 # {py:func}`klhuber.plotting.use_style`,
-# {py:class}`klhuber.scorecard.Recorder`.
+# {py:class}`klhuber.book.scorecard.Recorder`.

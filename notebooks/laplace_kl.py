@@ -41,8 +41,8 @@ import torch
 from IPython.display import Markdown, display
 
 from klhuber import symbolic
+from klhuber.book.scorecard import Recorder
 from klhuber.plotting import color, use_style
-from klhuber.scorecard import Recorder
 
 use_style()
 recorder = Recorder("laplace_kl", artefacts_dir, profile, device)

@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 
 import klhuber
+from klhuber.book.scorecard import Recorder
 from klhuber.plotting import color, use_style
-from klhuber.scorecard import Recorder
 
 use_style()
 recorder = Recorder("loss_family", artefacts_dir, profile, device)
@@ -377,4 +377,4 @@ _ = recorder.record(
 #
 # {py:func}`klhuber.losses.kl_huber`, {py:func}`klhuber.losses.huber`,
 # {py:func}`klhuber.losses.huber_bounds`, {py:func}`klhuber.plotting.use_style`,
-# {py:class}`klhuber.scorecard.Recorder`.
+# {py:class}`klhuber.book.scorecard.Recorder`.

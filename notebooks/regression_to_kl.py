@@ -36,7 +36,7 @@ results_dir = "../results"  # committed full-profile results (GPU runs) live her
 from IPython.display import display
 
 from klhuber import symbolic
-from klhuber.scorecard import Recorder
+from klhuber.book.scorecard import Recorder
 
 recorder = Recorder("regression_to_kl", artefacts_dir, profile, device)
 
@@ -144,4 +144,4 @@ _ = recorder.record(
 # ## Library functions used
 #
 # {py:func}`klhuber.symbolic.claim_gaussian_nll`, {py:func}`klhuber.symbolic.claim_kl_cross_entropy`,
-# {py:class}`klhuber.symbolic.ClaimResult`, {py:class}`klhuber.scorecard.Recorder`.
+# {py:class}`klhuber.symbolic.ClaimResult`, {py:class}`klhuber.book.scorecard.Recorder`.

@@ -43,11 +43,11 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 
 from klhuber import losses, toy
+from klhuber.book.scorecard import Recorder
 from klhuber.paper_values import related as paper
 from klhuber.plotting import color, use_style
 from klhuber.plotting import markdown_table as md_table
 from klhuber.related import barron
-from klhuber.scorecard import Recorder
 
 with warnings.catch_warnings():  # tqdm.auto (used by klhuber.toy) warns on import that the
     warnings.simplefilter("ignore")  # notebook widgets are missing; the book shows no progress bars
@@ -319,4 +319,4 @@ _ = recorder.record(
 # {py:func}`klhuber.losses.kl_huber`, {py:func}`klhuber.losses.kl_huber_derivative`,
 # {py:func}`klhuber.toy.make_data`, {py:func}`klhuber.toy.exact_grid`,
 # {py:func}`klhuber.toy.design_matrix`, {py:func}`klhuber.related.barron.fit_polynomial`,
-# {py:class}`klhuber.scorecard.Recorder`.
+# {py:class}`klhuber.book.scorecard.Recorder`.

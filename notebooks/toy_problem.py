@@ -42,10 +42,10 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from klhuber import toy
+from klhuber.book.scorecard import Recorder
 from klhuber.paper_values import toy as paper
 from klhuber.plotting import markdown_table as table
 from klhuber.plotting import use_style
-from klhuber.scorecard import Recorder
 
 use_style()
 recorder = Recorder("toy_problem", artefacts_dir, profile, device)

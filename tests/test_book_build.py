@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from klhuber import book
-from klhuber.scorecard import ARTEFACTS
+from klhuber.book.scorecard import ARTEFACTS
 
 pytestmark = pytest.mark.slow
 

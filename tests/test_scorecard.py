@@ -1,10 +1,11 @@
-"""klhuber.scorecard and the generated scorecard page."""
+"""klhuber.book.scorecard and the generated scorecard page."""
 
 from __future__ import annotations
 
 import pytest
 
-from klhuber import book, scorecard
+from klhuber import book
+from klhuber.book import scorecard
 
 
 def test_every_paper_map_row_has_an_artefact():

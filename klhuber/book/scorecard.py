@@ -2,8 +2,8 @@
 
 A notebook creates one :class:`Recorder` and calls :meth:`Recorder.record` once per artefact
 of ``ARTEFACTS`` it covers.  Each call appends a row to a JSON sidecar
-(``<artefacts_dir>/<chapter>.json``); the book runner turns all sidecars into the scorecard
-page.  Recording an artefact as ``"verified"`` with a failing check raises, so the notebook
+(``<artefacts_dir>/<chapter>.json``); the book build turns all sidecars into the scorecard
+page (:func:`klhuber.book.scorecard_page.write_scorecard`).  Recording an artefact as ``"verified"`` with a failing check raises, so the notebook
 and with it the build fail.
 """
 
