@@ -3,16 +3,14 @@
 Nothing in the library reads these values to compute anything; the ``detectors`` chapter
 shows them in a "paper" column group next to the numbers measured by
 :mod:`klhuber.detection.experiments`.  Values are COCO mAP in percent at IoU 0.5, at IoU 0.75
-and averaged over 0.5-0.95 (COCO's AP), keyed by the presets of :mod:`klhuber.interpret`.
-Tables 3 and 4 are in the main text (seed 000); Tables 5 and 6 in Appendices D and E (seed 001).
+and averaged over 0.5-0.95 (COCO's AP), in that order (AP50, AP75, AP), keyed by the presets of
+:mod:`klhuber.interpret`. Tables 3 and 4 are in the main text of Meyer (CVPR 2021); Tables 5
+and 6 in its Appendices D and E.
 """
 
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "SETUPS", "TABLE3", "TABLE4", "TABLE5", "TABLE6", "TABLES"]
-
-#: Column order of every table: (mAP@0.5, mAP@0.75, mAP@[0.5:0.95]).
-COLUMNS: tuple[str, ...] = ("AP50", "AP75", "AP")
+__all__ = ["SETUPS", "TABLE3", "TABLE4", "TABLE5", "TABLE6", "TABLES"]
 
 #: Table 3, "Faster R-CNN Performance" (VGG-16, COCO 2014 train -> val).  ``baseline`` is the
 #: row "Baseline [18]" (the Faster R-CNN paper's own number; AP75 not reported: ``None``).

@@ -1,4 +1,6 @@
-"""Values quoted in the companion documents of the related-losses chapters (seeds 002-004).
+"""Values quoted by the sources of the related-losses chapters, beside Meyer (CVPR 2021):
+lecture slides on regression losses (Smooth L1) and a blog review of Barron, "A General and
+Adaptive Robust Loss Function" (CVPR 2019).
 
 For side-by-side display ("paper" next to "measured") and tests only; never used as a result.
 """
@@ -7,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-#: Seed 002 (lecture slides on regression losses): Smooth L1 and its parameterised form.
+#: Lecture slides on regression losses: Smooth L1 and its parameterised form.
 SMOOTH_L1 = {
     "default_beta": 1.0,  # smooth_L1(x) = 0.5 x^2 if |x| < 1 else |x| - 0.5
     "question": "Why 1? Can I use 2 or 5?",
@@ -18,7 +20,7 @@ SMOOTH_L1 = {
     "derivative_smooth_l1": "x if |x| < 1 else ±1",
 }
 
-#: Seed 003 (blog review of Barron, CVPR 2019): special cases and the outlier demo.
+#: A blog review of Barron (CVPR 2019): special cases and the outlier demo.
 BARRON = {
     "special_cases": {  # alpha -> name, as listed in the blog / reference implementation
         2.0: "L2",
@@ -44,16 +46,4 @@ BARRON = {
         "adaptive_result": "close to the true line, negligibly affected by the outliers",
     },
     "partition_closed_forms": {0.0: "pi * sqrt(2)", 2.0: "sqrt(2 pi)"},
-}
-
-#: Seed 004 (supplement of Wang & Zhang): Harmonic and HIoU losses.
-HARMONIC = {
-    "eq5": "(1 + p + e^{-L(t)} log p) dL/dt",
-    "eq8": "1 + e^{-y} - y e^{-x}",
-    "eq9": "x > ln y - ln(1 + e^{-y})",
-    "eq10": "L_reg - (1 + e^{-L_reg}) / p",
-    "eq12": "(1 + IoU)^(gamma - 1) ((gamma - 1) - (gamma + 1) IoU)",
-    "eq13": "IoU >= (gamma - 1) / (gamma + 1)",
-    "gamma_condition": "gamma <= 1",
-    "eq9_claim": "basically always true during training",
 }

@@ -22,25 +22,8 @@ SETUP = {
     "score": "RMSE over a noise-free test set",
 }
 
-#: What the paper leaves open (the chapter documents our choices for these).
-UNSPECIFIED = (
-    "feature scaling / basis of the polynomial",
-    "learning-rate and alpha grids",
-    "number of gradient-descent iterations and initialisation",
-    "noise-scale values on the x-axis of Figure 2",
-    "number of repetitions (seeds) per point",
-    "test-set size",
-)
-
 #: The claim of Section 5 about Figure 2 (quoted).
 CLAIM_FIG2 = (
     "there is a near linear relationship between the scale of the label noise and the optimal "
     "alpha parameter for each of the distributions"
 )
-#: The caption of Figure 2 (quoted).
-CAPTION_FIG2 = (
-    "For each distribution, there is an approximate linear relationship between the noise and "
-    "the optimal parameter."
-)
-#: Slopes / intercepts of Figure 2: not stated in the paper.
-FIG2_SLOPES = None
