@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 
-
 def _checkout_root() -> Path | None:
     """The klhuber source checkout this package is imported from (an editable install or
     ``python -m`` from the checkout), or ``None`` for an installed wheel."""
@@ -46,8 +45,9 @@ def _checkout_root() -> Path | None:
 
 #: The klhuber checkout holding this package, ``None`` when it is installed from a wheel.
 CHECKOUT_ROOT: Path | None = _checkout_root()
-#: Where repository-relative defaults live (``results/``, ``.cache/``): the checkout, or for
-#: an installed wheel the current directory when klhuber was imported.
+#: Root of the detection experiments' default folders ``results/`` and ``.cache/``, which is
+#: the checkout, or for an installed wheel the current directory when klhuber was imported.
+#: The book takes its folders from the book found from the current directory instead.
 REPO_ROOT = CHECKOUT_ROOT if CHECKOUT_ROOT is not None else Path.cwd()
 
 
