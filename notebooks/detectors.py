@@ -90,11 +90,22 @@ if runs:
     verdicts = rp.claim_verdicts(runs, noise_t)
     sweeps = rp.alpha_sweep(runs, arch="retinanet", metric="AP75")
     sweeps_ap = {s.noise: s for s in rp.alpha_sweep(runs, arch="retinanet", metric="AP")}
-    seeds_done = sorted({r["seed"] for r in runs})
+    own = [r for r in runs if r["profile"] == EVIDENCE]
+    added = {}  # runs of profiles that add seeds to the evidence grid (the gpu profile)
+    for r in runs:
+        if r["profile"] != EVIDENCE:
+            added.setdefault(r["profile"], []).append(r)
+
+    def seed_list(rs):
+        return ", ".join(map(str, sorted({r["seed"] for r in rs})))
+
+    extra = "".join(
+        f" {len(rs)} runs of the `{name}` profile add seeds {seed_list(rs)} to the same cells "
+        "(same data and training settings, another device)." for name, rs in added.items())
     lines = [
-        f"**{len(runs)} of the {len(planned)} planned runs** of the `{EVIDENCE}` profile are "
-        f"committed (seeds {', '.join(map(str, seeds_done))}; every preset of a seed shares its "
-        "initial weights and data order, so presets are compared per seed). Intervals are 95 % "
+        f"**{len(own)} of the {len(planned)} planned runs** of the `{EVIDENCE}` profile are "
+        f"committed (seeds {seed_list(own)}; every preset of a seed shares its initial weights "
+        f"and data order, so presets are compared per seed).{extra} Intervals are 95 % "
         "Student-t intervals over seeds; a claim counts as *reproduced* only when its interval "
         "excludes the opposite.",
         "",
@@ -406,6 +417,15 @@ assert len(recorder.rows) == 5
 # `--jobs 2` trains two runs at a time, one thread each, which uses two cores better than one
 # run with two threads. `klhuber book run detectors --profile full` continues the same grid
 # before re-rendering this page.
+#
+# On a GPU, the `gpu` profile runs the same grid with seeds 3–8, several small models per
+# device; its results go to `results/detection/gpu/` and count as further seeds of the tables
+# above, but only when they were trained with the same settings on the same data (the report
+# checks both and refuses to pool otherwise):
+#
+# ```bash
+# klhuber detect experiment --profile gpu --device cuda --jobs 8 --stop-after-s 400
+# ```
 #
 # (detectors-pipeline)=
 # ## Pipeline check (quick profile)

@@ -125,6 +125,71 @@ def test_load_runs_refuses_mixtures_and_broken_files(tmp_path):
         rp.load_runs(tmp_path, "cpu")
 
 
+RECIPE = {"iters": 1500, "lr": 0.02, "min_size": 64, "fix_sizes": False}
+
+
+def trained(arch, preset, noise, seed, profile="cpu", device="cpu", **recipe):
+    r = run(arch, preset, noise, seed, profile=profile)
+    r["config"] = {**RECIPE, **recipe, "device": device, "seed": seed, "box_loss": preset,
+                   "threads": 1 if device == "cpu" else None,
+                   "out_dir": f"/somewhere/{profile}/{r['run_id']}"}
+    return r
+
+
+def test_load_runs_pools_the_seeds_a_gpu_adds_to_the_cpu_grid(tmp_path):
+    from klhuber.detection.experiments import get_profile
+
+    assert get_profile("gpu").adds_seeds_to == "cpu"
+    assert set(get_profile("gpu").seeds).isdisjoint(get_profile("cpu").seeds)
+    write(tmp_path / "cpu", [trained("retinanet", p, 0.1, s)
+                             for p in ("implementation", "experiment_a") for s in (0, 1)])
+    write(tmp_path / "gpu", [trained("retinanet", p, 0.1, 3, profile="gpu", device="cuda")
+                             for p in ("implementation", "experiment_a")])
+    pooled = rp.load_runs(tmp_path, "cpu")
+    assert sorted((r["profile"], r["seed"]) for r in pooled if r["preset"] == "experiment_a") \
+        == [("cpu", 0), ("cpu", 1), ("gpu", 3)]
+    assert rp.paired_difference(pooled, "retinanet", "experiment_a", "implementation", 0.1,
+                                "AP").n == 3
+    assert {r["profile"] for r in rp.load_runs(tmp_path, "cpu", pool=False)} == {"cpu"}
+    # the gpu profile on its own reads only its own folder (nothing adds seeds to it)
+    assert {r["profile"] for r in rp.load_runs(tmp_path, "gpu")} == {"gpu"}
+
+
+def test_load_runs_refuses_pooled_runs_of_another_recipe_or_a_repeated_seed(tmp_path):
+    write(tmp_path / "cpu", [trained("fasterrcnn", "implementation", 0.1, s) for s in (0, 1)])
+    # an older run that never wrote a switch counts as the switch off
+    legacy = trained("fasterrcnn", "publication", 0.1, 0)
+    del legacy["config"]["fix_sizes"]
+    write(tmp_path / "cpu", [legacy])
+    assert len(rp.load_runs(tmp_path, "cpu")) == 3
+    write(tmp_path / "gpu", [trained("fasterrcnn", "publication", 0.1, 3, profile="gpu",
+                                     device="cuda", iters=200)])
+    with pytest.raises(rp.ResultsError, match=r"different settings \(iters\)"):
+        rp.load_runs(tmp_path, "cpu")
+    assert len(rp.load_runs(tmp_path, "cpu", pool=False)) == 3
+    write(tmp_path / "gpu", [trained("fasterrcnn", "publication", 0.1, 3, profile="gpu",
+                                     device="cuda")])
+    assert len(rp.load_runs(tmp_path, "cpu")) == 4
+    # the same cell and seed from both profiles: which one would count?
+    write(tmp_path / "gpu", [trained("fasterrcnn", "implementation", 0.1, 1, profile="gpu",
+                                     device="cuda")])
+    with pytest.raises(rp.ResultsError, match="repeats a seed of profile 'cpu'"):
+        rp.load_runs(tmp_path, "cpu")
+    (tmp_path / "gpu" / "fasterrcnn-implementation-noise0.1-seed1.json").unlink()
+    # a run of the cpu profile filed under gpu/ is refused, as in any folder
+    write(tmp_path / "gpu", [trained("fasterrcnn", "implementation", 0.1, 4)])
+    with pytest.raises(rp.ResultsError, match="belongs to profile 'cpu', not 'gpu'"):
+        rp.load_runs(tmp_path, "cpu")
+
+
+def test_load_runs_refuses_runs_of_one_profile_trained_differently(tmp_path):
+    # e.g. a smoke run with --overrides '{"iters": 4}' written into the evidence folder
+    write(tmp_path / "cpu", [trained("retinanet", "implementation", 0.1, 0),
+                             trained("retinanet", "experiment_a", 0.1, 0, iters=4)])
+    with pytest.raises(rp.ResultsError, match="different settings"):
+        rp.load_runs(tmp_path, "cpu")
+
+
 def test_alpha_sweep_summary():
     alphas = (0.0, 0.17678, 0.70711, 2.8284)
     runs = []

@@ -90,6 +90,10 @@ class Profile:
     #: runs first and later sessions continue the grid.  A fourth element, a tuple of seeds,
     #: restricts a cell to those seeds.
     grid: tuple[tuple[Any, ...], ...] | None = None
+    #: The profile whose tables this one's runs add seeds to (the ``gpu`` profile runs the
+    #: ``cpu`` grid with other seeds); :func:`klhuber.detection.report.load_runs` pools them
+    #: after checking that both trained the same way on the same data.
+    adds_seeds_to: str | None = None
 
 
 _FRCNN_SMALL = {
@@ -100,10 +104,12 @@ _FRCNN_SMALL = {
 }
 _RETINA_SMALL = {"detections_per_img": 30, "topk_candidates": 200}
 
+# One thread: the quick profile is the book's pipeline check, and with two threads a second busy
+# process on a 2-core machine makes the OpenMP threads spin-wait (a 200 s cell took over 900 s).
 _QUICK_TRAIN_COMMON = {
     "backbone": "resnet18_fpn", "iters": 50, "batch_size": 2, "lr": 0.01, "warmup_iters": 10,
     "milestones": (40,), "clip_grad_norm": 10.0, "min_size": 64, "max_size": 64,
-    "anchor_sizes": (8, 16, 32, 64, 128), "threads": 2, "checkpoint_every": 1000,
+    "anchor_sizes": (8, 16, 32, 64, 128), "threads": 1, "checkpoint_every": 1000,
     "log_every": 10, "cache_images": True, "progress": False,
 }
 QUICK = Profile(
@@ -514,6 +520,7 @@ GPU = register_profile(replace(
                 f"with seeds {GPU_SEEDS[0]}-{GPU_SEEDS[-1]} (they add to the cpu profile's "
                 "seeds 0-2), run with --device cuda --jobs 8 (several small models per GPU)",
     seeds=GPU_SEEDS,
+    adds_seeds_to="cpu",
     schedule_note=CPU.schedule_note.replace("one CPU thread per run",
                                             "one CUDA device shared by several runs (float32)"),
 ))

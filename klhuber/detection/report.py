@@ -74,25 +74,64 @@ def run_noise(run: dict[str, Any]) -> float:
     return float(run["data"]["true_label_noise"]["edge_scale"])
 
 
-def load_runs(results_dir: str | Path, profile: str) -> list[dict[str, Any]]:
+#: Settings of a run's ``config`` that may differ between runs of one table: where it ran and
+#: what it wrote, not how it trained (the preset, ``box_loss``, and the ``seed`` are the table's
+#: own coordinates).
+_PER_RUN_SETTINGS = frozenset({
+    "data_root", "out_dir", "box_loss", "seed", "device", "threads", "flush_denormal",
+    "workers", "progress", "resume", "stop_at", "overwrite", "log_every", "checkpoint_every",
+    "max_nonfinite"})
+
+
+def _recipe(run: dict[str, Any]) -> dict[str, Any]:
+    # an unset switch (None, or absent from runs of older versions) is the same as off
+    return {k: v for k, v in run["config"].items()
+            if k not in _PER_RUN_SETTINGS and v is not None and v is not False}
+
+
+def _load_folder(folder: Path, profile: str) -> list[dict[str, Any]]:
+    runs = [_load_one(p) for p in sorted(folder.glob("*.json"))]
+    for run in runs:
+        if run["profile"] != profile:
+            raise ResultsError(f"run {run['run_id']} in {folder} belongs to profile "
+                               f"{run['profile']!r}, not {profile!r}; tables never mix profiles")
+    return runs
+
+
+def _pooled_profiles(profile: str) -> list[str]:
+    """The profiles whose runs add seeds to ``profile`` (``Profile.adds_seeds_to``)."""
+    from klhuber.detection.experiments import PROFILES
+
+    return sorted(p.name for p in PROFILES.values() if p.adds_seeds_to == profile)
+
+
+def load_runs(results_dir: str | Path, profile: str, *, pool: bool = True
+              ) -> list[dict[str, Any]]:
     """All runs of ``profile`` under ``results_dir/<profile>/``, sorted by run id.
 
+    With ``pool`` (the default), the runs of every profile that adds seeds to ``profile``
+    (:attr:`klhuber.detection.experiments.Profile.adds_seeds_to`: the ``gpu`` profile's seeds
+    3-8 add to the ``cpu`` profile's 0-2) are read from their own folders too, after checking
+    that they trained the same way; each run keeps its own ``"profile"``.
+
     Raises :class:`ResultsError` when the folder is missing or empty, when a file is not a
-    complete run result, when a run belongs to another profile, or when the runs come from
-    different data sets (another generator recipe, or other validation images).
+    complete run result, when a run belongs to another profile, when the runs come from
+    different data sets (another generator recipe, or other validation images), when runs of
+    one architecture trained with different settings (another schedule, image size, ...), or
+    when two runs share a table cell and seed.
     """
     folder = Path(results_dir) / profile
     if not folder.is_dir():
         raise ResultsError(
             f"no results folder {folder} for profile {profile!r}; run `klhuber detect experiment "
             f"--profile {profile} --results-dir {Path(results_dir)}` first")
-    runs = [_load_one(p) for p in sorted(folder.glob("*.json"))]
+    runs = _load_folder(folder, profile)
     if not runs:
         raise ResultsError(f"{folder} holds no run results for profile {profile!r}")
-    for run in runs:
-        if run["profile"] != profile:
-            raise ResultsError(f"run {run['run_id']} in {folder} belongs to profile "
-                               f"{run['profile']!r}, not {profile!r}; tables never mix profiles")
+    if pool:
+        for extra in _pooled_profiles(profile):
+            if (Path(results_dir) / extra).is_dir():
+                runs += _load_folder(Path(results_dir) / extra, extra)
     # One generator recipe (the training-label noise aside), and per noise level one data set
     # (the validation files record the recipe, so their hash differs between noise levels).
     recipes = {json.dumps({k: v for k, v in run["data"]["spec"].items() if k != "noise_scale"},
@@ -105,6 +144,23 @@ def load_runs(results_dir: str | Path, profile: str) -> list[dict[str, Any]]:
     if count > 1:
         raise ResultsError(f"the runs in {folder} come from {count} different data sets; "
                            "results of different data sets are never compared in one table")
+    first: dict[str, dict[str, Any]] = {}
+    cells: dict[tuple[Any, ...], str] = {}
+    for run in sorted(runs, key=lambda r: (r["profile"] != profile, r["run_id"])):
+        ref = first.setdefault(run["arch"], run)
+        mine, theirs = _recipe(run), _recipe(ref)
+        differing = sorted(k for k in mine.keys() | theirs.keys()
+                           if mine.get(k) != theirs.get(k))
+        if differing:
+            raise ResultsError(
+                f"runs {ref['run_id']} ({ref['profile']}) and {run['run_id']} "
+                f"({run['profile']}) trained with different settings ({', '.join(differing)}); "
+                "one table compares runs of one training recipe only")
+        key = (run["arch"], run["preset"], run_noise(run), int(run["seed"]))
+        if key in cells:
+            raise ResultsError(f"run {run['run_id']} of profile {run['profile']!r} repeats a "
+                               f"seed of profile {cells[key]!r}; each seed counts once")
+        cells[key] = run["profile"]
     return sorted(runs, key=lambda r: r["run_id"])
 
 
