@@ -36,7 +36,8 @@ def test_every_module_mutates_existing_files_against_existing_tests(name):
 def test_the_mutated_modules_cover_the_issue():
     mutated = {p for m in CONFIG["modules"].values() for p in m["mutate"]}
     for path in ("klhuber/losses.py", "klhuber/symbolic.py",
-                 "klhuber/detection/box_losses.py", "klhuber/scorecard.py", "klhuber/book.py"):
+                 "klhuber/detection/box_losses.py", "klhuber/book/scorecard.py",
+                 "klhuber/book/scorecard_page.py"):
         assert path in mutated
     assert any(p.startswith("klhuber/toy/") for p in mutated)
     assert any(p.startswith("klhuber/interpret") for p in mutated)
@@ -61,8 +62,23 @@ def test_workspace_config_is_valid_toml(tmp_path, monkeypatch):
     monkeypatch.setattr(driver, "WORK", tmp_path)
     work = driver.prepare_workspace("book_guards", CONFIG["modules"]["book_guards"])
     config = tomllib.loads((work / "pyproject.toml").read_text())["tool"]["mutmut"]
-    assert config["only_mutate"] == ["klhuber/book.py"]
+    assert config["only_mutate"] == CONFIG["modules"]["book_guards"]["mutate"]
     assert config["pytest_add_cli_args_test_selection"] == ["tests/test_scorecard.py"]
     assert config["do_not_mutate_patterns"] == CONFIG["modules"]["book_guards"][
         "do_not_mutate_patterns"]
     assert (work / "klhuber").resolve() == REPO / "klhuber"
+
+
+def test_workspace_passes_a_modules_extra_pytest_args(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    module = CONFIG["modules"]["symbolic"]
+    work = driver.prepare_workspace("symbolic", module)
+    config = tomllib.loads((work / "pyproject.toml").read_text())["tool"]["mutmut"]
+    args = config["pytest_add_cli_args"]
+    assert args[-len(module["pytest_args"]):] == module["pytest_args"]
+    assert "not slow and not cuda" in args
+    for i, arg in enumerate(args):  # every deselected test exists
+        if arg == "--deselect":
+            path, name = args[i + 1].split("::")
+            assert f"def {name}(" in (REPO / path).read_text(encoding="utf-8")
