@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -92,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"klhuber {name}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`klhuber ... --list | head`): not an error
+        # Python would report the pipe again when it flushes stdout at exit; point stdout at
+        # /dev/null first (the recipe of the `signal` module's documentation)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the shell's status for a command ended by a closed pipe
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -95,3 +95,15 @@ def test_book_without_the_book_extra_names_it(monkeypatch, capsys):
     assert cli.main(["book", "list"]) == 2
     err = capsys.readouterr().err
     assert "'yaml'" in err and "pip install 'klhuber[book]'" in err and "Traceback" not in err
+
+
+def test_a_closed_pipe_ends_a_listing_quietly(tmp_path):
+    # `klhuber detect experiment --list | head -1`: the reader goes away before the listing ends
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klhuber", "detect", "experiment", "--profile", "cpu", "--list",
+         "--results-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
