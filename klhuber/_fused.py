@@ -8,7 +8,7 @@ writing the loss (or its sum) and, when a backward will follow, the derivative
   and cached in ``$KLHUBER_CACHE`` (default ``~/.cache/klhuber``), called through
   :mod:`ctypes` (a few microseconds per call, the GIL released, threads for large tensors).
   It computes in the dtype of the data, with AVX2-width vectors (8 floats, 4 doubles), an
-  inline exponential of about 1 ulp and the polynomials of ``klhuber.losses``; the sum of a
+  inline exponential of about 1 ulp and the polynomials of ``klhuber._phi``; the sum of a
   reduction is accumulated in float64.  ``KLHUBER_NO_KERNEL=1`` disables it; without a
   compiler it is ``None``;
 * :func:`torch.compile` with dynamic shapes of the same formulas (any device; on CUDA one
@@ -38,10 +38,11 @@ import torch
 from torch import Tensor
 
 from klhuber._cpp import compile_library
+from klhuber._phi import PHI_U
 
-#: dtype -> (switch point t, coefficients of phi in powers of u), registered by
-#: ``klhuber.losses`` (its ``_PHI_U``): the one source of the polynomials for every path.
-PHI: dict[torch.dtype, tuple[float, tuple[float, ...]]] = {}
+#: dtype -> (switch point t, coefficients of phi in powers of u): the one source of the
+#: polynomials for every path.
+PHI = PHI_U
 
 #: Number of compilations done by this module: C++ kernel builds plus graphs compiled by
 #: :func:`torch.compile` for the compiled fused forward.  Read with :func:`compilations`.
@@ -115,7 +116,7 @@ static inline vd vexp(vd m) {
   return p * s;
 }
 
-// phi(u) = (e^{-u} - 1 + u)/u^2 on [0, t) and t, per dtype (klhuber.losses._PHI_U)
+// phi(u) = (e^{-u} - 1 + u)/u^2 on [0, t) and t, per dtype (klhuber._phi.PHI_U)
 static inline vf phi(vf uc) {
   vf p = (vf){} + PHI32_LAST;
 PHI32_HORNER
@@ -264,11 +265,6 @@ def cpu_kernel() -> Any:
     ``-O3 -march=native`` and without ``-ffast-math`` (which would change the floating-point
     mode of the process and the rounding of the formulas)."""
     import ctypes
-
-    if not PHI:  # filled in by klhuber.losses (its polynomials) when that module is imported
-        import klhuber.losses  # noqa: F401
-    if not PHI:
-        return None
 
     def built() -> None:
         _COMPILES["kernel"] += 1

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from klhuber import losses
+from klhuber import _chunked, _dispatch, _fused, _phi
 from klhuber.losses import (
     AdaptiveKLHuberLoss,
     HuberLoss,
@@ -46,9 +46,9 @@ def naive_kl_huber(x: torch.Tensor, alpha, beta) -> torch.Tensor:
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Exercise the chunked eager CPU kernel on small tensors (the fused C++ kernel, which
     the default path prefers, switched off)."""
-    monkeypatch.setattr(losses, "_CHUNK", 1024)
-    monkeypatch.setattr(losses, "_CHUNK_MIN", 0)
-    monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
+    monkeypatch.setattr(_chunked, "CHUNK", 1024)
+    monkeypatch.setattr(_chunked, "CHUNK_MIN", 0)
+    monkeypatch.setattr(_fused, "cpu_kernel", lambda: None)
 
 
 @pytest.fixture(params=["kernel", "eager", "compiled"])
@@ -56,10 +56,10 @@ def fused_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """The ``impl=`` that reaches each fused forward on the CPU: the C++ kernel
     (``impl="fused"``), its eager fallback (no kernel, no torch.compile) and torch.compile
     with dynamic shapes (``impl="compiled"``)."""
-    if request.param == "kernel" and losses._fused.cpu_kernel() is None:
+    if request.param == "kernel" and _fused.cpu_kernel() is None:
         pytest.skip("no C++ compiler for the fused kernel")
     if request.param == "eager":
-        monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
+        monkeypatch.setattr(_fused, "cpu_kernel", lambda: None)
         monkeypatch.setenv("KLHUBER_NO_COMPILE", "1")
     return "compiled" if request.param == "compiled" else "fused"
 
@@ -236,7 +236,7 @@ def test_report_measured_ulps(capsys):
 
 
 def test_polynomial_coefficients_vs_mpmath():
-    for dtype, (t, coeffs) in losses._PHI_U.items():
+    for dtype, (t, coeffs) in _phi.PHI_U.items():
         worst = 0.0
         with mpmath.workdps(50):
             for u in np.linspace(0, t, 101)[1:]:
@@ -529,7 +529,7 @@ def test_gradcheck_all_arguments(impl):
 
 
 def test_gradcheck_chunked_path(small_chunks, monkeypatch):
-    monkeypatch.setattr(losses, "_CHUNK", 128)
+    monkeypatch.setattr(_chunked, "CHUNK", 128)
     gen = torch.Generator().manual_seed(4)
     x = (torch.randn(3000, generator=gen, dtype=F64) * 2).requires_grad_()
     t = torch.randn(3000, generator=gen, dtype=F64)
@@ -550,7 +550,7 @@ def test_gradcheck_chunked_path(small_chunks, monkeypatch):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_chunked_threads_inference_mode_and_weighted_grad(small_chunks, monkeypatch, workers):
-    monkeypatch.setattr(losses, "_MAX_WORKERS", workers)
+    monkeypatch.setattr(_chunked, "MAX_WORKERS", workers)
     x = torch.randn(10_000, dtype=torch.float32, requires_grad=True)
     t = torch.randn(10_000)
     w = torch.rand(10_000)
@@ -662,13 +662,13 @@ def test_saves_at_most_one_new_input_sized_tensor(path, monkeypatch):
     """Besides references to its inputs, backward keeps at most D' (the fused path and the
     chunked CPU path write it in the forward pass; the general path recomputes it)."""
     if path != "fused":
-        monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
+        monkeypatch.setattr(_fused, "cpu_kernel", lambda: None)
     if path == "chunked":
-        monkeypatch.setattr(losses, "_CHUNK", 256)
-        monkeypatch.setattr(losses, "_CHUNK_MIN", 0)
+        monkeypatch.setattr(_chunked, "CHUNK", 256)
+        monkeypatch.setattr(_chunked, "CHUNK_MIN", 0)
     elif path == "general":
-        monkeypatch.setattr(losses, "_CHUNK_MIN", 10**9)
-        monkeypatch.setattr(losses, "_fused_kind", lambda *args: None)
+        monkeypatch.setattr(_chunked, "CHUNK_MIN", 10**9)
+        monkeypatch.setattr(_dispatch, "fused_kind", lambda *args: None)
     x = torch.randn(1000, requires_grad=True)
     t = torch.randn(1000)
     for reduction in ("mean", "none"):
@@ -837,8 +837,8 @@ def test_cuda_fused_accuracy_and_compilations(accuracy_points, dtype):
                 * eps <= TOL[dtype], (a, b)
             assert _max_ulps(x.grad.double().cpu().numpy(), pts["deriv"][sel], dtype) \
                 * eps <= TOL[dtype], (a, b)
-    before = losses._fused.compilations()
+    before = _fused.compilations()
     for n in range(3, 3 + 11 * 50, 11):
         x = torch.randn(n, 4, dtype=dtype, device="cuda", requires_grad=True)
         kl_huber_loss(x, torch.zeros_like(x), 0.5, 2.0).backward()
-    assert losses._fused.compilations() - before <= 2
+    assert _fused.compilations() - before <= 2

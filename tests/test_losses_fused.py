@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from klhuber import _fused, losses
+from klhuber import _dispatch, _fused
 from klhuber.losses import KLHuberLoss, kl_huber, kl_huber_derivative, kl_huber_loss
 
 HAS_KERNEL = _fused.cpu_kernel() is not None
@@ -277,4 +277,4 @@ def test_meta_tensors_take_the_general_path():
     x = torch.empty(5, 4, device="meta")
     out = kl_huber_loss(x, torch.empty(5, 4, device="meta"), 0.5, 2.0, "none")
     assert out.device.type == "meta" and out.shape == (5, 4)
-    assert losses._fused_kind(x, None, 0.5, 2.0, "fused") is None
+    assert _dispatch.fused_kind(x, None, 0.5, 2.0, "fused") is None

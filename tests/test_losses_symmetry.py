@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from klhuber import losses
+from klhuber import _fused, losses
 
 SMALL, LARGE = 1_000, 70_000  # LARGE is above the chunked path's threshold (65 536)
 BETA = 0.7
@@ -26,10 +26,10 @@ BETA = 0.7
 def cpu_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The default call's CPU route: the fused kernel, or (kernel unavailable) the chunked and
     plain torch paths."""
-    if request.param == "kernel" and losses._fused.cpu_kernel() is None:
+    if request.param == "kernel" and _fused.cpu_kernel() is None:
         pytest.skip("no C++ compiler: the fused kernel is unavailable")
     if request.param == "no-kernel":
-        monkeypatch.setattr(losses._fused, "cpu_kernel", lambda: None)
+        monkeypatch.setattr(_fused, "cpu_kernel", lambda: None)
     return request.param
 
 

@@ -79,7 +79,8 @@ import torch
 from torch import Tensor, nn
 
 from klhuber._inspection import can_inspect
-from klhuber.losses import _check_reduction, _reduce
+from klhuber._phi import PHI, horner
+from klhuber._reduction import check_reduction, reduce
 
 __all__ = [
     "ALPHA_RANGE_NLL",
@@ -282,14 +283,12 @@ def _gauss_legendre(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, T
 
 
 def _g(v: Tensor) -> Tensor:
-    """g(v) = e^{-v} - 1 + v >= 0 without cancellation (the polynomial of klhuber.losses below
-    its switch point)."""
-    from klhuber.losses import _PHI, _horner
-
-    t, coeffs = _PHI[v.dtype]
+    """g(v) = e^{-v} - 1 + v >= 0 without cancellation (the polynomial of the KL-Huber loss
+    below its switch point)."""
+    t, coeffs = PHI[v.dtype]
     small = v < t
     vs = torch.where(small, v, torch.zeros_like(v))
-    return torch.where(small, vs * vs * _horner(-vs, coeffs), torch.expm1(-v) + v)
+    return torch.where(small, vs * vs * horner(-vs, coeffs), torch.expm1(-v) + v)
 
 
 def _exprel_d(w: Tensor) -> Tensor:
@@ -723,11 +722,11 @@ class GeneralLoss(nn.Module):
             raise ValueError("alpha must be a real number in [-inf, inf]; got NaN")
         if not (scale > 0 and math.isfinite(scale)):
             raise ValueError(f"scale must be finite and > 0; got {scale}")
-        _check_reduction(reduction)
+        check_reduction(reduction)
         self.alpha, self.scale, self.reduction = float(alpha), float(scale), reduction
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return _reduce(general_loss(input - target, self.alpha, self.scale), self.reduction)
+        return reduce(general_loss(input - target, self.alpha, self.scale), self.reduction)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, scale={self.scale}, reduction={self.reduction!r}"
@@ -778,7 +777,7 @@ class AdaptiveLoss(nn.Module):
             raise TypeError(f"num_dims must be a positive int; got {num_dims!r}")
         if num_dims < 1:
             raise ValueError(f"num_dims must be >= 1; got {num_dims}")
-        _check_reduction(reduction)
+        check_reduction(reduction)
         dtype = dtype or torch.get_default_dtype()
         fmax = torch.finfo(dtype).max
         for name, value in (("alpha_hi", alpha_hi), ("scale_init", scale_init)):
@@ -824,7 +823,7 @@ class AdaptiveLoss(nn.Module):
         return nll(residual, self.alpha, self.scale)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return _reduce(self.nll(input - target), self.reduction)
+        return reduce(self.nll(input - target), self.reduction)
 
     def extra_repr(self) -> str:
         return (f"alpha in [{self.alpha_lo}, {self.alpha_hi}], scale >= {self.scale_lo}, "

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from klhuber.losses import _check_reduction, _reduce
+from klhuber._reduction import check_reduction, reduce
 
 __all__ = [
     "DETACH_CHOICES",
@@ -119,7 +119,7 @@ def harmonic_loss(cls_logits: Tensor, labels: Tensor, reg_loss: Tensor, *,
         raise ValueError("reg_loss must be >= 0 (a loss value per sample)")
     ce = F.cross_entropy(cls_logits, labels, reduction="none")
     w_cls, w_reg = harmonic_factors(ce, reg_loss, detach)
-    return _reduce(w_cls * ce + w_reg * reg_loss, reduction)
+    return reduce(w_cls * ce + w_reg * reg_loss, reduction)
 
 
 def _check_gamma(gamma: float) -> None:
@@ -192,7 +192,7 @@ def hiou_loss(pred_boxes: Tensor, target_boxes: Tensor, gamma: float = 0.5,
     _check_boxes(pred_boxes, "pred_boxes")
     _check_boxes(target_boxes, "target_boxes")
     iou = box_iou_pairwise(pred_boxes, target_boxes)
-    return _reduce((1 + iou) ** gamma * (1 - iou), reduction)
+    return reduce((1 + iou) ** gamma * (1 - iou), reduction)
 
 
 class HarmonicLoss(nn.Module):
@@ -202,7 +202,7 @@ class HarmonicLoss(nn.Module):
         super().__init__()
         if detach not in DETACH_CHOICES:
             raise ValueError(f"detach must be one of {DETACH_CHOICES}; got {detach!r}")
-        _check_reduction(reduction)
+        check_reduction(reduction)
         self.detach, self.reduction = detach, reduction
 
     def forward(self, cls_logits: Tensor, labels: Tensor, reg_loss: Tensor) -> Tensor:
@@ -216,7 +216,7 @@ class HIoULoss(nn.Module):
     def __init__(self, gamma: float = 0.5, reduction: str = "mean") -> None:
         super().__init__()
         _check_gamma(gamma)
-        _check_reduction(reduction)
+        check_reduction(reduction)
         self.gamma, self.reduction = float(gamma), reduction
 
     def forward(self, pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:

@@ -1,0 +1,293 @@
+r"""Elementwise formulas of :math:`D_{\alpha,\beta}` (eq. 16 of Meyer, CVPR 2021), its
+derivatives (Appendix B) and the bounds of eq. 20, on tensors:
+
+* :func:`kernel` -- value, :math:`D'` and :math:`\partial D/\partial\alpha` without autograd
+  (the forward and backward of the general autograd Function);
+* the ``*_plain`` functions -- the same formulas as plain differentiable tensor operations
+  (``impl="autograd"``, second derivatives, parameter derivatives);
+* the scale arithmetic both share (:func:`div`, :func:`neg_u`, :func:`moderate`), which keeps
+  extreme scales (subnormal, huge or infinite) free of NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from klhuber._phi import PHI, horner, opmath
+from klhuber._validation import ParamLike
+
+
+def effective_scalar(p: float, dtype: torch.dtype) -> float:
+    """A positive Python-number scale as the working dtype sees it: 0 below its smallest
+    subnormal (the limit ``p -> 0``), else unchanged."""
+    if 0 < p < torch.finfo(dtype).smallest_normal and float(torch.tensor(p, dtype=dtype)) == 0:
+        return 0.0
+    return p
+
+
+def recip_normal(p: float, dtype: torch.dtype) -> bool:
+    """Whether 1/p of a positive number is a finite normal number in ``dtype``."""
+    fi = torch.finfo(dtype)
+    inv = 1.0 / p
+    return fi.smallest_normal <= inv <= fi.max
+
+
+def moderate(alpha: float, beta: float, dtype: torch.dtype) -> bool:
+    """Scales for which the chunked kernel's products (1/alpha, alpha/beta, 1/beta) are finite
+    and normal in ``dtype``; the rest (subnormal, infinite, extreme ratios) take ``kernel``."""
+    fi = torch.finfo(dtype)
+    lo, hi = 16 * fi.smallest_normal, fi.max / 16
+    ratio = alpha / beta if beta > 0 else math.inf
+    return (lo <= alpha <= hi and lo <= beta <= hi and 1 / alpha <= hi and 1 / beta <= hi
+            and lo <= ratio <= hi)
+
+
+def div(t: Tensor, p: ParamLike) -> Tensor:
+    """t / p for a positive scale: a multiplication by the reciprocal where that is a normal
+    number in t's dtype (the fast path, as before), a true division for tensors, and
+    :func:`div_tiny` for extreme numbers (where 1/p overflows or underflows, and 0 * inf or
+    inf * 0 would give NaN)."""
+    if isinstance(p, Tensor):
+        return t / p
+    if recip_normal(p, t.dtype):
+        return t * (1.0 / p)
+    return div_tiny(t, p)
+
+
+def div_tiny(t: Tensor, p: float) -> Tensor:
+    """t / p for a positive number that is extreme for t's dtype: divided in float64, where p
+    is exact (float32 may round it to 0 or inf), and exactly 0 at t = 0, also in the gradient
+    (where 0 * inf would be NaN)."""
+    zero = t == 0
+    t_safe = torch.where(zero, torch.ones_like(t), t)
+    q = t_safe / p if t.dtype == torch.float64 else (t_safe.double() / p).to(t.dtype)
+    return torch.where(zero, t * 0, q)
+
+
+def neg_u(a: Tensor, alpha: ParamLike) -> Tensor:
+    """-u = -|x|/alpha, with the L1 limit alpha = 0 giving -inf (and 0 at x = 0)."""
+    if isinstance(alpha, Tensor):
+        nu = a / -alpha
+        # alpha = 0 and x = 0: the L1 limit, u -> 0 (not 0/0)
+        return torch.where(a == 0, torch.zeros((), dtype=a.dtype, device=a.device), nu)
+    alpha = effective_scalar(alpha, a.dtype)
+    if alpha == 0:
+        nu = torch.where(a == 0, 0.0, -math.inf).to(a.dtype)
+        return torch.where(torch.isnan(a), a, nu)  # keeps NaN of a (and inf stays -inf)
+    if not recip_normal(alpha, a.dtype):  # 1/alpha over- or underflows: 0 * inf = NaN
+        return -div_tiny(a, alpha)
+    return a * (-1.0 / alpha)
+
+
+def kernel(x: Tensor, alpha: ParamLike, beta: ParamLike, *, value: bool, deriv: bool,
+           dalpha: bool = False) -> dict[str, Tensor]:
+    """Evaluate D (eq. 16), dD/dx (Appendix B) and dD/dalpha on a tensor, without autograd.
+
+    Keys of the result: ``"value"``, ``"deriv"``, ``"dalpha"`` (the last two already divided by
+    beta).  dD/dbeta = -D/beta is left to the caller.  With nu = -u, phi(u) = sum_k nu^k/(k+2)!
+    has positive coefficients; q = nu phi(u) = -g(u)/u.
+    """
+    t, coeffs = PHI[x.dtype]
+    a = x.abs()
+    nu = neg_u(a, alpha)
+    small = nu > -t
+    e = torch.exp(nu)
+    q = nu * horner(nu, coeffs)  # -g(u)/u on [0, t)
+    out: dict[str, Tensor] = {}
+    if value:
+        ab = div(a, beta)  # |x|/beta first: no spurious underflow of intermediate products
+        tensors = isinstance(alpha, Tensor) or isinstance(beta, Tensor)
+        if not tensors and moderate(alpha, beta, x.dtype):
+            out["value"] = torch.where(small, -(ab * q), ab - (alpha / beta) * (1.0 - e))
+        else:
+            # Extreme or tensor scales (subnormal, infinite, alpha/beta overflowing): the same
+            # formulas, written so that no 0 * inf or inf - inf appears.  alpha = inf or
+            # beta = inf give the limit 0; an overflowing alpha/beta gives inf.
+            ratio = alpha / beta
+            if tensors:
+                ratio_ok = torch.isfinite(ratio)
+                large = torch.where(ratio_ok, ab - ratio * (1.0 - e), ratio * ((-nu - 1.0) + e))
+            elif math.isfinite(ratio) and ratio <= torch.finfo(x.dtype).max:
+                large = ab - ratio * (1.0 - e)
+            else:
+                large = ratio * ((-nu - 1.0) + e)
+            val_small = torch.where(q == 0, torch.zeros_like(q), -(ab * q))
+            out["value"] = torch.where(small, val_small, large)
+    if deriv:
+        d = torch.where(small, -nu * (1.0 + q), 1.0 - e)  # 1 - e^{-u} = u (1 - u phi(u))
+        out["deriv"] = div(torch.copysign(d, x), beta)
+    if dalpha:
+        # dD/dalpha = -(1 - (1 + u) e^{-u}) / beta; below u = 2 via g, without cancellation.
+        u = -nu
+        g = torch.where(small, nu * q, (u - 1.0) + e)
+        ue = torch.where(u < 1e4, u * e, torch.zeros((), dtype=u.dtype, device=u.device))
+        h = torch.where(u < 2.0, u * u - (1.0 + u) * g, (1.0 - e) - ue)
+        out["dalpha"] = div(-h, beta)
+    return out
+
+
+def sum_to(grad: Tensor, like: ParamLike) -> Tensor | None:
+    if not isinstance(like, Tensor):
+        return None
+    if grad.shape != like.shape:
+        grad = grad.sum_to_size(like.shape) if like.dim() > 0 else grad.sum()
+    return grad.to(like.dtype)
+
+
+def diff(input: Tensor, target: Tensor | None) -> Tensor:
+    return input if target is None else input - target
+
+
+def deriv_dalpha_plain(x: Tensor, alpha: Tensor, beta: ParamLike) -> Tensor:
+    """d/dalpha of D'(x) = sign(x)(1 - e^{-u})/beta: -sign(x) u e^{-u} / (alpha beta)."""
+    u = -neg_u(x.abs(), alpha)
+    ue = torch.where(u < 1e4, u * torch.exp(-u), torch.zeros_like(u))
+    term = torch.where(alpha > 0, ue / torch.where(alpha > 0, alpha, torch.ones_like(alpha)),
+                       torch.zeros_like(u))
+    return div(-torch.sign(x) * term, beta)
+
+
+def second_derivative_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
+    """d2D/dx2 = e^{-|x|/alpha}/(alpha beta) (Appendix B); the L1 limit alpha = 0 gives 0 for
+    x != 0 and +inf at x = 0."""
+    a = x.abs()
+    if not isinstance(beta, Tensor) and math.isinf(beta):  # the limit beta -> inf: 0
+        return torch.where(torch.isnan(a), a, torch.zeros_like(a))
+    if isinstance(alpha, Tensor):
+        pos = alpha > 0
+        safe = torch.where(pos, alpha, torch.ones_like(alpha))
+        val = div(torch.exp(-a / safe) / safe, beta)
+        limit = torch.where(a == 0, math.inf, 0.0).to(val.dtype)
+        limit = torch.where(torch.isnan(a), a, limit)  # keeps NaN of a
+        out = torch.where(pos, val, limit)
+    else:
+        alpha = effective_scalar(alpha, x.dtype)
+        if alpha == 0:
+            val = torch.where(a == 0, math.inf, 0.0).to(x.dtype)
+            return torch.where(torch.isnan(a), a, val)  # keeps NaN of a
+        # (e^{-u}/alpha)/beta: 0 where e^{-u} underflows, never 0/0 or 0 * inf (subnormal
+        # scales)
+        out = div(div(torch.exp(neg_u(a, alpha)), alpha), beta)
+    if isinstance(beta, Tensor):
+        out = torch.where(torch.isinf(beta) & ~torch.isnan(a), torch.zeros_like(out), out)
+    return out
+
+
+def dalpha_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
+    """dD/dalpha, differentiable: -(1 - (1 + u) e^{-u})/beta."""
+    u = -neg_u(x.abs(), alpha)
+    t, coeffs = PHI[x.dtype]
+    small = u < t
+    us = torch.where(small, u, torch.zeros_like(u))
+    g_small = us * us * horner(-us, coeffs)
+    ul = torch.where(small, torch.full_like(u, t), torch.minimum(u, torch.full_like(u, 1e4)))
+    el = torch.exp(-ul)
+    h_small = us * us - (1.0 + us) * g_small
+    h_large = (1.0 - el) - ul * el
+    return div(-torch.where(small, h_small, h_large), beta)
+
+
+def div_exact(t: Tensor, p: ParamLike) -> Tensor:
+    """t / p; for a positive Python number that rounds to 0 in t's dtype, the limit (0 at
+    t = 0, +-inf elsewhere) instead of 0/0."""
+    if isinstance(p, Tensor):  # exactly 0 at t = 0, also in the gradient (subnormal p)
+        return torch.where(t == 0, t * 0, t / p)
+    if not recip_normal(p, t.dtype):
+        return div_tiny(t, p)
+    return t / p
+
+
+def small_branch(a: Tensor, ab: Tensor, m: Tensor, beta: ParamLike) -> Tensor:
+    """:math:`(|x|/\\beta)\\,u\\varphi(u)` (``ab * m``) of the quadratic branch, also where
+    ``|x|/beta`` overflows in ``a``'s dtype while ``m`` underflows (``inf * 0``): there the
+    product is formed in float64 as ``|x| m / beta``.  The guard costs nothing for float64 and
+    for moderate Python-number ``beta``; masked branches keep the gradient finite."""
+    if a.dtype == torch.float64 or (not isinstance(beta, Tensor)
+                                    and recip_normal(beta, a.dtype)):
+        return ab * m
+    over = ~torch.isfinite(ab)
+    v = torch.where(over, torch.zeros_like(ab), ab) * m
+    b64 = beta.double() if isinstance(beta, Tensor) else beta
+    y = torch.where(over, a, torch.zeros_like(a)).double() * m.double()
+    return torch.where(over, (y / b64).to(a.dtype), v)
+
+
+def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
+    """Eq. 16 with plain tensor operations, safe for autograd in every branch."""
+    t, coeffs = PHI[x.dtype]
+    a = x.abs()
+    if not isinstance(alpha, Tensor):
+        alpha = effective_scalar(alpha, x.dtype)
+        if alpha == 0:
+            return div_exact(a, beta)
+    if isinstance(alpha, Tensor):
+        pos = alpha > 0
+        safe_alpha = torch.where(pos, alpha, torch.ones_like(alpha))
+    else:
+        pos, safe_alpha = None, alpha
+    u = a / safe_alpha
+    small = u < t
+    us = torch.where(small, u, torch.zeros_like(u))
+    ul = torch.where(small, torch.full_like(u, t), u)
+    ab = div_exact(a, beta)
+    m = us * horner(-us, coeffs)
+    val_small = small_branch(a, ab, m, beta)  # alpha u^2 phi(u) / beta
+    tensors = isinstance(alpha, Tensor) or isinstance(beta, Tensor)
+    if tensors:
+        ratio = safe_alpha / beta
+        ok = torch.isfinite(ratio)
+        val_large = torch.where(ok, ab + ratio * torch.expm1(-ul), ratio * (ul + torch.expm1(-ul)))
+        # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
+        ab_s = torch.where(us == 0, torch.zeros_like(ab), ab)
+        val_small = small_branch(a, ab_s, m, beta)
+    elif moderate(alpha, beta, x.dtype):
+        val_large = ab + (safe_alpha / beta) * torch.expm1(-ul)
+    else:  # extreme scalars: no inf - inf, no 0 * inf; alpha = inf gives the limit 0
+        ratio = alpha / beta
+        if ratio <= torch.finfo(x.dtype).max:
+            val_large = ab + ratio * torch.expm1(-ul)
+        else:  # (alpha/beta) g(u), inf where alpha/beta overflows
+            val_large = ratio * (ul + torch.expm1(-ul))
+        # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
+        ab_s = torch.where(us == 0, torch.zeros_like(ab), ab)
+        val_small = small_branch(a, ab_s, m, beta)
+    val = torch.where(small, val_small, val_large)
+    if pos is not None:
+        val = torch.where(pos, val, ab)
+    return val
+
+
+def huber_bounds_direct(x: Tensor, alpha: ParamLike) -> tuple[Tensor, Tensor]:
+    r"""Eq. 20 written in :math:`u = |x|/\alpha` so that no :math:`\alpha^2` or :math:`1/\alpha`
+    appears: :math:`D_{\alpha,1/\alpha} = x^2\varphi(u)` and
+    :math:`D_{\alpha/2,1/\alpha} = 2x^2\varphi(2u)` below the switch point ``t`` of
+    :math:`\varphi`, :math:`\alpha(|x| - \alpha(1 - e^{-u}))` and
+    :math:`\alpha(|x| - \tfrac{\alpha}{2}(1 - e^{-2u}))` above.  Used for tensor ``alpha``
+    and for extreme scalars (``alpha**2`` or ``1/alpha`` not finite and normal in the dtype),
+    where the limits are finite: :math:`x^2/2` and :math:`x^2` as :math:`\alpha \to \infty`,
+    :math:`\alpha|x|`-like as :math:`\alpha \to 0`.  Differentiable with autograd."""
+    out_dtype = x.dtype
+    work = opmath(out_dtype)
+    xw = x.to(work)
+    t, coeffs = PHI[work]
+    a = xw.abs()
+    if isinstance(alpha, Tensor):
+        al = alpha.to(device=x.device, dtype=work)
+    else:
+        al = torch.tensor(alpha, dtype=work, device=x.device)
+    pos = al > 0
+    al_safe = torch.where(pos, al, torch.ones_like(al))
+    results = []
+    infinite = torch.isinf(al_safe)  # alpha = inf: u = 0 (not inf/inf at |x| = inf)
+    for k, half in ((1.0, 1.0), (2.0, 0.5)):
+        u = torch.where(infinite, torch.zeros_like(a), k * (a / al_safe))
+        small = u < t
+        us = torch.where(small, u, torch.zeros_like(u))
+        ul = torch.where(small, torch.full_like(u, t), u)
+        val_small = (k * a) * (a * horner(-us, coeffs))  # k x^2 phi(k u)
+        val_large = al_safe * (a + (half * al_safe) * torch.expm1(-ul))
+        results.append(torch.where(small, val_small, val_large).to(out_dtype))
+    return results[0], results[1]
