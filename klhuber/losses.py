@@ -65,10 +65,19 @@ the value overflows.  Moderate scalar scales keep the fast paths unchanged.
     The fused path wherever it applies (on the CPU without a compiler through
     :func:`torch.compile` or eager operations), else the general path.
 ``"compiled"``
-    The fused Function with its forward from :func:`torch.compile` (``dynamic=True``) on
-    every device; the cases the fused path does not take compile the general Function
-    (dynamic shapes too; first derivatives only).  ``KLHUBER_NO_COMPILE=1``, or a failed
-    compilation (warned once), gives eager evaluation instead.
+    :func:`torch.compile` with dynamic shapes (``dynamic=True``), also on the CPU.  Where the
+    fused path applies (float32/float64, half types computed in float32, with number scales as
+    above; any device but meta tensors), the fused Function with its forward from
+    :func:`torch.compile` instead of the C++ kernel, and its backward and double backward as
+    for ``"fused"``.  That forward is evaluated eagerly for tensors with fewer than two
+    elements and after a failed compilation (warned once; not tried again in the process), on
+    the CPU also with ``KLHUBER_NO_COMPILE=1``; on other devices, where the compiled forward
+    is not available (no Triton on CUDA, ``KLHUBER_NO_COMPILE=1``, an earlier failed
+    compilation), the call takes the general Function instead.  All other calls (tensor or
+    extreme scales, forward-mode AD, :mod:`torch.func` transforms, tensor subclasses, meta
+    tensors) run the general Function under :func:`torch.compile` (``dynamic=True``, one
+    compilation per reduction; first derivatives only); that compilation is always attempted,
+    whatever ``KLHUBER_NO_COMPILE`` says, and its errors are raised.
 ``"autograd"``
     The same formulas as plain differentiable tensor operations (a reference).
 
@@ -140,7 +149,9 @@ def smooth_l1(x: Tensor, beta: ParamLike) -> Tensor:
 
     Equal to ``torch.nn.functional.smooth_l1_loss(x, 0, beta=beta, reduction="none")``.  By the
     bounds of eq. 20 and the scaling of eq. 21 it lies between :math:`D_{\beta,1}` and
-    :math:`D_{\beta/2,1}` (the reading of seed 002's "why β = 1?").
+    :math:`D_{\beta/2,1}`, label noise of scale about ``beta`` and prediction noise of scale 1:
+    the book's reading of "why β = 1?" for the box-regression loss of Fast R-CNN (Girshick,
+    ICCV 2015).
     """
     x = check_input(x, "x")
     beta = check_param(beta, "beta", x, allow_zero=True)
@@ -177,8 +188,8 @@ def kl_huber(x: Tensor, alpha: ParamLike, beta: ParamLike = 1.0, *,
     impl:
         ``"default"`` (the fastest accurate path for the input: the fused kernel where it
         applies, else the general custom autograd Function), ``"fused"``, ``"compiled"``
-        (:func:`torch.compile` with dynamic shapes) or ``"autograd"`` (plain tensor
-        operations); see the module's "Implementations".
+        (the same Functions with their forward from :func:`torch.compile` with dynamic shapes)
+        or ``"autograd"`` (plain tensor operations); see the module's "Implementations".
     """
     x = check_input(x, "x")
     alpha = check_param(alpha, "alpha", x, allow_zero=True)

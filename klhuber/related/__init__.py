@@ -1,10 +1,11 @@
-"""Losses related to the Huber loss, from the companion documents (seeds 002-004).
+"""Losses related to the Huber loss, that the book compares with the KL view of
+Meyer (CVPR 2021).
 
-* :mod:`klhuber.related.barron`: Barron's general and adaptive robust loss (seed 003).
-* :mod:`klhuber.related.harmonic`: the Harmonic loss and the HIoU loss (seed 004).
-* :mod:`klhuber.related.symbolic`: sympy checks of the Harmonic/HIoU supplement (seed 004).
+* :mod:`klhuber.related.barron`: Barron's general and adaptive robust loss (Barron, CVPR 2019).
+* :mod:`klhuber.related.harmonic`: the Harmonic loss and the HIoU loss (Wang and Zhang, arXiv 2020).
+* :mod:`klhuber.related.symbolic`: sympy checks of the Harmonic/HIoU supplement (Wang and Zhang).
 
-Smooth L1 (seed 002) is :func:`klhuber.losses.smooth_l1`; its chapter uses :mod:`klhuber.losses`
+Smooth L1 (Girshick, ICCV 2015) is :func:`klhuber.losses.smooth_l1`; its chapter uses :mod:`klhuber.losses`
 and :mod:`klhuber.toy` directly. Sub-modules are imported lazily.
 """
 

@@ -1,4 +1,4 @@
-r"""Barron's general and adaptive robust loss (seed 003), connected to the KL view of the Huber loss.
+r"""Barron's general and adaptive robust loss, connected to the KL view of the Huber loss.
 
 J. T. Barron, *A General and Adaptive Robust Loss Function*, CVPR 2019,
 defines for a residual :math:`x`, a shape :math:`\alpha \in [-\infty, \infty]` and a scale

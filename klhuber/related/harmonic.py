@@ -1,4 +1,4 @@
-r"""The Harmonic loss and the Harmonic IoU (HIoU) loss (seed 004).
+r"""The Harmonic loss and the Harmonic IoU (HIoU) loss.
 
 K. Wang and L. Zhang, *Reconcile Prediction Consistency for Balanced Object Detection*
 (arXiv 2020), supplementary material. Equation numbers below are the supplement's.

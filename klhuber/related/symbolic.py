@@ -1,4 +1,4 @@
-r"""sympy checks of the Harmonic-loss supplement (seed 004), in the style of :mod:`klhuber.symbolic`.
+r"""sympy checks of the Harmonic-loss supplement, in the style of :mod:`klhuber.symbolic`.
 
 Each function states one claim of the supplement of Wang & Zhang,
 checks it with sympy (plus a dense numerical check where a claim is an inequality), and returns a
@@ -185,7 +185,7 @@ def hiou_monotonicity(n_gamma: int = 52, n_iou: int = 201) -> ClaimResult:
 
 
 def verify_all() -> list[ClaimResult]:
-    """All claims of seed 004 that can be checked symbolically (with their wall times)."""
+    """All claims of the supplement (Wang and Zhang) that can be checked symbolically (with their wall times)."""
     results = []
     for check in (harmonic_regression_gradient, harmonic_classification_gradient,
                   harmonic_convergence, harmonic_convergence_threshold, hiou_gradient,
