@@ -79,39 +79,51 @@ template <> struct VT<double> { typedef vd v; typedef vdi i; enum { W = 4 }; };
    (degree 7 in float, truncation 5e-9; degree 13 in double, 5e-18), 2^n built in the
    exponent bits.  m is clamped where e^m is still normal (-87, -708); there e^m only enters
    as 1 - e^m or r e^m next to terms of order 1 or |x|/beta, so the clamp changes nothing. */
-static inline vf vexp(vf m) {
-  const vf lo = (vf){} - 87.0f, shift = (vf){} + 12582912.0f;  // 1.5 * 2^23
-  m = m < lo ? lo : m;
-  vf kd = m * 1.44269504088896341f + shift;
-  vf n = kd - shift;
-  vf f = (m - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  vf p = (vf){} + 1.0f / 5040.0f;
-  p = p * f + 1.0f / 720.0f; p = p * f + 1.0f / 120.0f; p = p * f + 1.0f / 24.0f;
-  p = p * f + 1.0f / 6.0f; p = p * f + 0.5f; p = p * f + 1.0f; p = p * f + 1.0f;
-  vfi ki, sh, bits;
-  memcpy(&ki, &kd, sizeof ki);
-  memcpy(&sh, &shift, sizeof sh);
-  bits = (ki - sh + 127) << 23;
-  vf s;
-  memcpy(&s, &bits, sizeof s);
-  return p * s;
+template <typename T> struct ExpC;
+template <> struct ExpC<float> {
+  static constexpr float lo = -87.0f, shift = 12582912.0f;  // 1.5 * 2^23
+  static constexpr float log2e = 1.44269504088896341f;
+  static constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187e-06f;
+  enum { degree = 7, bias = 127, mantissa = 23 };
+};
+template <> struct ExpC<double> {
+  static constexpr double lo = -708.0, shift = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double log2e = 1.4426950408889634;
+  static constexpr double ln2_hi = 6.93147180369123816490e-01;
+  static constexpr double ln2_lo = 1.90821492927058770002e-10;
+  enum { degree = 13, bias = 1023, mantissa = 52 };
+};
+// k! in T: exact for the degrees above (7! < 2^24, 13! < 2^53), so 1/k! is rounded once
+template <typename T> static constexpr T factorial(int k) {
+  return k <= 1 ? (T)1 : (T)k * factorial<T>(k - 1);
 }
-static inline vd vexp(vd m) {
-  const vd lo = (vd){} - 708.0, shift = (vd){} + 6755399441055744.0;  // 1.5 * 2^52
+// Horner steps p = p f + 1/k! for k = K-1, ..., 0, with the coefficients folded at compile time
+template <typename T, int K> struct Taylor {
+  static inline typename VT<T>::v horner(typename VT<T>::v p, typename VT<T>::v f) {
+    constexpr T c = (T)1 / factorial<T>(K - 1);
+    return Taylor<T, K - 1>::horner(p * f + c, f);
+  }
+};
+template <typename T> struct Taylor<T, 0> {
+  static inline typename VT<T>::v horner(typename VT<T>::v p, typename VT<T>::v) { return p; }
+};
+template <typename T>
+static inline typename VT<T>::v vexp(typename VT<T>::v m) {
+  typedef typename VT<T>::v v;
+  typedef typename VT<T>::i vi;
+  typedef ExpC<T> C;
+  const v lo = (v){} + C::lo, shift = (v){} + C::shift;
   m = m < lo ? lo : m;
-  vd kd = m * 1.4426950408889634 + shift;
-  vd n = kd - shift;
-  vd f = (m - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
-  vd p = (vd){} + 1.0 / 6227020800.0;
-  p = p * f + 1.0 / 479001600.0; p = p * f + 1.0 / 39916800.0; p = p * f + 1.0 / 3628800.0;
-  p = p * f + 1.0 / 362880.0; p = p * f + 1.0 / 40320.0; p = p * f + 1.0 / 5040.0;
-  p = p * f + 1.0 / 720.0; p = p * f + 1.0 / 120.0; p = p * f + 1.0 / 24.0;
-  p = p * f + 1.0 / 6.0; p = p * f + 0.5; p = p * f + 1.0; p = p * f + 1.0;
-  vdi ki, sh, bits;
+  v kd = m * C::log2e + shift;
+  v n = kd - shift;
+  v f = (m - n * C::ln2_hi) - n * C::ln2_lo;
+  constexpr T top = (T)1 / factorial<T>(C::degree);
+  v p = Taylor<T, C::degree>::horner((v){} + top, f);  // e^f
+  vi ki, sh, bits;
   memcpy(&ki, &kd, sizeof ki);
   memcpy(&sh, &shift, sizeof sh);
-  bits = (ki - sh + 1023) << 52;
-  vd s;
+  bits = (ki - sh + (int)C::bias) << (int)C::mantissa;
+  v s;
   memcpy(&s, &bits, sizeof s);
   return p * s;
 }
@@ -145,7 +157,7 @@ static inline void dd(typename VT<T>::v x, const Consts<T>& c, typename VT<T>::v
   vi small = u < t;
   v uc = small ? u : t;
   v q = uc * phi(uc);                 // u phi(u) = g(u)/u on [0, t)
-  v e = vexp(-u);
+  v e = vexp<T>(-u);
   v ome = one - e;                    // 1 - e^{-u}, no cancellation for u >= t
   if (val) {
     v ab = a * c.ib;                  // |x|/beta first: no spurious underflow of products
