@@ -45,12 +45,20 @@ __all__ = [
     "attach_box_loss",
 ]
 
-#: ``harmonic=`` values of :class:`KLRoIHeads` (seed 004): which harmonic factors are constants.
+#: The ``harmonic=`` values of :class:`KLRoIHeads` (the Harmonic loss of Wang and Zhang); each
+#: names the harmonic factors treated as constants.
 HARMONIC_CHOICES = ("none", "both", "beta_r", "beta_c")
 
 
 # ----------------------------------------------------------------------------------------------
 # Loss plumbing: subclasses of torchvision's modules
+
+
+def _use_box_loss(module: nn.Module, box_loss: BoxRegressionLoss) -> None:
+    """Give ``module`` (an RPN, RoI heads or RetinaNet regression head) ``box_loss`` and the
+    box coder of that loss's targets."""
+    module.box_loss = box_loss
+    module.box_coder = box_loss.box_coder()
 
 
 class KLRegionProposalNetwork(RegionProposalNetwork):
@@ -65,8 +73,7 @@ class KLRegionProposalNetwork(RegionProposalNetwork):
 
     def __init__(self, *args: Any, box_loss: BoxRegressionLoss, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.box_loss = box_loss
-        self.box_coder = box_loss.box_coder()
+        _use_box_loss(self, box_loss)
 
     @classmethod
     def from_torchvision(
@@ -135,8 +142,7 @@ class KLRoIHeads(RoIHeads):
     ) -> None:
         kwargs["bbox_reg_weights"] = box_loss.weights
         super().__init__(*args, **kwargs)
-        self.box_loss = box_loss
-        self.box_coder = box_loss.box_coder()
+        _use_box_loss(self, box_loss)
         if harmonic is not None and harmonic not in HARMONIC_CHOICES:
             raise ValueError(
                 f"harmonic must be None or one of {HARMONIC_CHOICES}, got {harmonic!r}"
@@ -176,7 +182,7 @@ class KLRoIHeads(RoIHeads):
     ) -> tuple[Tensor, Tensor]:
         """Cross entropy (as torchvision) and box loss normalised by sampled proposals.
 
-        With ``harmonic`` set, positive proposals use the Harmonic loss of seed 004 (eq. 1):
+        With ``harmonic`` set, positive proposals use the Harmonic loss of Wang and Zhang (their eq. 1):
         their cross entropy is weighted by :math:`1 + e^{-\\mathcal L_{reg}}` and their box loss
         by :math:`1 + p` (``harmonic`` names the factors treated as constants, as the
         ``detach`` argument of :func:`klhuber.related.harmonic.harmonic_factors`); negatives
@@ -255,8 +261,7 @@ class KLRetinaNetRegressionHead(RetinaNetRegressionHead):
         box_loss: BoxRegressionLoss,
     ) -> None:
         super().__init__(in_channels, num_anchors, norm_layer=norm_layer)
-        self.box_loss = box_loss
-        self.box_coder = box_loss.box_coder()
+        _use_box_loss(self, box_loss)
 
     @classmethod
     def from_torchvision(
@@ -268,8 +273,7 @@ class KLRetinaNetRegressionHead(RetinaNetRegressionHead):
         new.conv = head.conv
         new.bbox_reg = head.bbox_reg
         new._loss_type = head._loss_type
-        new.box_loss = box_loss
-        new.box_coder = box_loss.box_coder()
+        _use_box_loss(new, box_loss)
         new.train(head.training)
         return new
 
