@@ -32,6 +32,17 @@ _IMPL_DET_SIGMA = (_F(1, 10), _F(1, 10), _F(1, 5), _F(1, 5))
 _EXP_SIGMA = (_F(1, 20), _F(1, 20), _F(1, 10), _F(1, 10))
 
 
+def _experiment(letter: str, lam_proposal: Number, lam_detection: Number) -> BoxLossConfig:
+    """Table 1's column 'Experiment <letter>': λ·H_1 in both stages on the targets of
+    ``_EXP_SIGMA``, with the stages' λ."""
+    return BoxLossConfig(
+        f"experiment_{letter.lower()}",
+        StageLoss("huber", lam_proposal, 1, _EXP_SIGMA),
+        StageLoss("huber", lam_detection, 1, _EXP_SIGMA),
+        f"Table 1 'Experiment {letter}' (Meyer 2021, Section 7.1).",
+    )
+
+
 def _build_presets() -> dict[str, BoxLossConfig]:
     # torchvision's stock RetinaNet head: plain L1 on codes with weights (1, 1, 1, 1)
     # (retinanet.py: _loss_type = "l1"); its RPN uses smooth L1, so the "torchvision" preset
@@ -54,24 +65,9 @@ def _build_presets() -> dict[str, BoxLossConfig]:
             "(Ren et al. 2015, eq. 1), unnormalised targets.",
         ),
         "implementation": implementation,
-        "experiment_a": BoxLossConfig(
-            "experiment_a",
-            StageLoss("huber", _F(1, 4), 1, _EXP_SIGMA),
-            StageLoss("huber", _F(1, 2), 1, _EXP_SIGMA),
-            "Table 1 'Experiment A' (Meyer 2021, Section 7.1).",
-        ),
-        "experiment_b": BoxLossConfig(
-            "experiment_b",
-            StageLoss("huber", _F(1, 2), 1, _EXP_SIGMA),
-            StageLoss("huber", 1, 1, _EXP_SIGMA),
-            "Table 1 'Experiment B' (Meyer 2021, Section 7.1).",
-        ),
-        "experiment_c": BoxLossConfig(
-            "experiment_c",
-            StageLoss("huber", _F(1, 4), 1, _EXP_SIGMA),
-            StageLoss("huber", 1, 1, _EXP_SIGMA),
-            "Table 1 'Experiment C' (Meyer 2021, Section 7.1).",
-        ),
+        "experiment_a": _experiment("A", _F(1, 4), _F(1, 2)),
+        "experiment_b": _experiment("B", _F(1, 2), 1),
+        "experiment_c": _experiment("C", _F(1, 4), 1),
         "appendix_d": BoxLossConfig(
             "appendix_d",
             replace(implementation.proposal, wh_target="linear"),
