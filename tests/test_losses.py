@@ -145,14 +145,14 @@ def test_accuracy_vs_mpmath_tensor_params(accuracy_points, dtype, impl):
     assert _max_ulps(d1.double().numpy(), pts["deriv"], dtype) * eps <= TOL[dtype]
 
 
-def _scalar_param_points(pts: dict, dtype: torch.dtype):
-    """Per (alpha, beta) of the grid: the points' mask, x (requires grad) and the scales as
-    the dtype rounds them (Python numbers: the scalar-parameter paths)."""
+def _scalar_param_points(pts: dict, dtype: torch.dtype, device: str = "cpu"):
+    """Per (alpha, beta) of the grid: the points' mask, x (requires grad, on ``device``) and
+    the scales as the dtype rounds them (Python numbers: the scalar-parameter paths)."""
     for a in ALPHAS:
         for b in BETAS:
             sel = (pts["alpha"] == np.float64(torch.tensor(a, dtype=dtype).item())) & \
                   (pts["beta"] == np.float64(torch.tensor(b, dtype=dtype).item()))
-            x = torch.tensor(pts["x"][sel], dtype=dtype, requires_grad=True)
+            x = torch.tensor(pts["x"][sel], dtype=dtype, device=device, requires_grad=True)
             a_, b_ = float(torch.tensor(a, dtype=dtype)), float(torch.tensor(b, dtype=dtype))
             yield sel, x, a_, b_
 
@@ -161,8 +161,8 @@ def _record_and_check(key: str, pts: dict, sel, val: torch.Tensor, grad: torch.T
                       dtype: torch.dtype, where: tuple) -> None:
     """Worst ulps of value and derivative against mpmath: kept in MEASURED under ``key`` and
     held to TOL."""
-    ulps_v = _max_ulps(val.detach().double().numpy(), pts["value"][sel], dtype)
-    ulps_d = _max_ulps(grad.double().numpy(), pts["deriv"][sel], dtype)
+    ulps_v = _max_ulps(val.detach().double().cpu().numpy(), pts["value"][sel], dtype)
+    ulps_d = _max_ulps(grad.double().cpu().numpy(), pts["deriv"][sel], dtype)
     MEASURED[key + " value"] = max(MEASURED.get(key + " value", 0), ulps_v)
     MEASURED[key + " deriv"] = max(MEASURED.get(key + " deriv", 0), ulps_d)
     eps = torch.finfo(dtype).eps
@@ -822,21 +822,12 @@ def test_cuda_fused_accuracy_and_compilations(accuracy_points, dtype):
     """The default CUDA path with number scales (the fused Function, its forward compiled
     with dynamic shapes): mpmath tolerances, and one compilation for 50 shapes."""
     pts = accuracy_points[dtype]
-    eps = torch.finfo(dtype).eps
-    for a in ALPHAS:
-        for b in BETAS:
-            sel = (pts["alpha"] == np.float64(torch.tensor(a, dtype=dtype).item())) & \
-                  (pts["beta"] == np.float64(torch.tensor(b, dtype=dtype).item()))
-            x = torch.tensor(pts["x"][sel], dtype=dtype, device="cuda", requires_grad=True)
-            a_, b_ = float(torch.tensor(a, dtype=dtype)), float(torch.tensor(b, dtype=dtype))
-            val = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "none")
-            loss = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "sum")
-            assert type(loss.grad_fn).__name__ == "_FusedFnBackward"
-            loss.backward()
-            assert _max_ulps(val.detach().double().cpu().numpy(), pts["value"][sel], dtype) \
-                * eps <= TOL[dtype], (a, b)
-            assert _max_ulps(x.grad.double().cpu().numpy(), pts["deriv"][sel], dtype) \
-                * eps <= TOL[dtype], (a, b)
+    for sel, x, a_, b_ in _scalar_param_points(pts, dtype, "cuda"):
+        val = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "none")
+        loss = kl_huber_loss(x, torch.zeros_like(x), a_, b_, "sum")
+        assert type(loss.grad_fn).__name__ == "_FusedFnBackward"
+        loss.backward()
+        _record_and_check(f"cuda fused {dtype}", pts, sel, val, x.grad, dtype, (a_, b_))
     before = _fused.compilations()
     for n in range(3, 3 + 11 * 50, 11):
         x = torch.randn(n, 4, dtype=dtype, device="cuda", requires_grad=True)
