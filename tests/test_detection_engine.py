@@ -339,19 +339,28 @@ def test_stale_temporaries_removed_and_unwritable_folder_fails_first(shapes, tmp
         engine.train(_config(shapes, tmp_path / "readonly", iters=1))
 
 
-def test_sigterm_writes_a_final_checkpoint_and_the_run_resumes(shapes, tmp_path, monkeypatch):
+def _sigterm_at_flip(monkeypatch, count):
+    """Send this process SIGTERM right after training's ``count``-th image flip (that is, inside
+    an iteration); return the unpatched flip."""
     import signal
 
-    flips = []
     original = engine.random_horizontal_flip
+    flips = []
 
     def flip_then_signal(*args, **kwargs):
         original(*args, **kwargs)
         flips.append(1)
-        if len(flips) == 2:
+        if len(flips) == count:
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(engine, "random_horizontal_flip", flip_then_signal)
+    return original
+
+
+def test_sigterm_writes_a_final_checkpoint_and_the_run_resumes(shapes, tmp_path, monkeypatch):
+    import signal
+
+    original = _sigterm_at_flip(monkeypatch, 2)
     out = tmp_path / "run"
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(engine.TrainingInterrupted) as info:
@@ -387,16 +396,7 @@ def test_cli_sigterm_resume_and_eval_from_another_directory(shapes, tmp_path, mo
 
     from klhuber import cli
 
-    original = engine.random_horizontal_flip
-    calls = []
-
-    def flip_then_signal(*args, **kwargs):
-        original(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(engine, "random_horizontal_flip", flip_then_signal)
+    _sigterm_at_flip(monkeypatch, 1)
     monkeypatch.chdir(shapes.parent)
     out = tmp_path / "run"
     args = ["detect", "train", "--data-root", shapes.name, "--out", str(out),  # relative root

@@ -455,19 +455,25 @@ def test_rpn_loss_hand_built(name):
     )
 
 
+def _roi_batch(heads, seed):
+    """Eight proposals of two images (labels 0 = background) with random logits, regressions
+    and targets drawn from ``seed``, ``seed + 1``, ``seed + 2``; and the heads' losses on them."""
+    labels = [torch.tensor([0, 1, 2, 0, 2]), torch.tensor([1, 0, 0])]
+    n = 8
+    class_logits = _rand((n, NUM_CLASSES), seed)
+    box_regression = _rand((n, 4 * NUM_CLASSES), seed + 1, 0.3)
+    targets = _rand((n, 4), seed + 2, 0.3)
+    losses = heads.compute_loss(class_logits, box_regression, labels,
+                                list(targets.split([5, 3])))
+    return torch.cat(labels), class_logits, box_regression, targets, losses
+
+
 @pytest.mark.parametrize("name", sorted(ALL_CONFIGS))
 def test_roi_loss_hand_built(name, tiny_fasterrcnn):
     config = ALL_CONFIGS[name]
     heads = with_loss(tiny_fasterrcnn, config).roi_heads
-    labels = [torch.tensor([0, 1, 2, 0, 2]), torch.tensor([1, 0, 0])]
-    n = 8
-    class_logits = _rand((n, NUM_CLASSES), 4)
-    box_regression = _rand((n, 4 * NUM_CLASSES), 5, 0.3)
-    targets = _rand((n, 4), 6, 0.3)
-    cls_loss, box_loss = heads.compute_loss(
-        class_logits, box_regression, labels, list(targets.split([5, 3]))
-    )
-    lab = torch.cat(labels)
+    lab, class_logits, box_regression, targets, (cls_loss, box_loss) = _roi_batch(heads, 4)
+    n = len(lab)
     idx = torch.where(lab > 0)[0]
     chosen = box_regression.view(n, NUM_CLASSES, 4)[idx, lab[idx]]
     stage = raw_stage(config, "fasterrcnn", "roi")
@@ -694,15 +700,8 @@ def test_harmonic_roi_loss(detach, tiny_fasterrcnn):
     heads = dm.attach_box_loss(
         copy.deepcopy(tiny_fasterrcnn), HAND_CONFIGS["kl"], harmonic=detach
     ).roi_heads
-    labels = [torch.tensor([0, 1, 2, 0, 2]), torch.tensor([1, 0, 0])]
-    n = 8
-    class_logits = _rand((n, NUM_CLASSES), 14)
-    box_regression = _rand((n, 4 * NUM_CLASSES), 15, 0.3)
-    targets = _rand((n, 4), 16, 0.3)
-    cls_loss, box_loss = heads.compute_loss(
-        class_logits, box_regression, labels, list(targets.split([5, 3]))
-    )
-    lab = torch.cat(labels)
+    lab, class_logits, box_regression, targets, (cls_loss, box_loss) = _roi_batch(heads, 14)
+    n = len(lab)
     pos, neg = torch.where(lab > 0)[0], torch.where(lab == 0)[0]
     chosen = box_regression.view(n, NUM_CLASSES, 4)[pos, lab[pos]]
     stage = HAND_CONFIGS["kl"].detection
