@@ -61,6 +61,17 @@ def _use_box_loss(module: nn.Module, box_loss: BoxRegressionLoss) -> None:
     module.box_coder = box_loss.box_coder()
 
 
+def _sampling(module: RegionProposalNetwork | RoIHeads) -> dict[str, Any]:
+    """The matching thresholds and the sampling of a torchvision RPN or RoI heads, as keyword
+    arguments of its constructor."""
+    return {
+        "fg_iou_thresh": module.proposal_matcher.high_threshold,
+        "bg_iou_thresh": module.proposal_matcher.low_threshold,
+        "batch_size_per_image": module.fg_bg_sampler.batch_size_per_image,
+        "positive_fraction": module.fg_bg_sampler.positive_fraction,
+    }
+
+
 class KLRegionProposalNetwork(RegionProposalNetwork):
     """torchvision's RPN with a configurable box loss (Table 1, *Proposal* column).
 
@@ -83,10 +94,7 @@ class KLRegionProposalNetwork(RegionProposalNetwork):
         new = cls(
             rpn.anchor_generator,
             rpn.head,
-            fg_iou_thresh=rpn.proposal_matcher.high_threshold,
-            bg_iou_thresh=rpn.proposal_matcher.low_threshold,
-            batch_size_per_image=rpn.fg_bg_sampler.batch_size_per_image,
-            positive_fraction=rpn.fg_bg_sampler.positive_fraction,
+            **_sampling(rpn),
             pre_nms_top_n=dict(rpn._pre_nms_top_n),
             post_nms_top_n=dict(rpn._post_nms_top_n),
             nms_thresh=rpn.nms_thresh,
@@ -160,10 +168,7 @@ class KLRoIHeads(RoIHeads):
             heads.box_roi_pool,
             heads.box_head,
             heads.box_predictor,
-            fg_iou_thresh=heads.proposal_matcher.high_threshold,
-            bg_iou_thresh=heads.proposal_matcher.low_threshold,
-            batch_size_per_image=heads.fg_bg_sampler.batch_size_per_image,
-            positive_fraction=heads.fg_bg_sampler.positive_fraction,
+            **_sampling(heads),
             score_thresh=heads.score_thresh,
             nms_thresh=heads.nms_thresh,
             detections_per_img=heads.detections_per_img,
