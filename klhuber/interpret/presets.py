@@ -43,6 +43,12 @@ def _experiment(letter: str, lam_proposal: Number, lam_detection: Number) -> Box
     )
 
 
+def _both_stages(base: BoxLossConfig, name: str, source: str, **changes: str) -> BoxLossConfig:
+    """``base`` with the same fields changed in both stages (Appendices D and E)."""
+    return BoxLossConfig(name, replace(base.proposal, **changes),
+                         replace(base.detection, **changes), source)
+
+
 def _build_presets() -> dict[str, BoxLossConfig]:
     # torchvision's stock RetinaNet head: plain L1 on codes with weights (1, 1, 1, 1)
     # (retinanet.py: _loss_type = "l1"); its RPN uses smooth L1, so the "torchvision" preset
@@ -68,21 +74,19 @@ def _build_presets() -> dict[str, BoxLossConfig]:
         "experiment_a": _experiment("A", _F(1, 4), _F(1, 2)),
         "experiment_b": _experiment("B", _F(1, 2), 1),
         "experiment_c": _experiment("C", _F(1, 4), 1),
-        "appendix_d": BoxLossConfig(
-            "appendix_d",
-            replace(implementation.proposal, wh_target="linear"),
-            replace(implementation.detection, wh_target="linear"),
+        "appendix_d": _both_stages(
+            implementation, "appendix_d",
             "Appendix D / Table 5 'Approximation': the Implementation preset with the linear "
             "targets t_w = w/w_a − 1, t_h = h/h_a − 1 (eq. 89–90), 'no other changes'; Table 5's "
             "'Original' row equals Table 3's Implementation row (44.7 / 23.1 / 23.8).",
+            wh_target="linear",
         ),
-        "appendix_e": BoxLossConfig(
-            "appendix_e",
-            replace(implementation.proposal, kind="kl"),
-            replace(implementation.detection, kind="kl"),
+        "appendix_e": _both_stages(
+            implementation, "appendix_e",
             "Appendix E / Table 6: H_α replaced by D_{α/2,1/α} 'with no other modifications' "
             "in the Implementation preset (Table 6's H_α row equals Table 3's Implementation "
             "row).",
+            kind="kl",
         ),
         "torchvision": BoxLossConfig(
             "torchvision",
