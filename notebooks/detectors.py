@@ -45,7 +45,7 @@ from klhuber.book.scorecard import Recorder
 from klhuber.detection import experiments as ex
 from klhuber.detection import report as rp
 from klhuber.paper_values import detection as paper
-from klhuber.plotting import color, use_style
+from klhuber.plotting import color, markdown_text, use_style
 from klhuber.plotting import markdown_table as md_table
 
 use_style()
@@ -62,6 +62,7 @@ except rp.ResultsError as exc:
 planned = ex.profile_runs(EVIDENCE)
 cpu_profile = ex.get_profile(EVIDENCE)
 
+ARCH_LABELS = {"fasterrcnn": "Faster R-CNN", "retinanet": "RetinaNet"}
 LABELS = {"publication": "Publication", "implementation": "Implementation",
           "experiment_a": "Experiment A", "experiment_b": "Experiment B",
           "experiment_c": "Experiment C", "appendix_d": "Appendix D (linear $t_w$)",
@@ -97,22 +98,30 @@ if runs:
             added.setdefault(r["profile"], []).append(r)
 
     def seed_list(rs):
-        return ", ".join(map(str, sorted({r["seed"] for r in rs})))
+        seeds = sorted({r["seed"] for r in rs})
+        return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
 
     extra = "".join(
-        f" {len(rs)} runs of the `{name}` profile add seeds {seed_list(rs)} to the same cells "
+        f" {len(rs)} runs of the `{name}` profile add {seed_list(rs)} to the same cells "
         "(same data and training settings, another device)." for name, rs in added.items())
     lines = [
         f"**{len(own)} of the {len(planned)} planned runs** of the `{EVIDENCE}` profile are "
-        f"committed (seeds {seed_list(own)}; every preset of a seed shares its initial weights "
+        f"committed ({seed_list(own)}; every preset of a seed shares its initial weights "
         f"and data order, so presets are compared per seed).{extra} Intervals are 95 % "
         "Student-t intervals over seeds; a claim counts as *reproduced* only when its interval "
         "excludes the opposite.",
         "",
     ]
     for key, v in verdicts.items():
-        lines.append(f"- **{key.replace('table', 'Table ')}** ({v['claim'].arch}, "
-                     f"{v['seeds']} paired seeds): *{v['claim'].text}*: **{v['verdict']}**.")
+        arch = ARCH_LABELS[v["claim"].arch]
+        if v["verdict"] == "not run":
+            waiting = sorted({LABELS[p["comparison"].preset] for p in v["comparisons"]
+                              if p["difference"].n == 0})
+            state = f"**not run yet** (no paired run of {', '.join(waiting)})"
+        else:
+            state = f"**{v['verdict']}** ({v['seeds']} paired seeds)"
+        lines.append(f"- **{key.replace('table', 'Table ')}**, {arch}: "
+                     f"*{markdown_text(v['claim'].text)}*: {state}.")
     display(Markdown("\n".join(lines)))
 else:
     display(Markdown(
