@@ -87,3 +87,126 @@ def test_detector_stages_maps_modules_to_stages():
     for arch in ("FasterRCNN", "ssd", ""):
         with pytest.raises(ValueError, match="arch must be"):
             ki.detector_stages(config, arch)
+
+
+# ----------------------------------------------------------------------------- loss-kind registry
+
+
+def test_loss_kind_rejects_what_it_cannot_use():
+    fn = ki.loss_kind("l1").fn
+    for bad in ({"name": ""}, {"name": None}, {"name": 3}):
+        with pytest.raises(ValueError, match="name must be a non-empty string"):
+            ki.LossKind(fn=fn, **bad)
+    with pytest.raises(ValueError, match="fn must be callable"):
+        ki.LossKind("broken", "not a function")
+    with pytest.raises(ValueError, match="alpha_domain must be one of"):
+        ki.LossKind("broken", fn, alpha_domain="negative")
+    for domain in ("positive", "nonnegative", "zero", "unit"):  # the documented domains
+        assert ki.LossKind("ok", fn, alpha_domain=domain).alpha_domain == domain
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The kinds registry, restored after the test."""
+    from klhuber.interpret import kinds
+
+    monkeypatch.setattr(kinds, "_REGISTRY", dict(kinds._REGISTRY))
+    return kinds._REGISTRY
+
+
+def test_register_loss_kind_adds_refuses_duplicates_and_overwrites(registry):
+    fn = ki.loss_kind("l1").fn
+    first = ki.LossKind("mutant_probe", fn, alpha_domain="zero", label_per_alpha=F(0))
+    assert ki.register_loss_kind(first) is first
+    assert ki.loss_kind("mutant_probe") is first and ki.loss_kinds()[-1] == "mutant_probe"
+    second = ki.LossKind("mutant_probe", fn, alpha_domain="positive", label_per_alpha=F(1, 3))
+    with pytest.raises(ValueError, match="already registered"):
+        ki.register_loss_kind(second)
+    assert ki.loss_kind("mutant_probe") is first  # the refused kind did not replace it
+    assert ki.register_loss_kind(second, overwrite=True) is second
+    assert ki.loss_kind("mutant_probe") is second
+    assert ki.loss_kinds().count("mutant_probe") == 1
+    with pytest.raises(ValueError, match="kind must be a LossKind, got str"):
+        ki.register_loss_kind("huber")
+    # a registered kind is usable by a stage and read with its own label factor
+    stage = ki.StageLoss("mutant_probe", 2, 3, (1, 1, 1, 1))
+    assert ki.interpret(stage).label_noise == (F(1), F(1), F(1), F(1))  # (1/3)·α·σ·s
+
+
+# ----------------------------------------------------------------------------- conversions
+
+
+@pytest.mark.parametrize("sigma, beta", [(3, F(1, 9)), (F(3, 2), F(4, 9)), (3.0, F(1, 9))])
+def test_caffe_sigma_to_beta_is_exact_for_exact_sigma(sigma, beta):
+    got = ki.caffe_sigma_to_beta(sigma)
+    assert isinstance(got, F) and got == beta
+
+
+@pytest.mark.parametrize("sigma", [0.3, 2.5, 7.1])
+def test_caffe_sigma_to_beta_of_a_float_is_the_float_one_over_sigma_squared(sigma):
+    got = ki.caffe_sigma_to_beta(sigma)
+    assert type(got) is float and got == pytest.approx(1 / sigma**2, rel=1e-15)
+    # and it is what torch's smooth_l1 needs to equal Caffe's SmoothL1Loss(sigma)
+    r = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    caffe = torch.where(r.abs() < 1 / sigma**2, 0.5 * (sigma * r) ** 2, r.abs() - 0.5 / sigma**2)
+    torch.testing.assert_close(torch.nn.functional.smooth_l1_loss(
+        r, torch.zeros_like(r), beta=got, reduction="none"), caffe, rtol=1e-12, atol=1e-14)
+
+
+_STAGE = ki.StageLoss("huber", 1, 1, (1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: ki.caffe_sigma_to_beta(-1), "sigma"),
+    (lambda: ki.effective_lambda(-1, 1, 1), "loss_weight"),
+    (lambda: ki.effective_lambda(1, -1, 1), "box_normaliser"),
+    (lambda: ki.effective_lambda(1, 1, -1), "classification_normaliser"),
+    (lambda: ki.from_smooth_l1(-1), "beta"),
+    (lambda: ki.from_smooth_l1(1, bbox_reg_weights=(1, 1, 1)), "bbox_reg_weights"),
+    (lambda: ki.from_smooth_l1(1, bbox_reg_weights=(1, 0, 1, 1)), r"bbox_reg_weights\[1\] \(y\)"),
+    (lambda: ki.from_detectron2(-1), "smooth_l1_beta"),
+    (lambda: ki.from_huber_loss(-1), "delta"),
+    (lambda: ki.from_huber_loss(1, weight=-1), "weight"),
+    (lambda: ki.StageLoss("huber", -1, 1, 1), "lam"),
+    (lambda: ki.StageLoss("huber", 1, -1, 1), "alpha"),
+    (lambda: ki.StageLoss("huber", 1, 1, (1, 1, 1)), "sigma"),
+    (lambda: ki.interpret(_STAGE, -1), "anchor_w"),
+    (lambda: ki.interpret(_STAGE, 1, -1), "anchor_h"),
+    (lambda: ki.configure(-1, 1), r"label_noise\[0\] \(x\)"),
+    (lambda: ki.configure(1, (1, 1, 1, -1)), r"prediction_noise\[3\] \(h\)"),
+    (lambda: ki.configure(1, 1, sigma=(1, -1, 1, 1)), r"sigma\[1\] \(y\)"),
+    (lambda: ki.configure(1, 1, lam=-1), "lam"),
+    (lambda: ki.configure(1, 1, alpha=-1), "alpha"),
+    (lambda: ki.alpha_sweep_preset(-0.5), "alpha"),
+    (lambda: ki.alpha_sweep_preset(0.5, sigma=(1, 1, 0, 1)), r"sigma\[2\] \(w\)"),
+    (lambda: ki.alpha_sweep_preset(0.5, sigma=(1, 1, 1)), "sigma"),
+])
+def test_messages_name_the_argument(call, name):
+    """A bad value's message starts with the name of the argument the caller passed."""
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        call()
+
+
+# ----------------------------------------------------------------------------- α-sweep presets
+
+
+def test_alpha_sweep_preset_names_every_non_default_and_keeps_sigma_for_l1():
+    sigma = (F(1, 10), F(1, 10), F(1, 5), F(1, 5))
+    assert ki.alpha_sweep_preset(0.5).name == "sweep_alpha0.5"
+    assert ki.alpha_sweep_preset(0.5, lam=2).name == "sweep_alpha0.5-lam2-sigma0.1,0.1,0.2,0.2"
+    assert ki.alpha_sweep_preset(0.5, sigma=(1, 1, 1, 1)).name == "sweep_alpha0.5-lam1-sigma1,1,1,1"
+    l1 = ki.alpha_sweep_preset(0, lam=3, sigma=(1, 2, 3, 4))
+    assert l1.proposal == l1.detection == ki.StageLoss("l1", 3, 0, (1, 2, 3, 4))
+    assert ki.alpha_sweep_preset(0).detection.sigma == sigma
+    for name in ("sweep_alpha0.5-lam2-sigma0.1,0.1,0.2,0.2", "sweep_alpha0-lam3-sigma1,2,3,4"):
+        assert ki.get_preset(name).name == name
+
+
+def test_interpret_config_passes_both_anchor_sides():
+    got = ki.interpret_config("implementation", 32, 64)
+    for stage in ("proposal", "detection"):
+        expected = ki.interpret(ki.get_preset("implementation").stage(stage), 32, 64)
+        assert got[stage] == expected
+        assert got[stage].anchor == (32, 64)
+        # x scales with the width, y with the height
+        assert got[stage].label_noise[1] == 2 * got[stage].label_noise[0]
