@@ -26,7 +26,7 @@ for ``hiou``) is
   (:math:`\\mathrm{SmoothL1}_\\beta = H_\\beta/\\beta`); :math:`\\beta = 0` is plain L1;
 * ``l1``: :math:`\\lambda\\,|r|` (``alpha`` unused; torchvision's RetinaNet);
 * ``hiou``: :math:`\\lambda\\,(1+\\mathrm{IoU})^{\\gamma}(1-\\mathrm{IoU})` per box, with
-  :math:`\\gamma` = ``alpha`` in [0, 1] (seed 004, supplement eq. 11, 13).
+  :math:`\\gamma` = ``alpha`` in [0, 1] (Wang and Zhang, arXiv 2020, supplement eqs. 11 and 13).
 
 ``kl`` is Appendix E: "we simply replace :math:`H_\\alpha` with :math:`D_{\\alpha/2,1/\\alpha}`
 with no other modifications", i.e. the factor :math:`\\lambda/\\alpha` in front stays.  By
@@ -74,7 +74,7 @@ accepted α and Table 2 label factor); :func:`register_box_loss_kind` adds a new
 losses.  Because the IoU of two axis-aligned boxes is invariant under a per-axis positive affine
 map, IoU-type losses can be computed from codes alone by decoding both against the unit box
 (:func:`decode_against_unit_box`); that is how ``hiou`` (:func:`klhuber.related.harmonic.hiou_loss`)
-works in all three stages without seeing the anchors.  Harmonic weighting (seed 004, eq. 1),
+works in all three stages without seeing the anchors.  Harmonic weighting (Wang and Zhang, eq. 1),
 which couples the box loss to classification scores, lives in
 :meth:`klhuber.detection.heads.KLRoIHeads.compute_loss` (``harmonic=``), the one stage with a
 softmax classifier; per-sample losses come from :meth:`BoxRegressionLoss.per_sample`.

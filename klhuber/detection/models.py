@@ -237,7 +237,7 @@ def build_model(
             :func:`klhuber.detection.backbones.load_backbone_weights`).  As torchvision does with pretrained backbones,
             batch norm is then frozen (``FrozenBatchNorm2d``) and ``trainable_backbone_layers``
             defaults to 3 (py-faster-rcnn's conv1-conv2 frozen, for VGG).
-        harmonic: optional Harmonic weighting of the RoI heads' losses (related work, seed 004;
+        harmonic: optional Harmonic weighting of the RoI heads' losses (related work: the Harmonic loss of Wang and Zhang;
             Faster R-CNN only): one of :data:`klhuber.detection.heads.HARMONIC_CHOICES`, see
             :meth:`klhuber.detection.heads.KLRoIHeads.compute_loss`.  ``None`` (default) is the paper's setting.
         anchor_sizes: optional base anchor size per feature level
