@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from klhuber import _chunked, _fused
-from klhuber._functions import apply_loss, compiled, loss_plain, run_fused
+from klhuber._functions import apply_loss, loss_plain, run_compiled, run_fused
 from klhuber._inspection import is_compiling as _is_compiling
 from klhuber._inspection import is_transformed as _is_transformed
 from klhuber._kernels import moderate
@@ -161,7 +161,7 @@ def dispatch(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: Param
         elif impl == "autograd":
             out = loss_plain(input, target, alpha, beta, reduction)
         else:
-            out = compiled(reduction)(input, target, alpha, beta)
+            out = run_compiled(input, target, alpha, beta, reduction)
     if out.dtype != out_dtype and out_dtype in (torch.float16, torch.bfloat16):
         out = out.to(out_dtype)
     return out

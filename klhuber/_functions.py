@@ -213,6 +213,26 @@ def compiled(reduction: str) -> Callable[..., Tensor]:
     return torch.compile(fn, dynamic=True)
 
 
+def run_compiled(input: Tensor, target: Tensor | None, alpha: ParamLike, beta: ParamLike,
+                 reduction: str) -> Tensor:
+    """The general Function under :func:`compiled`, or eagerly where compiling is off or not
+    possible: the rules of the compiled fused forward (``KLHUBER_NO_COMPILE=1``, no Triton on
+    CUDA, an earlier failure in this process).  A failed compilation warns once and is not
+    tried again; an error of the inputs themselves is raised by the eager call as usual."""
+    if _fused.compile_available(input.device):
+        try:
+            return compiled(reduction)(input, target, alpha, beta)
+        except Exception as err:  # no C++ compiler / Triton, unsupported platform, ...
+            out = apply_loss(input, target, alpha, beta, reduction)  # raises input errors
+            import warnings
+
+            _fused.mark_compile_broken(err)
+            warnings.warn(f"klhuber: torch.compile of the KL loss failed ({err!r:.200}); "
+                          "using eager evaluation", RuntimeWarning, stacklevel=4)
+            return out
+    return apply_loss(input, target, alpha, beta, reduction)
+
+
 def _fused_forward(kind: str, input: Tensor, target: Tensor | None, alpha: float, beta: float,
                    reduction: str, want_d: bool) -> tuple[Tensor, Tensor | None]:
     if kind == "kernel":

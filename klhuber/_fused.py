@@ -415,6 +415,12 @@ def _compiled_fwd(reduction: str) -> Callable[..., tuple[Tensor, Tensor | None]]
     return torch.compile(_EAGER[reduction], backend=_counting_backend, dynamic=True)
 
 
+def mark_compile_broken(err: BaseException) -> None:
+    """Record that :func:`torch.compile` failed (``err``): no compiled path is tried again in
+    this process (:func:`compile_available` is false from now on)."""
+    _BROKEN.add(type(err).__name__)
+
+
 def compile_available(device: torch.device | None = None) -> bool:
     """Whether the compiled fused forward may be tried on ``device``: ``torch.compile``
     present, not disabled with ``KLHUBER_NO_COMPILE=1``, not failed before in this process,
@@ -466,7 +472,7 @@ def compiled_forward(x: Tensor, t: Tensor | None, alpha: float, beta: float, red
         except Exception as err:  # no C++ compiler / Triton, unsupported platform, ...
             import warnings
 
-            _BROKEN.add(type(err).__name__)
+            mark_compile_broken(err)
             warnings.warn(f"klhuber: torch.compile of the fused KL loss failed ({err!r:.200}); "
                           "using eager evaluation", RuntimeWarning, stacklevel=3)
     return _EAGER[reduction](x, t, _consts_tuple(alpha, beta, x.dtype), want_d)

@@ -76,8 +76,9 @@ the value overflows.  Moderate scalar scales keep the fast paths unchanged.
     compilation), the call takes the general Function instead.  All other calls (tensor or
     extreme scales, forward-mode AD, :mod:`torch.func` transforms, tensor subclasses, meta
     tensors) run the general Function under :func:`torch.compile` (``dynamic=True``, one
-    compilation per reduction; first derivatives only); that compilation is always attempted,
-    whatever ``KLHUBER_NO_COMPILE`` says, and its errors are raised.
+    compilation per reduction; first derivatives only), or eagerly under the same rules as
+    the compiled forward (``KLHUBER_NO_COMPILE=1``, no Triton on CUDA, an earlier failed
+    compilation: warned once).
 ``"autograd"``
     The same formulas as plain differentiable tensor operations (a reference).
 

@@ -257,6 +257,51 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     assert torch.isfinite(x.grad).all()
 
 
+def test_general_compiled_path_follows_the_compile_rules(monkeypatch):
+    """impl="compiled" with a tensor scale takes the general Function under torch.compile;
+    like the compiled fused forward it stays eager with KLHUBER_NO_COMPILE=1, and a failed
+    compilation warns once and falls back to the same values."""
+    from klhuber import _functions
+
+    x = torch.randn(10, requires_grad=True)
+    alpha = torch.tensor(0.5)
+    expected = kl_huber_loss(x.detach(), torch.zeros(10), alpha, 2.0, impl="autograd")
+
+    def must_not_compile(reduction):
+        raise AssertionError("compiled although KLHUBER_NO_COMPILE=1")
+
+    monkeypatch.setattr(_functions, "compiled", must_not_compile)
+    monkeypatch.setattr(_fused, "_BROKEN", set())
+    monkeypatch.setenv("KLHUBER_NO_COMPILE", "1")
+    out = kl_huber_loss(x, torch.zeros(10), alpha, 2.0, impl="compiled")
+    torch.testing.assert_close(out, expected)
+    monkeypatch.delenv("KLHUBER_NO_COMPILE")
+
+    def broken(reduction):
+        def call(*args):
+            raise RuntimeError("no compiler")
+        return call
+
+    monkeypatch.setattr(_functions, "compiled", broken)
+    with pytest.warns(RuntimeWarning, match="torch.compile"):
+        out = kl_huber_loss(x, torch.zeros(10), alpha, 2.0, impl="compiled")
+    torch.testing.assert_close(out, expected)
+    assert not _fused.compile_available()  # not tried again in this process
+    out.backward()
+    torch.testing.assert_close(x.grad, kl_huber_derivative(x.detach(), 0.5, 2.0) / 10)
+    # an error that the eager call raises too is the inputs' own: raised, and not counted as
+    # a failed compilation
+    monkeypatch.setattr(_fused, "_BROKEN", set())
+
+    def input_error(*args, **kwargs):
+        raise ValueError("bad input")
+
+    monkeypatch.setattr(_functions, "apply_loss", input_error)
+    with pytest.raises(ValueError, match="bad input"):
+        kl_huber_loss(x, torch.zeros(10), alpha, 2.0, impl="compiled")
+    assert _fused.compile_available()
+
+
 def test_no_kernel_without_compiler(monkeypatch, tmp_path):
     """Without a C++ compiler the kernel is None and the default path still works."""
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
