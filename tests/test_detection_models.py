@@ -262,6 +262,18 @@ def _torchvision_config():
     )
 
 
+def _assert_same_losses(ours, stock, with_boxes):
+    """``ours`` and ``stock`` (same weights) give the same training losses on one batch; the
+    stock losses are returned."""
+    images, targets = batch(with_boxes)
+    expected = run_losses(stock, images, targets)
+    got = run_losses(ours, images, targets)
+    assert set(got) == set(expected)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-6, atol=1e-7)
+    return expected
+
+
 @pytest.mark.parametrize("with_boxes", [True, False])
 def test_torchvision_preset_equals_stock_fasterrcnn(with_boxes):
     torch.manual_seed(0)
@@ -274,12 +286,7 @@ def test_torchvision_preset_equals_stock_fasterrcnn(with_boxes):
     assert list(ours.state_dict()) == list(stock.state_dict())
     ours.load_state_dict(stock.state_dict())
     assert ours.roi_heads.box_coder.weights == stock.roi_heads.box_coder.weights == (10, 10, 5, 5)
-    images, targets = batch(with_boxes)
-    expected = run_losses(stock, images, targets)
-    got = run_losses(ours, images, targets)
-    assert set(got) == set(expected)
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-6, atol=1e-7)
+    expected = _assert_same_losses(ours, stock, with_boxes)
     if with_boxes:
         assert expected["loss_box_reg"] > 0 and expected["loss_rpn_box_reg"] > 0
 
@@ -293,12 +300,7 @@ def test_torchvision_preset_equals_stock_retinanet(with_boxes):
     )
     assert list(ours.state_dict()) == list(stock.state_dict())
     ours.load_state_dict(stock.state_dict())
-    images, targets = batch(with_boxes)
-    expected = run_losses(stock, images, targets)
-    got = run_losses(ours, images, targets)
-    assert set(got) == set(expected)
-    for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=1e-6, atol=1e-7)
+    expected = _assert_same_losses(ours, stock, with_boxes)
     if with_boxes:
         assert expected["bbox_regression"] > 0
 
