@@ -52,6 +52,8 @@ def test_hiou_kind_is_lambda_times_hiou_of_the_decoded_boxes(gamma):
                            _decode_by_hand(target[row].tolist(), weights))
         assert value == pytest.approx(lam * (1 + iou) ** gamma * (1 - iou), rel=1e-12, abs=1e-15)
     assert got[1].item() == 0.0  # identical boxes: IoU 1, no loss
+    one = kind.fn(pred[2:], target[2:], params)  # a single box takes the general path too
+    assert one.shape == (1,) and one.item() == pytest.approx(got[2].item(), rel=1e-15)
 
 
 def test_hiou_kind_of_no_boxes_is_empty_and_differentiable():
@@ -95,7 +97,7 @@ def test_detector_stages_maps_modules_to_stages():
 def test_loss_kind_rejects_what_it_cannot_use():
     fn = ki.loss_kind("l1").fn
     for bad in ({"name": ""}, {"name": None}, {"name": 3}):
-        with pytest.raises(ValueError, match="name must be a non-empty string"):
+        with pytest.raises(ValueError, match="^name must be a non-empty string$"):
             ki.LossKind(fn=fn, **bad)
     with pytest.raises(ValueError, match="fn must be callable"):
         ki.LossKind("broken", "not a function")
@@ -210,3 +212,42 @@ def test_interpret_config_passes_both_anchor_sides():
         assert got[stage].anchor == (32, 64)
         # x scales with the width, y with the height
         assert got[stage].label_noise[1] == 2 * got[stage].label_noise[0]
+
+
+# ----------------------------------------------------------------------------- library conversions
+
+
+def test_conversions_keep_the_target_encoding_and_defaults():
+    for stage in (ki.from_smooth_l1(F(1, 9), wh_target="linear"),
+                  ki.from_detectron2(0.5, wh_target="linear"),
+                  ki.from_huber_loss(1, wh_target="linear")):
+        assert stage.wh_target == "linear"
+    for stage in (ki.from_smooth_l1(F(1, 9)), ki.from_detectron2(0.5), ki.from_huber_loss(1)):
+        assert stage.wh_target == "log" and stage.lam == 1  # default weight 1: λ = 1·δ for δ = 1
+
+
+def test_from_detectron2_weight_and_the_l1_switch_of_fvcore():
+    # detectron2's BBOX_REG_LOSS_WEIGHT is λ; weights (10, 10, 5, 5) are σ = (1/10, 1/10, 1/5, 1/5)
+    stage = ki.from_detectron2(0.5, 2, (10, 10, 5, 5))
+    assert (stage.kind, stage.lam, stage.alpha) == ("smooth_l1", 2, 0.5)
+    assert stage.sigma == (F(1, 10), F(1, 10), F(1, 5), F(1, 5))
+    # fvcore's smooth_l1_loss is L1 for beta < 1e-5 (and smooth L1 from 1e-5 on)
+    tiny = ki.from_detectron2(1e-6, 3)
+    assert (tiny.kind, tiny.alpha, tiny.lam) == ("l1", 0, 3) and isinstance(tiny.alpha, F)
+    edge = ki.from_detectron2(1e-5)
+    assert (edge.kind, edge.alpha) == ("smooth_l1", 1e-5)
+    assert ki.from_detectron2(0.1).kind == "smooth_l1"
+    # the reading of what fvcore computes: same loss values as the stage's own loss
+    r = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    torch.testing.assert_close(tiny.loss(r), 3 * r.abs(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(ki.from_detectron2(0.1).loss(r), torch.nn.functional.smooth_l1_loss(
+        r, torch.zeros_like(r), beta=0.1, reduction="none"), rtol=1e-12, atol=1e-15)
+
+
+def test_from_huber_loss_default_weight_is_one():
+    # F.huber_loss(delta) = H_delta = (λ/α) H_α with α = δ and λ = weight·δ
+    stage = ki.from_huber_loss(F(1, 2))
+    assert (stage.lam, stage.alpha) == (F(1, 2), F(1, 2))
+    r = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    torch.testing.assert_close(stage.loss(r), torch.nn.functional.huber_loss(
+        r, torch.zeros_like(r), delta=0.5, reduction="none"), rtol=1e-12, atol=1e-15)
