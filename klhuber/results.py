@@ -45,10 +45,6 @@ def _checkout_root() -> Path | None:
 
 #: The klhuber checkout holding this package, ``None`` when it is installed from a wheel.
 CHECKOUT_ROOT: Path | None = _checkout_root()
-#: Root of the detection experiments' default folders ``results/`` and ``.cache/``, which is
-#: the checkout, or for an installed wheel the current directory when klhuber was imported.
-#: The book takes its folders from the book found from the current directory instead.
-REPO_ROOT = CHECKOUT_ROOT if CHECKOUT_ROOT is not None else Path.cwd()
 
 
 @functools.cache

@@ -53,7 +53,9 @@ recorder = Recorder("detectors", artefacts_dir, profile, device)
 EVIDENCE = "cpu"  # the profile whose committed runs are the evidence of this chapter
 detection_results = Path(results_dir) / "detection"
 if profile == "full":  # continue the evidence grid on this machine (resumable)
-    ex.run_experiment(EVIDENCE, results_dir=detection_results, device=device, log=print)
+    cache = Path(results_dir).parent / ".cache" / "detection"  # beside results/, not here
+    ex.run_experiment(EVIDENCE, results_dir=detection_results, data_dir=cache / "data",
+                      work_dir=cache / "runs", device=device, log=print)
 try:
     runs = rp.load_runs(detection_results, EVIDENCE)
     missing_reason = None

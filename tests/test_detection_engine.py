@@ -450,3 +450,12 @@ def test_a_late_sigint_or_a_loader_killed_by_the_signal_still_checkpoints(shapes
         engine.train(_config(shapes, tmp_path / "b", iters=4, checkpoint_every=100))
     assert info.value.iteration == 1
     assert engine.load_checkpoint(tmp_path / "b" / "checkpoint.pt")["iteration"] == 1
+
+
+def test_default_folders_follow_the_current_directory(tmp_path, monkeypatch):
+    """The experiments' default folders are relative: the same call run from another
+    directory (an installed wheel, a second checkout) writes there, not into this checkout."""
+    for default in (ex.DEFAULT_DATA_DIR, ex.DEFAULT_WORK_DIR, ex.DEFAULT_RESULTS_DIR):
+        assert not default.is_absolute()
+    monkeypatch.chdir(tmp_path)
+    assert ex.DEFAULT_RESULTS_DIR.resolve() == tmp_path.resolve() / "results" / "detection"

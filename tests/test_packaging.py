@@ -100,8 +100,8 @@ def test_installed_defaults_live_under_the_current_directory(installed):
         lines = _run([installed["python"], "-I", "-c", code], cwd=cwd,
                      env=installed["env"]).stdout.splitlines()
         assert lines[0] == "None"
-        assert Path(lines[1]) == Path(cwd).resolve() / ".cache" / "detection" / "runs"
-        assert Path(lines[2]) == Path(cwd).resolve() / "results" / "detection"
+        assert (Path(cwd) / lines[1]).resolve() == Path(cwd).resolve() / ".cache" / "detection" / "runs"
+        assert (Path(cwd) / lines[2]).resolve() == Path(cwd).resolve() / "results" / "detection"
         assert lines[3] == "None"  # no commit of whatever repository encloses the cwd
         assert lines[4] == "0.1.0"
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from klhuber.results import REPO_ROOT, load_results, save_results
+from klhuber.results import load_results, save_results
 
 __all__ = [
     "PROFILES",
@@ -66,9 +66,12 @@ ALL_PRESETS: tuple[str, ...] = (
     "torchvision", "appendix_d", "appendix_e",
 )
 
-DEFAULT_DATA_DIR = REPO_ROOT / ".cache" / "detection" / "data"
-DEFAULT_WORK_DIR = REPO_ROOT / ".cache" / "detection" / "runs"
-DEFAULT_RESULTS_DIR = REPO_ROOT / "results" / "detection"
+#: Default folders, relative to the current directory at the time of the call (run the CLI
+#: from the repository root to continue the committed grid): generated data sets, run folders
+#: with checkpoints and logs, and the result JSONs.
+DEFAULT_DATA_DIR = Path(".cache") / "detection" / "data"
+DEFAULT_WORK_DIR = Path(".cache") / "detection" / "runs"
+DEFAULT_RESULTS_DIR = Path("results") / "detection"
 
 
 @dataclass(frozen=True)
