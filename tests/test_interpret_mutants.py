@@ -251,3 +251,144 @@ def test_from_huber_loss_default_weight_is_one():
     r = torch.linspace(-2, 2, 41, dtype=torch.float64)
     torch.testing.assert_close(stage.loss(r), torch.nn.functional.huber_loss(
         r, torch.zeros_like(r), delta=0.5, reduction="none"), rtol=1e-12, atol=1e-15)
+
+
+# ----------------------------------------------------------------------------- kind functions
+
+
+def _huber(r, a):
+    return r * r / 2 if abs(r) <= a else a * (abs(r) - a / 2)
+
+
+def _kl_huber(r, a, b):
+    return (a * math.exp(-abs(r) / a) + abs(r) - a) / b
+
+
+_CLOSED_FORMS = {  # per coordinate, with λ applied, from the definitions (eq. 4, 16, 26)
+    "huber": lambda r, lam, a: lam / a * _huber(r, a),
+    "smooth_l1": lambda r, lam, a: lam * (_huber(r, a) / a if a > 0 else abs(r)),
+    "kl": lambda r, lam, a: lam / a * _kl_huber(r, a / 2, 1 / a),
+    "l1": lambda r, lam, a: lam * abs(r),
+}
+
+
+@pytest.mark.parametrize("kind, alpha", [(k, a) for k in ("huber", "smooth_l1", "kl")
+                                          for a in (0.7, 1.0, 2.5)]
+                         + [("smooth_l1", 0.0), ("l1", 0.0)])
+def test_kind_functions_are_their_closed_forms_of_pred_minus_target(kind, alpha):
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(6, 4, generator=gen, dtype=torch.float64) * 2
+    target = torch.randn(6, 4, generator=gen, dtype=torch.float64) * 2
+    lam = 1.9
+    got = ki.loss_kind(kind).fn(pred, target, SimpleNamespace(lam=lam, alpha=alpha))
+    expected = torch.tensor([[_CLOSED_FORMS[kind](p - t, lam, alpha) for p, t in zip(pr, ta)]
+                             for pr, ta in zip(pred.tolist(), target.tolist())],
+                            dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- to_* conversions
+
+
+def test_to_conversions_give_the_same_loss_and_refuse_what_has_no_equivalent():
+    stage = ki.StageLoss("huber", F(3, 2), F(1, 2), (F(1, 10), F(1, 10), F(1, 5), F(1, 5)))
+    smooth = ki.to_smooth_l1(stage)
+    huber = ki.to_huber_loss(stage)
+    assert huber == {"delta": F(1, 2), "weight": 3, "bbox_reg_weights": (10, 10, 5, 5)}
+    assert smooth == {"beta": F(1, 2), "weight": F(3, 2), "bbox_reg_weights": (10, 10, 5, 5)}
+    assert ki.to_detectron2(stage) == {"SMOOTH_L1_BETA": F(1, 2), "BBOX_REG_LOSS_WEIGHT": F(3, 2),
+                                       "BBOX_REG_WEIGHTS": (10, 10, 5, 5)}
+    r = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    zero = torch.zeros_like(r)
+    torch.testing.assert_close(float(huber["weight"]) * torch.nn.functional.huber_loss(
+        r, zero, delta=float(huber["delta"]), reduction="none"), stage.loss(r))
+    torch.testing.assert_close(float(smooth["weight"]) * torch.nn.functional.smooth_l1_loss(
+        r, zero, beta=float(smooth["beta"]), reduction="none"), stage.loss(r))
+    # smooth L1 with beta = 1 is a Huber loss with delta = 1
+    assert ki.to_huber_loss(ki.StageLoss("smooth_l1", 2, 1, 1))["delta"] == 1
+    kl = ki.StageLoss("kl", 1, 1, 1)
+    with pytest.raises(ValueError, match=r"^kind='kl' \(D_\{α/2,1/α\}\) has no smooth_l1_loss"):
+        ki.to_smooth_l1(kl)
+    for no_delta in (kl, ki.StageLoss("l1", 1, 0, 1), ki.StageLoss("smooth_l1", 1, 0, 1)):
+        with pytest.raises(ValueError, match=rf"^kind='{no_delta.kind}' with alpha="):
+            ki.to_huber_loss(no_delta)
+
+
+def test_linear_target_error_closed_form_and_input():
+    for ratio in (0.5, 2, 3.0, F(1, 2)):
+        got = ki.linear_target_error(ratio)
+        assert type(got) is float
+        assert got == pytest.approx(float(ratio) - 1 - math.log(float(ratio)), rel=1e-14)
+    arr = ki.linear_target_error([0.5, 1, 2])
+    assert arr.shape == (3,) and arr[1] == 0
+    for bad in (0, -1, math.inf, math.nan):
+        with pytest.raises(ValueError, match=r"^ratio \(w\*/w_a\) must be finite and > 0$"):
+            ki.linear_target_error(bad)
+
+
+def test_matched_ratio_range_ends():
+    assert ki.matched_ratio_range(1) == (1, 1)  # IoU threshold 1: only the anchor's own size
+    assert ki.matched_ratio_range(0.25, both_sides=True) == (0.5, 2)
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="^iou_threshold must be in"):
+            ki.matched_ratio_range(bad)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def test_stage_loss_of_integers_and_of_whole_box_kinds():
+    stage = ki.StageLoss("huber", 2, 1, 1)
+    got = stage.loss(torch.tensor([0, 1, 3]))
+    assert got.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(got, torch.tensor([0.0, 1.0, 5.0]))  # 2·H_1: 0, 1/2, 5/2
+    with pytest.raises(ValueError, match="^kind 'hiou' is a loss of whole boxes"):
+        ki.StageLoss("hiou", 1, F(1, 2), 1).loss(torch.zeros(3))
+    with pytest.raises(ValueError, match="^stage must be one of"):
+        ki.get_preset("implementation").stage("rpn")
+
+
+def test_configure_box_loss_passes_kind_target_and_fixed_parameters_to_both_stages():
+    config = ki.configure_box_loss(F(1, 20), F(1, 10), F(1, 5), kind="kl", wh_target="linear",
+                                   alpha=F(1, 2))
+    assert config.name == "custom"
+    assert config.source.startswith("configure_box_loss(label_noise=Fraction(1, 20)")
+    for stage, b2 in ((config.proposal, F(1, 10)), (config.detection, F(1, 5))):
+        assert (stage.kind, stage.wh_target, stage.alpha) == ("kl", "linear", F(1, 2))
+        reading = ki.interpret(stage)
+        assert reading.label_noise == (F(1, 20),) * 4 and reading.prediction_noise == (b2,) * 4
+
+
+# ----------------------------------------------------------------------------- exact numbers
+
+
+def test_all_same_and_to_fraction():
+    from klhuber.interpret._numbers import all_same, to_fraction
+
+    assert all_same([0.5]) and all_same([F(1, 3)])
+    assert all_same([1.0, 1.0 + 1e-13, 1.0 - 1e-13])
+    assert not all_same([1.0, 1.0 + 1e-10])  # 1e-12 relative, not math.isclose's 1e-9
+    assert not all_same([1.0, 1.5]) and not all_same([0.0, 0.5]) and not all_same([0.0, 1e-300])
+    assert all_same([F(1, 3), F(1, 3)]) and not all_same([F(1, 3), F(1, 3) + F(1, 10**30)])
+    assert to_fraction(0.1) == F(0.1) != F(1, 10)  # exact binary value without a limit
+    assert to_fraction(0.1, 10) == F(1, 10)
+    assert to_fraction(F(2, 3), 1) == F(2, 3)
+
+
+def test_a_sweep_name_keeps_its_spelling():
+    assert ki.get_preset("sweep_alpha0.50").name == "sweep_alpha0.50"
+    assert ki.get_preset("sweep_alpha0.50").detection == ki.alpha_sweep_preset(0.5).detection
+
+
+# ----------------------------------------------------------------------------- Table 2 cells
+
+
+@pytest.mark.parametrize("value, symbol, text", [
+    (3, "w_a", "3w_a"), (1, "w_a", "w_a"), (0, "w_a", "0"), (F(0), "", "0"), (0.0, "w_a", "0"),
+    (1.0, "w_a", "1·w_a"), (0.25, "w_a", "0.25·w_a"), (0.25, "", "0.25"),
+    (F(9, 2), "w", "9w/2"), (F(10, 3), "w", "3.333·w"), (F(10, 3), "", "3.333"),
+    (F(10, 1), "w", "10w"), (F(11, 2), "w", "5.5·w"), (F(1, 1000), "w", "w/1000"),
+    (F(1, 1001), "w", "0.000999·w"), (F(2, 5), "h_a", "2h_a/5"), (F(1, 9), "", "1/9"),
+])
+def test_format_scale_cells(value, symbol, text):
+    assert ki.format_scale(value, symbol) == text
