@@ -392,3 +392,102 @@ def test_a_sweep_name_keeps_its_spelling():
 ])
 def test_format_scale_cells(value, symbol, text):
     assert ki.format_scale(value, symbol) == text
+
+
+# ----------------------------------------------------------------------------- configure's checks
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: ki.configure(F(1, 10), 1, kind="l1"),
+     "label_noise must be 0 for kind='l1' (an L1 loss assumes exact labels)"),
+    (lambda: ki.configure(0, 1, kind="l1", alpha=1), "alpha must be 0 for kind='l1', got 1"),
+    (lambda: ki.configure(0, (1, 1, 2, 2), kind="l1", sigma=1),
+     "inconsistent request: sigma / prediction_noise must equal lam for every coordinate"),
+    (lambda: ki.configure(0, 1, kind="l1", sigma=2, lam=3),
+     "inconsistent request: sigma / prediction_noise must equal lam for every coordinate"),
+    (lambda: ki.configure(1e-300, 1e300),
+     "label_noise / prediction_noise (x) is 0.0 in floating point: label_noise and "
+     "prediction_noise must be within a float's range of each other (their ratio a positive "
+     "finite number)"),
+    (lambda: ki.configure(1e300, 1e-300),
+     "label_noise / prediction_noise (x) is inf in floating point: label_noise and "
+     "prediction_noise must be within a float's range of each other (their ratio a positive "
+     "finite number)"),
+    (lambda: ki.configure((1, 1, 1, 2), 1),
+     "label_noise / prediction_noise must be the same for x, y, w and h (it equals α·λ, shared "
+     "by the four coordinates); got (Fraction(1, 1), Fraction(1, 1), Fraction(1, 1), "
+     "Fraction(2, 1))"),
+    (lambda: ki.configure(1, 1, sigma=(1, 1, 1, 2)),
+     "sigma is inconsistent with label_noise: label_noise / sigma must be the same for all "
+     "coordinates"),
+    (lambda: ki.configure(1, 1, alpha=2, lam=2),
+     "over-determined request: the other fixed parameters imply lam = 1/2, not 2"),
+    (lambda: ki.configure(1, 1, sigma=1, alpha=2),
+     "over-determined request: the other fixed parameters imply alpha = 1, not 2"),
+    (lambda: ki.configure(None, 1),
+     "label_noise must be a number or a sequence of 4 numbers (x, y, w, h), got None"),
+    (lambda: ki.StageLoss("hiou", 1, 1.5, 1),
+     "alpha (HIoU gamma) must be in [0, 1] for kind='hiou', got 1.5"),
+])
+def test_refused_requests_say_why(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_configure_refuses_parameters_outside_the_floats_and_names_them():
+    with pytest.raises(ValueError, match=r"^the request implies lam = inf, outside the positive"):
+        ki.configure(1, 1, alpha=1e-310)
+    with pytest.raises(ValueError, match=r"^the request implies sigma \(x\) = 0\.0, outside the"):
+        ki.configure(1e-320, 1e-320, alpha=1e10)
+    tiny = ki.configure(1e-300, 1e-300)  # tiny noises, but a representable ratio 1
+    assert tiny.alpha == 1 and tiny.lam == 1 and tiny.sigma == (1e-300,) * 4
+
+
+def test_configure_l1_keeps_fixed_lam_and_target():
+    stage = ki.configure(0, F(1, 10), kind="l1", lam=3, wh_target="linear")
+    assert (stage.kind, stage.lam, stage.alpha, stage.wh_target) == ("l1", 3, 0, "linear")
+    assert stage.sigma == (F(3, 10),) * 4  # σ = λ b₂
+    assert ki.configure(0, 1, kind="l1", alpha=0).lam == 1  # canonical λ = 1
+    same = ki.configure(0, 1, kind="l1", sigma=2, lam=2)  # consistent: σ/b₂ = λ
+    assert same.lam == 2 and same.sigma == (2,) * 4
+
+
+def test_hiou_gamma_domain_is_the_closed_unit_interval():
+    for gamma in (0, F(1, 2), 1):
+        assert ki.StageLoss("hiou", 1, gamma, 1).alpha == gamma
+
+
+def test_stage_fields_become_exact():
+    stage = ki.StageLoss("huber", 2.0, 1.0, 10.0)
+    assert isinstance(stage.lam, F) and isinstance(stage.alpha, F)
+    assert all(isinstance(s, F) for s in stage.sigma)
+
+
+def test_interpretation_lists_exactly_the_approximations_it_relies_on():
+    h_approx = "H_α ≈ D_{α,1/α} (lower bound of eq. 20, used in eq. 21, 26, 32)"
+    log_approx = "log(w*/w_a) ≈ w*/w_a − 1 and exp(·) ≈ 1 + · (eq. 30–32) for w, h"
+    huber = ki.StageLoss("huber", 1, 1, 1)
+    reading = ki.interpret(huber)
+    assert reading.approximations == (h_approx, log_approx) and not reading.exact
+    assert reading.stage is huber
+    linear = ki.StageLoss("smooth_l1", 1, 1, 1, "linear")
+    assert ki.interpret(linear).approximations == (h_approx,)
+    exact = ki.interpret(ki.StageLoss("smooth_l1", 1, 0, 1, "linear"))  # β = 0: L1, exact
+    assert exact.approximations == () and exact.exact
+    assert ki.interpret(ki.StageLoss("kl", 1, 1, 1, "linear")).approximations == ()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: ki.StageLoss("huber", "1", 1, 1), "lam must be a real number, got '1'"),
+    (lambda: ki.StageLoss("huber", True, 1, 1), "lam must be a real number, got True"),
+    (lambda: ki.StageLoss("huber", 1, -1, 1), "alpha must be >= 0, got Fraction(-1, 1)"),
+    (lambda: ki.StageLoss("huber", 0, 1, 1), "lam must be > 0, got Fraction(0, 1)"),
+    (lambda: ki.interpret("implementation"), "stage must be a StageLoss, got str"),
+    (lambda: ki.interpret(ki.StageLoss("hiou", 1, 1, 1)),
+     "kind 'hiou' has no Laplace reading (Table 2)"),
+])
+def test_bad_numbers_and_stages_say_why(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
