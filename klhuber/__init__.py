@@ -34,7 +34,6 @@ _SUBMODULES = (
     "plotting",
     "related",
     "results",
-    "scorecard",
     "symbolic",
     "toy",
 )

@@ -17,8 +17,8 @@ writing the loss (or its sum) and, when a backward will follow, the derivative
   compilation fails the callers fall back to eager evaluation.
 
 Both are restricted to Python-number scales for which :math:`1/\alpha`, :math:`1/\beta` and
-:math:`\alpha/\beta` are normal numbers of the working dtype (``klhuber.losses`` routes all
-other cases to its general implementation).
+:math:`\alpha/\beta` are normal numbers of the working dtype (the dispatch of
+``klhuber.losses`` routes all other cases to its general implementation).
 
 Numerics as in ``klhuber.losses``: with :math:`u = |x|/\alpha`,
 :math:`D = (|x|/\beta)\,u\varphi(u)` and :math:`D' = \operatorname{sign}(x)\,u(1 - u\varphi(u))

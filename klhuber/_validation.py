@@ -12,7 +12,6 @@ from torch import Tensor
 
 from klhuber._inspection import can_inspect as _can_inspect
 
-Scalar = float | int
 ParamLike = float | int | Tensor
 
 

@@ -86,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if func is None:
             parser.print_help()
             return 2
-        return int(func(args) or 0)
+        status = int(func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not after main has returned
+        return status
     except ModuleNotFoundError as error:
         message = missing_extra_message(error)
         if message is None:

@@ -101,7 +101,6 @@ from klhuber._kernels import huber_bounds_direct, moderate, second_derivative_pl
 from klhuber._phi import opmath
 from klhuber._reduction import check_reduction, reduce
 from klhuber._validation import ParamLike, check_impl, check_input, check_pair, check_param
-from klhuber._validation import Scalar as Scalar  # the type aliases of the signatures
 
 __all__ = [
     "AdaptiveKLHuberLoss",

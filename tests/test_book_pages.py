@@ -43,7 +43,7 @@ def test_a_clean_page_passes():
     ("wrote /tmp/pytest-0/book/artefacts/fig1.svg", "an absolute file-system path"),
     ("saved to '/home/user/x.json'", "an absolute file-system path"),
     ("Row(key='fig1', chapter='toy_problem', status='verified')", "a raw object repr"),
-    ("&lt;klhuber.scorecard.Recorder object at 0x7f3a2c&gt;", "a raw object repr"),
+    ("&lt;klhuber.book.scorecard.Recorder object at 0x7f3a2c&gt;", "a raw object repr"),
     ("{'grid_points': 2001, 'alphas': [0.5, 1.0]}", "a raw dict repr"),
     ("mean learned α: {'laplace': 0.661, 'huber': 0.7}", "a raw dict repr"),
     ("{0.5: 0.0, 1.0: 0.0}", "a raw dict repr"),

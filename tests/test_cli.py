@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -97,11 +98,15 @@ def test_book_without_the_book_extra_names_it(monkeypatch, capsys):
     assert "'yaml'" in err and "pip install 'klhuber[book]'" in err and "Traceback" not in err
 
 
-def test_a_closed_pipe_ends_a_listing_quietly(tmp_path):
-    # `klhuber detect experiment --list | head -1`: the reader goes away before the listing ends
+@pytest.mark.parametrize("profile", ["cpu", "quick"])  # a long and a short listing
+def test_a_closed_pipe_ends_a_listing_quietly(tmp_path, profile):
+    # `klhuber detect experiment --list | head -1`: the reader goes away before the listing ends.
+    # Buffered stdout (no PYTHONUNBUFFERED), so a short listing only meets the closed pipe when
+    # it is flushed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "klhuber", "detect", "experiment", "--profile", "cpu", "--list",
-         "--results-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [sys.executable, "-m", "klhuber", "detect", "experiment", "--profile", profile, "--list",
+         "--results-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.close()
     err = proc.stderr.read().decode()
     proc.stderr.close()

@@ -148,3 +148,12 @@ def test_the_pins_resolve_on_the_other_supported_pythons(version, tmp_path):
             if "==" in line and not line.startswith("#")}
     for name in ("torch", "torchvision", "numpy", "jupyter-book"):
         assert f"{name}-{pins[name]}" in would, (name, would)
+
+
+def test_every_name_the_package_lists_imports():
+    import klhuber
+
+    for name in dir(klhuber):
+        assert getattr(klhuber, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'scorecard'"):
+        klhuber.scorecard  # noqa: B018  (moved to klhuber.book.scorecard)

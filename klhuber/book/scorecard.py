@@ -31,7 +31,10 @@ class Artefact:
     verification: str
 
 
-#: One entry per row of ``shared/paper-map.md``, in the paper's order.
+#: The scorecard's rows: the paper's artefacts in the paper's order, then the related losses
+#: the book also covers.
+#:
+#: :meta hide-value:
 ARTEFACTS: tuple[Artefact, ...] = (
     Artefact("eq1-7", "eq. 1–7: MLE view, Huber loss H_α (eq. 4), Huber density",
              "H_α equals torch.nn.functional.huber_loss(delta=α)"),
