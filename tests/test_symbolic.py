@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 import time
@@ -92,9 +93,12 @@ def test_interpreted_scales_formulas():
     assert symbolic.interpreted_scales("linear") == scales
 
 
-@pytest.mark.parametrize("kwargs", [{"wh_target": "sqrt"}, {"loss": "l2"}])
-def test_interpreted_scales_bad_input(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"wh_target": "sqrt"}, "wh_target must be 'log' or 'linear', got 'sqrt'"),
+    ({"loss": "l2"}, "loss must be 'huber' or 'kl', got 'l2'"),
+])
+def test_interpreted_scales_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         symbolic.interpreted_scales(**kwargs)
 
 
@@ -110,6 +114,11 @@ def test_expression_helpers_agree_with_definitions():
     assert sp.simplify(d.subs(x, 0)) == 0
     h = symbolic.huber_expr(sp.Rational(3), sp.Rational(1))
     assert h == sp.Rational(5, 2)
+    # eq. 4 on both branches and both signs, against the closed forms x²/2 and α(|x| − α/2)
+    for arg, a, want in [(sp.Rational(1, 2), 1, sp.Rational(1, 8)),
+                         (sp.Rational(-3, 4), 2, sp.Rational(9, 32)),
+                         (sp.Rational(-5), 2, 8), (2, 2, 2)]:
+        assert symbolic.huber_expr(sp.S(arg), sp.S(a)) == want, (arg, a)
     kl = symbolic.laplace_kl_expr(sp.S(0), a, a)
     assert sp.simplify(kl) == 0
 

@@ -48,3 +48,16 @@ def symbolic_table2_as_multiples(table1):
                                                       else symbolic.h_a))))
                 for key, val in cells.items()}
     return out
+
+
+def test_claim_table2_compares_every_cell_and_states_one():
+    result = symbolic.claim_table2()
+    n_cells = 8 * sum(len(stages) for stages in paper.TABLE1.values())
+    assert f"all {n_cells} entries of Table 2" in result.detail
+    # one stated constant stands for the whole table; perturbing it must break the claim
+    assert symbolic.negative_control(symbolic.claim_table2, -1)[1] == 1
+    assert not symbolic.negative_control(symbolic.claim_table2, 0)[0].holds
+
+
+def test_claim_table2_of_empty_tables_does_not_hold():
+    assert not symbolic.claim_table2(table1={}, table2={}).holds
