@@ -17,9 +17,9 @@
 # Tables 3–6. COCO, ImageNet weights and GPU-days are out of reach here, so this chapter trains
 # torchvision's detectors **from scratch on a synthetic stand-in**: images of five shape
 # classes whose *training* boxes carry edge noise of a known scale
-# ({py:mod}`klhuber.detection.synthetic`). Its runs were made on two CPU cores and committed
-# with their provenance; this page reads them
-# ({py:func}`klhuber.detection.report.load_runs`) and computes every verdict from them
+# ({py:mod}`klhuber.detection.synthetic`). Its runs were made on two CPU cores (a GPU may add
+# seeds; the set-up says where each was made) and committed with their provenance; this page
+# reads them ({py:func}`klhuber.detection.report.load_runs`) and computes every verdict from them
 # ({py:mod}`klhuber.detection.report`). It then does what the paper could not: it sets the
 # label noise and asks which α localises best.
 
@@ -56,11 +56,11 @@ if profile == "full":  # continue the evidence grid on this machine (resumable)
     cache = Path(results_dir).parent / ".cache" / "detection"  # beside results/, not here
     ex.run_experiment(EVIDENCE, results_dir=detection_results, data_dir=cache / "data",
                       work_dir=cache / "runs", device=device, log=print)
-try:
-    runs = rp.load_runs(detection_results, EVIDENCE)
+try:  # pooled with the seeds other profiles add, or (pooling refused) the profile's own runs
+    runs, pool_note = rp.load_evidence(detection_results, EVIDENCE)
     missing_reason = None
 except rp.ResultsError as exc:
-    runs, missing_reason = [], str(exc).split(";")[0]
+    runs, pool_note, missing_reason = [], None, str(exc).split(";")[0]
 planned = ex.profile_runs(EVIDENCE)
 cpu_profile = ex.get_profile(EVIDENCE)
 
@@ -76,6 +76,11 @@ def pts(value):
         f"{100 * value:.1f}"
 
 
+def seed_list(rs):
+    seeds = sorted({r["seed"] for r in rs})
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
 def seeds_of(arch, preset, noise):
     return sorted(r["seed"] for r in runs if r["arch"] == arch and r["preset"] == preset
                   and math.isclose(rp.run_noise(r), noise))
@@ -89,7 +94,6 @@ def seeds_of(arch, preset, noise):
 noise_t = ex.TABLE_NOISE
 verdicts, sweeps, sweeps_ap = {}, [], {}
 if runs:
-    prov = runs[0]["provenance"]
     verdicts = rp.claim_verdicts(runs, noise_t)
     sweeps = rp.alpha_sweep(runs, arch="retinanet", metric="AP75")
     sweeps_ap = {s.noise: s for s in rp.alpha_sweep(runs, arch="retinanet", metric="AP")}
@@ -99,12 +103,9 @@ if runs:
         if r["profile"] != EVIDENCE:
             added.setdefault(r["profile"], []).append(r)
 
-    def seed_list(rs):
-        seeds = sorted({r["seed"] for r in rs})
-        return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
-
     extra = "".join(
-        f" {len(rs)} runs of the `{name}` profile add {seed_list(rs)} to the same cells "
+        f" {len(rs)} run{'s' if len(rs) != 1 else ''} of the `{name}` profile "
+        f"{'add' if len(rs) != 1 else 'adds'} {seed_list(rs)} to the same cells "
         "(same data and training settings, another device)." for name, rs in added.items())
     lines = [
         f"**{len(own)} of the {len(planned)} planned runs** of the `{EVIDENCE}` profile are "
@@ -114,11 +115,12 @@ if runs:
         "excludes the opposite.",
         "",
     ]
+    if pool_note:
+        lines[1:1] = ["", f"**Not pooled.** {pool_note}"]
     for key, v in verdicts.items():
         arch = ARCH_LABELS[v["claim"].arch]
         if v["verdict"] == "not run":
-            waiting = sorted({LABELS[p["comparison"].preset] for p in v["comparisons"]
-                              if p["difference"].n == 0})
+            waiting = [LABELS[p] for p in rp.presets_missing(runs, v["claim"], noise_t)]
             state = f"**not run yet** (no paired run of {', '.join(waiting)})"
         else:
             state = f"**{v['verdict']}** ({v['seeds']} paired seeds)"
@@ -153,10 +155,12 @@ display(Markdown(md_table(["", "this chapter's evidence"], [
                              f"{' and '.join(f'{n:g}' for n in ex.SWEEP_NOISE)} (α sweep)"],
     ["detectors", "Faster R-CNN and RetinaNet (torchvision), ConvNet-4-FPN from scratch"],
     ["schedule", cpu_profile.schedule_note],
-    ["seeds", ", ".join(map(str, cpu_profile.seeds))],
-    ["made on", "two CPU cores; " + (f"commit {prov['git_commit']}, {prov['date_utc'][:10]}"
-                                     if runs else "no runs committed yet")],
+    ["seeds", f"{seed_list(runs) if runs else 'none'} committed; the `{EVIDENCE}` profile "
+              f"plans seeds {', '.join(map(str, cpu_profile.seeds))}"],
+    ["made on", rp.made_on(runs) if runs else "no runs committed yet"],
 ])))
+if pool_note:
+    display(Markdown(f"**Not pooled.** {pool_note}"))
 
 
 # %% tags=["remove-cell"]
@@ -385,8 +389,10 @@ else:
 # "inconclusive" rather than pick a side.
 
 # %% tags=["remove-cell"]
+made_with = sorted({"GPU" if str(r["config"]["device"]).startswith("cuda") else "CPU"
+                     for r in runs}) or ["CPU"]
 setup_note = ("synthetic stand-in (shapes with known label noise, ConvNet-4-FPN from scratch, "
-              "two CPU cores), not the paper's COCO runs")
+              f"made on {' and '.join(made_with)}), not the paper's COCO runs")
 for key, artefact in (("table3", "table3"), ("table4", "table4"), ("table5", "appD-table5"),
                       ("table6", "appE-table6")):
     table_paper = paper.TABLES[key]

@@ -208,3 +208,113 @@ def test_alpha_sweep_summary():
     assert summary.theory_alpha == 0.0
     assert rp.sweep_alpha_of("sweep_alpha0") == 0.0
     assert rp.sweep_alpha_of("implementation") is None
+
+
+def test_load_runs_errors_name_folders_relative_to_the_results_folder(tmp_path):
+    with pytest.raises(rp.ResultsError) as info:
+        rp.load_runs(tmp_path, "cpu")
+    assert str(tmp_path) not in str(info.value) and "cpu/" in str(info.value)
+    (tmp_path / "cpu").mkdir()
+    with pytest.raises(rp.ResultsError) as info:
+        rp.load_runs(tmp_path, "cpu")
+    assert str(tmp_path) not in str(info.value)
+    write(tmp_path / "cpu", [trained("retinanet", "implementation", 0.1, 0)])
+    for text in ('{"profile": "cpu", "run_', "[1]", '{"profile": "cpu"}'):
+        (tmp_path / "cpu" / "broken.json").write_text(text)
+        with pytest.raises(rp.ResultsError, match="cpu/broken.json") as info:
+            rp.load_runs(tmp_path, "cpu")
+        assert str(tmp_path) not in str(info.value)
+    (tmp_path / "cpu" / "broken.json").unlink()
+    write(tmp_path / "gpu", [trained("retinanet", "implementation", 0.1, 3, profile="quick")])
+    with pytest.raises(rp.ResultsError, match="in gpu/ belongs to profile 'quick'") as info:
+        rp.load_runs(tmp_path, "cpu")
+    assert str(tmp_path) not in str(info.value)
+    other = trained("retinanet", "experiment_a", 0.1, 3, profile="gpu", device="cuda")
+    other["data"]["hash"]["val"] = "other"
+    write(tmp_path / "gpu", [other])
+    (tmp_path / "gpu" / "retinanet-implementation-noise0.1-seed3.json").unlink()
+    with pytest.raises(rp.ResultsError, match="cpu/ and gpu/ come from 2 different") as info:
+        rp.load_runs(tmp_path, "cpu")
+    assert str(tmp_path) not in str(info.value)
+
+
+@pytest.mark.parametrize("fault", ["recipe", "repeated seed", "misfiled", "broken", "data set"])
+def test_load_evidence_falls_back_to_the_own_runs_when_pooling_is_refused(tmp_path, fault):
+    own = [trained("fasterrcnn", p, 0.1, s) for p in ("implementation", "publication")
+           for s in (0, 1)]
+    write(tmp_path / "cpu", own)
+    assert rp.load_evidence(tmp_path, "cpu") == (rp.load_runs(tmp_path, "cpu"), None)
+    gpu = trained("fasterrcnn", "publication", 0.1, 3, profile="gpu", device="cuda")
+    write(tmp_path / "gpu", [gpu])
+    runs, note = rp.load_evidence(tmp_path, "cpu")
+    assert note is None and {r["profile"] for r in runs} == {"cpu", "gpu"}
+    if fault == "recipe":
+        write(tmp_path / "gpu", [trained("fasterrcnn", "implementation", 0.1, 3,
+                                         profile="gpu", device="cuda", iters=200)])
+    elif fault == "repeated seed":
+        write(tmp_path / "gpu", [trained("fasterrcnn", "implementation", 0.1, 1,
+                                         profile="gpu", device="cuda")])
+    elif fault == "misfiled":
+        write(tmp_path / "gpu", [trained("fasterrcnn", "implementation", 0.1, 4)])
+    elif fault == "broken":
+        (tmp_path / "gpu" / "half.json").write_text('{"profile": "gpu", "run_')
+    else:
+        other = trained("fasterrcnn", "implementation", 0.1, 3, profile="gpu", device="cuda")
+        other["data"]["hash"]["val"] = "other"
+        write(tmp_path / "gpu", [other])
+    with pytest.raises(rp.ResultsError):
+        rp.load_runs(tmp_path, "cpu")
+    runs, note = rp.load_evidence(tmp_path, "cpu")
+    assert runs == rp.load_runs(tmp_path, "cpu", pool=False) and len(runs) == 4
+    assert note.startswith("The runs of the `gpu` profile are not pooled with the `cpu` runs")
+    assert str(tmp_path) not in note and note.endswith(".")
+    # the profile's own runs are unusable: nothing to fall back to
+    write(tmp_path / "cpu", [trained("fasterrcnn", "experiment_a", 0.1, 0, iters=4)])
+    with pytest.raises(rp.ResultsError, match="different settings"):
+        rp.load_evidence(tmp_path, "cpu")
+
+
+def test_made_on_states_the_seeds_devices_dates_and_commits_of_the_runs():
+    def made(profile, seed, device, commit, date, preset="implementation"):
+        r = trained("retinanet", preset, 0.1, seed, profile=profile,
+                    device=device.split(" ")[0])
+        r["provenance"] = {"device": device, "git_commit": commit * 40,
+                           "date_utc": f"{date}T05:00:00+00:00"}
+        return r
+
+    runs = [made("cpu", 0, "cpu (x86_64, 2 logical CPUs)", "a", "2026-12-01"),
+            made("cpu", 1, "cpu (x86_64, 2 logical CPUs)", "b", "2026-12-02", "experiment_a"),
+            made("gpu", 3, "cuda (NVIDIA H200)", "c", "2026-12-03"),
+            made("gpu", 4, "cuda:0 (NVIDIA H200)", "c", "2026-12-03")]
+    assert rp.made_on(runs) == (
+        "`cpu` profile: 2 runs, seeds 0, 1, on cpu (x86_64, 2 logical CPUs), 2026-12-01 to "
+        "2026-12-02, commits aaaaaaa, bbbbbbb; `gpu` profile: 2 runs, seeds 3, 4, on "
+        "cuda (NVIDIA H200) and cuda:0 (NVIDIA H200), 2026-12-03, commit ccccccc")
+    many = [made("cpu", 0, "cpu", c, f"2026-12-0{i + 1}", p)
+            for i, (c, p) in enumerate(zip("dcba", ("implementation", "experiment_a",
+                                                     "experiment_b", "publication")))]
+    assert rp.made_on(many).endswith("4 commits from ddddddd to aaaaaaa")
+    assert rp.made_on(runs[:1]).startswith("`cpu` profile: 1 run, seed 0, on cpu")
+    assert rp.made_on([]) == ""
+
+
+def test_presets_missing_names_the_side_without_runs():
+    claim = rp.Claim("t", "fasterrcnn", "text",
+                     (rp.Comparison("experiment_a", "implementation", "AP75", ">"),
+                      rp.Comparison("experiment_b", "implementation", "AP75", ">"),
+                      rp.Comparison("implementation", "publication", "AP", ">")))
+    runs = [trained("fasterrcnn", p, 0.1, 0) for p in ("experiment_a", "experiment_b")]
+    # the comparisons' presets ran; their reference did not
+    assert rp.presets_missing(runs, claim, 0.1) == ["implementation", "publication"]
+    runs.append(trained("fasterrcnn", "implementation", 0.1, 0))
+    assert rp.presets_missing(runs, claim, 0.1) == ["publication"]
+    runs.append(trained("fasterrcnn", "publication", 0.2, 0))  # another noise level
+    assert rp.presets_missing(runs, claim, 0.1) == ["publication"]
+    runs.append(trained("fasterrcnn", "publication", 0.1, 1))  # ran, but not with seed 0
+    assert rp.presets_missing(runs, claim, 0.1) == ["implementation", "publication"]
+    runs.append(trained("fasterrcnn", "publication", 0.1, 0))
+    assert rp.presets_missing(runs, claim, 0.1) == []
+    verdicts = rp.claim_verdicts(runs[:2], 0.1)
+    assert verdicts["table3"]["verdict"] == "not run"
+    assert rp.presets_missing(runs[:2], verdicts["table3"]["claim"], 0.1) == [
+        "implementation", "publication", "experiment_c"]

@@ -3,9 +3,14 @@
 The detectors chapter and the scorecard read everything they say about the detector
 experiments from this module, so that every claim gets one verdict, computed once:
 
-* :func:`load_runs` reads the run JSONs of one profile (written by
-  :func:`klhuber.detection.experiments.run_one`) and refuses mixtures: another profile, another
-  data set, or a file half-written by a crash each get a :class:`ResultsError` naming the file;
+* :func:`load_runs` reads the run JSONs of a profile (written by
+  :func:`klhuber.detection.experiments.run_one`) together with those of every profile that adds
+  seeds to it (:attr:`klhuber.detection.experiments.Profile.adds_seeds_to`: the ``gpu``
+  profile's seeds join the ``cpu`` tables), and refuses mixtures: a run filed under another
+  profile, another data set or training recipe, a seed counted twice, or a file half-written by
+  a crash each get a :class:`ResultsError` naming the run or file (relative to the results
+  folder); :func:`load_evidence` falls back to the profile's own runs when only the pooling is
+  refused, and says why;
 * :func:`estimate` and :func:`paired_difference` give the mean over seeds with a 95 % Student-t
   interval; runs of one seed share their initialisation and data order across presets (a
   paired design), so a difference between two presets is estimated per seed;
@@ -37,8 +42,11 @@ __all__ = [
     "alpha_sweep",
     "claim_verdicts",
     "estimate",
+    "load_evidence",
     "load_runs",
+    "made_on",
     "paired_difference",
+    "presets_missing",
     "run_noise",
     "sweep_alpha_of",
 ]
@@ -53,19 +61,20 @@ class ResultsError(ValueError):
     """Committed detector results that cannot be used as they are (the message says why)."""
 
 
-def _load_one(path: Path) -> dict[str, Any]:
+def _load_one(path: Path, name: str) -> dict[str, Any]:
+    # ``name``: the file relative to the results folder, for messages (no machine paths)
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ResultsError(
-            f"{path} is not valid JSON ({exc.__class__.__name__}: {exc}); it was probably "
+            f"{name} is not valid JSON ({exc.__class__.__name__}: {exc}); it was probably "
             "half-written by a crash: delete it and run the experiment again to redo that run"
         ) from None
     if not isinstance(payload, dict):
-        raise ResultsError(f"{path} holds a {type(payload).__name__}, not a run result")
+        raise ResultsError(f"{name} holds a {type(payload).__name__}, not a run result")
     missing = [k for k in _REQUIRED if k not in payload]
     if missing:
-        raise ResultsError(f"{path} is not a detector run result: it lacks {missing}")
+        raise ResultsError(f"{name} is not a detector run result: it lacks {missing}")
     return payload
 
 
@@ -90,10 +99,10 @@ def _recipe(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_folder(folder: Path, profile: str) -> list[dict[str, Any]]:
-    runs = [_load_one(p) for p in sorted(folder.glob("*.json"))]
+    runs = [_load_one(p, f"{profile}/{p.name}") for p in sorted(folder.glob("*.json"))]
     for run in runs:
         if run["profile"] != profile:
-            raise ResultsError(f"run {run['run_id']} in {folder} belongs to profile "
+            raise ResultsError(f"run {run['run_id']} in {profile}/ belongs to profile "
                                f"{run['profile']!r}, not {profile!r}; tables never mix profiles")
     return runs
 
@@ -117,17 +126,20 @@ def load_runs(results_dir: str | Path, profile: str, *, pool: bool = True
     Raises :class:`ResultsError` when the folder is missing or empty, when a file is not a
     complete run result, when a run belongs to another profile, when the runs come from
     different data sets (another generator recipe, or other validation images), when runs of
-    one architecture trained with different settings (another schedule, image size, ...), or
-    when two runs share a table cell and seed.
+    one architecture trained with different settings (another schedule, image size, ...; within
+    one profile too, e.g. a smoke run filed with the evidence), or when two runs share a table
+    cell and seed.  Messages name folders relative to ``results_dir`` (``cpu/``), never as
+    paths of this machine, so that a page may show them.
     """
     folder = Path(results_dir) / profile
     if not folder.is_dir():
         raise ResultsError(
-            f"no results folder {folder} for profile {profile!r}; run `klhuber detect experiment "
-            f"--profile {profile} --results-dir {Path(results_dir)}` first")
+            f"no results folder {profile}/ for profile {profile!r}; run `klhuber detect "
+            f"experiment --profile {profile} --results-dir <results folder>` first")
     runs = _load_folder(folder, profile)
     if not runs:
-        raise ResultsError(f"{folder} holds no run results for profile {profile!r}")
+        raise ResultsError(f"the results folder {profile}/ holds no run results for profile "
+                           f"{profile!r}")
     if pool:
         for extra in _pooled_profiles(profile):
             if (Path(results_dir) / extra).is_dir():
@@ -142,8 +154,11 @@ def load_runs(results_dir: str | Path, profile: str, *, pool: bool = True
                                                                 sort_keys=True))
     count = max([len(recipes)] + [len(h) for h in hashes.values()])
     if count > 1:
-        raise ResultsError(f"the runs in {folder} come from {count} different data sets; "
+        names = " and ".join(f"{p}/" for p in sorted({run["profile"] for run in runs}))
+        raise ResultsError(f"the runs in {names} come from {count} different data sets; "
                            "results of different data sets are never compared in one table")
+    # One training recipe per architecture, across all runs read (not only across profiles: a
+    # smoke run with other settings filed into the evidence folder is refused as well).
     first: dict[str, dict[str, Any]] = {}
     cells: dict[tuple[Any, ...], str] = {}
     for run in sorted(runs, key=lambda r: (r["profile"] != profile, r["run_id"])):
@@ -162,6 +177,68 @@ def load_runs(results_dir: str | Path, profile: str, *, pool: bool = True
                                f"seed of profile {cells[key]!r}; each seed counts once")
         cells[key] = run["profile"]
     return sorted(runs, key=lambda r: r["run_id"])
+
+
+def load_evidence(results_dir: str | Path, profile: str
+                  ) -> tuple[list[dict[str, Any]], str | None]:
+    """The runs that tables of ``profile`` report, and a note when pooling was refused.
+
+    :func:`load_runs` with pooling; when that raises but the profile's own runs load
+    (``pool=False``), the fault lies with the pooled runs (trained differently, a repeated
+    seed, a misfiled or broken file, another data set), so the profile's own runs are returned
+    with a sentence that names the profiles left out and the reason.  The note is ``None``
+    when pooling succeeded.  Raises :class:`ResultsError` when the profile's own runs cannot be
+    used.
+    """
+    try:
+        return load_runs(results_dir, profile), None
+    except ResultsError as refused:
+        runs = load_runs(results_dir, profile, pool=False)
+        left_out = [p for p in _pooled_profiles(profile) if (Path(results_dir) / p).is_dir()]
+        names = " and ".join(f"`{p}`" for p in left_out)
+        word = "profile" if len(left_out) == 1 else "profiles"
+        reason = str(refused).rstrip(".")
+        return runs, (f"The runs of the {names} {word} are not pooled with the `{profile}` "
+                      f"runs, so these tables show the `{profile}` runs only: {reason}.")
+
+
+def _seeds_text(seeds: Iterable[int]) -> str:
+    seeds = sorted(set(seeds))
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
+def made_on(runs: Sequence[dict[str, Any]]) -> str:
+    """Where ``runs`` were made, from their own records: per profile its number of runs, its
+    seeds, the devices and the dates and commits of the runs' provenance, e.g. ``"`cpu`
+    profile: 20 runs, seed 0, on cpu (x86_64, 2 logical CPUs), 2026-12-01 to 2026-12-02,
+    commit 9d18606"`` (profiles joined by ``"; "``; ``""`` for no runs)."""
+    by_profile: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_profile.setdefault(run["profile"], []).append(run)
+    parts = []
+    for name, rs in by_profile.items():
+        prov = [r.get("provenance") or {} for r in rs]
+        devices = sorted({p.get("device") or str(r["config"].get("device") or "unknown device")
+                          for p, r in zip(prov, rs)})
+        dates = sorted(p["date_utc"][:10] for p in prov if p.get("date_utc"))
+        latest: dict[str, str] = {}  # commit -> its latest date, to order the commits
+        for p in prov:
+            if p.get("git_commit"):
+                commit = p["git_commit"][:7]
+                latest[commit] = max(latest.get(commit, ""), p.get("date_utc") or "")
+        commits = sorted(latest, key=lambda c: (latest[c], c))
+        text = (f"`{name}` profile: {len(rs)} run{'s' if len(rs) != 1 else ''}, "
+                f"{_seeds_text(int(r['seed']) for r in rs)}, on {' and '.join(devices)}")
+        if dates:
+            text += f", {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
+        if len(commits) == 1:
+            text += f", commit {commits[0]}"
+        elif 1 < len(commits) <= 3:
+            text += f", commits {', '.join(commits)}"
+        elif commits:
+            text += f", {len(commits)} commits from {commits[0]} to {commits[-1]}"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -323,6 +400,24 @@ def claim_verdicts(runs: Sequence[dict[str, Any]], noise: float, level: float = 
         seeds = min((p["difference"].n for p in parts), default=0)
         out[claim.key] = {"claim": claim, "comparisons": parts, "verdict": overall,
                           "seeds": seeds}
+    return out
+
+
+def presets_missing(runs: Sequence[dict[str, Any]], claim: Claim, noise: float) -> list[str]:
+    """The presets that keep ``claim`` from a verdict at label noise ``noise``: for each of its
+    comparisons with no seed run for both sides, the side (``preset`` or ``reference``) with
+    no run of ``claim.arch`` at ``noise``, or both sides when each has runs but of other seeds;
+    in the order of the claim's comparisons, each once."""
+    out: list[str] = []
+    for comp in claim.comparisons:
+        a = _select(runs, claim.arch, comp.preset, noise)
+        b = _select(runs, claim.arch, comp.reference, noise)
+        if set(a) & set(b):
+            continue
+        sides = [p for p, seeds in ((comp.preset, a), (comp.reference, b)) if not seeds]
+        for preset in sides or [comp.preset, comp.reference]:
+            if preset not in out:
+                out.append(preset)
     return out
 
 
