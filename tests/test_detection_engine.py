@@ -182,6 +182,100 @@ def test_a_run_being_trained_is_locked_against_a_second_process(shapes, tmp_path
     assert ran == ["free"] and any("busy: skipped, busy folder" in m for m in logged)
 
 
+def test_a_configuration_error_leaves_no_run_folder(shapes, tmp_path):
+    """The lock makes the run folder only after the checks that need none, so a missing data
+    set (or an absent GPU) raises with no empty folder holding the lock file left behind."""
+    out = tmp_path / "work" / "run"
+    no_data = engine.TrainConfig(**{**_config(shapes, out, iters=1).as_dict(),
+                                    "data_root": str(tmp_path / "no-data")})
+    with pytest.raises(ValueError, match="has no train split"):
+        engine.train(no_data)
+    with pytest.raises(ValueError, match="has no train split"), engine.run_lock(no_data):
+        pass
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            engine.train(engine.TrainConfig(**{**_config(shapes, out, iters=1).as_dict(),
+                                               "device": "cuda"}))
+    assert not (tmp_path / "work").exists()
+
+
+def _one_run_profile(name):
+    return ex.register_profile(ex.Profile(
+        name=name, description="one tiny run",
+        data={"image_size": 64, "num_train": 8, "num_val": 4, "max_objects": 2,
+              "min_box": 0.25, "max_box": 0.6, "seed": 1},
+        noise_levels=(0.05,), runs=(("fasterrcnn", "experiment_c"),), seeds=(0,),
+        train={"fasterrcnn": {**SMALL, "iters": 1}}, eval_batch_size=4))
+
+
+def test_run_one_holds_the_run_lock_through_evaluation_and_the_result_write(tmp_path,
+                                                                           monkeypatch):
+    """A second runner reaching the run while it is evaluated or written is refused (it would
+    resume from the final checkpoint, evaluate again and overwrite the result)."""
+    fcntl = pytest.importorskip("fcntl")
+    from klhuber.detection import evaluate as evaluation
+
+    (spec,) = ex.profile_runs(_one_run_profile("unittest-lock"))
+    kwargs = {"results_dir": tmp_path / "results", "data_dir": tmp_path / "data",
+              "work_dir": tmp_path / "work"}
+    folder = tmp_path / "work" / spec.profile / spec.run_id
+    checked = []
+
+    def assert_locked(stage):
+        with open(folder / engine.LOCK, "a+") as second:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(second.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        checked.append(stage)
+
+    def evaluate(*args, **kw):
+        assert_locked("evaluate")
+        return real_evaluate(*args, **kw)
+
+    def save_results(*args, **kw):
+        assert_locked("save")
+        return real_save(*args, **kw)
+
+    real_evaluate, real_save = evaluation.evaluate, ex.save_results
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
+    monkeypatch.setattr(ex, "save_results", save_results)
+    result = ex.run_one(spec, **kwargs)
+    assert checked == ["evaluate", "save"] and result["iterations"] == 1
+    assert not folder.exists()  # removed, with the lock, once the result was written
+    # released: a later runner of the same folder is not refused
+    root = ex.data_root_for(spec.profile, spec.noise, tmp_path / "data")
+    with engine.run_lock(ex.train_config(spec, root, tmp_path / "work", "cpu")):
+        assert (folder / engine.LOCK).exists()
+
+
+def test_run_one_returns_a_result_another_runner_wrote_while_it_prepared(tmp_path,
+                                                                        monkeypatch):
+    """The result JSON is checked again once the lock is held: a runner that finished the run
+    meanwhile (and released its lock) is not repeated, and its result is not overwritten."""
+    from klhuber.results import save_results
+
+    (spec,) = ex.profile_runs(_one_run_profile("unittest-recheck"))
+    kwargs = {"results_dir": tmp_path / "results", "data_dir": tmp_path / "data",
+              "work_dir": tmp_path / "work"}
+    out = ex.result_path(spec, tmp_path / "results")
+    real_config = ex.train_config
+
+    def train_config(*args, **kw):  # the other runner finishes while this one prepares
+        save_results(out, {"run_id": spec.run_id, "by": "the other runner"})
+        return real_config(*args, **kw)
+
+    def train(*args, **kw):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(ex, "train_config", train_config)
+    monkeypatch.setattr(engine, "train", train)
+    before = out.read_bytes() if out.exists() else None
+    assert before is None
+    result = ex.run_one(spec, **kwargs)
+    assert result["by"] == "the other runner"
+    assert load_results(out)["by"] == "the other runner"
+    assert not (tmp_path / "work" / spec.profile / spec.run_id).exists()
+
+
 def test_evaluate_checkpoint_and_experiment_grid(shapes, tmp_path):
     profile = ex.register_profile(ex.Profile(
         name="unittest", description="test grid",

@@ -70,6 +70,7 @@ __all__ = [
     "load_checkpoint",
     "lr_factor",
     "random_horizontal_flip",
+    "run_lock",
     "setup_training",
     "train",
     "train_one_step",
@@ -206,6 +207,8 @@ def _stale_temporaries(out_dir: Path) -> list[Path]:
 
 #: The lock file :func:`train` holds (``flock``, POSIX) in its output folder while it runs.
 LOCK = ".train.lock"
+# Output folders whose lock this process holds: a train() inside run_lock() does not lock again.
+_HELD: set[str] = set()
 
 
 @contextlib.contextmanager
@@ -214,11 +217,16 @@ def _run_lock(out_dir: Path, enabled: bool) -> Iterator[None]:
     :class:`RunLockedError` at once if another process holds it.  The operating system
     releases the lock when its holder exits, so a crashed run leaves no stale lock.  Where
     there is no ``fcntl`` (not POSIX), or the folder cannot be made, nothing is locked (the
-    folder checks that follow give the error)."""
+    folder checks that follow give the error).  A folder this process holds already is not
+    locked again (the lock is per process)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         fcntl = None
+    key = os.path.abspath(out_dir)
+    if key in _HELD:
+        yield
+        return
     handle = None
     if enabled and fcntl is not None and not (out_dir.exists() and not out_dir.is_dir()):
         try:
@@ -240,10 +248,34 @@ def _run_lock(out_dir: Path, enabled: bool) -> Iterator[None]:
             handle.truncate()
             handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
             handle.flush()
+            _HELD.add(key)
         yield
     finally:
         if handle is not None:
+            _HELD.discard(key)
             handle.close()
+
+
+def _check_before_lock(config: TrainConfig, ctx: _Dist) -> None:
+    """The checks of :func:`setup_training` that need no output folder (the device, the
+    training data), run before the lock makes the folder, so that a configuration error
+    leaves no folder behind."""
+    from klhuber.detection.data import coco_split_paths
+
+    _resolve_device(config, ctx)
+    coco_split_paths(config.data_root, "train", config.data_layout)
+
+
+@contextlib.contextmanager
+def run_lock(config: TrainConfig) -> Iterator[None]:
+    """Hold the lock of ``config.out_dir`` (the one :func:`train` takes) for the duration, so
+    that a caller can evaluate and save a run before another runner may take the folder over;
+    :func:`train` inside does not lock again.  Raises :class:`RunLockedError` at once when
+    another process holds it.  The device and the training data are checked first, so that a
+    configuration error raises before the folder is made."""
+    _check_before_lock(config, _Dist())
+    with _run_lock(Path(config.out_dir), enabled=True):
+        yield
 
 
 def _check_out_dir(config: TrainConfig) -> None:
@@ -706,6 +738,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> d
     ctx = _init_distributed(config.device)
     lock = contextlib.ExitStack()
     try:
+        _check_before_lock(config, ctx)  # a configuration error leaves no folder behind
         lock.enter_context(_run_lock(Path(config.out_dir), enabled=ctx.main))
         run, resumed_at = setup_training(config, ctx, log)
         ckpt_file = checkpoint_path(config.out_dir)

@@ -354,12 +354,16 @@ def run_one(spec: RunSpec, *, results_dir: str | os.PathLike = DEFAULT_RESULTS_D
             log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train and evaluate one run (resuming a checkpoint), save its results JSON, return it.
 
-    An existing results JSON is returned as is.
+    An existing results JSON is returned as is.  The run folder's lock
+    (:func:`klhuber.detection.engine.run_lock`) is held from before training until the JSON is
+    written and the folder removed, so a second runner is refused
+    (:class:`klhuber.detection.engine.RunLockedError`) instead of evaluating the run again;
+    one that gets the lock after the JSON was written returns that JSON.
     """
     import torch
 
     from klhuber.detection.data import CocoDetection, coco_split_paths, dataset_hash
-    from klhuber.detection.engine import train
+    from klhuber.detection.engine import run_lock, train
     from klhuber.detection.evaluate import evaluate
     from klhuber.detection.synthetic import equivalent_laplace_scales
 
@@ -372,48 +376,54 @@ def run_one(spec: RunSpec, *, results_dir: str | os.PathLike = DEFAULT_RESULTS_D
     recipe = prepare_data(profile, spec.noise, data_dir)
     root = Path(recipe["root"])
     config = train_config(spec, root, work_dir, device)
-    log(f"[detect] {spec.run_id}: training ({config.iters} iterations on {device})")
-    summary = train(config, log=log)
-    model = summary.pop("model")
-    val_img, val_ann = coco_split_paths(root, "val")
-    train_img, train_ann = coco_split_paths(root, "train")
-    val = CocoDetection(val_img, val_ann, train=False, cache=True,
-                        max_images=spec.overrides.get("eval_max_images"))
-    threads_before = torch.get_num_threads()
-    if config.threads is not None:  # evaluate with the run's thread count, as it trained
-        torch.set_num_threads(config.threads)
-    try:
-        metrics = evaluate(model, val,
-                           device=config.device if device.startswith("cuda") else "cpu",
-                           batch_size=profile.eval_batch_size, amp=config.amp)
-    finally:
-        torch.set_num_threads(threads_before)
-    log(f"[detect] {spec.run_id}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
-        f"AP75 {metrics['AP75']:.3f}")
-    hashes = {"train": dataset_hash(train_img, train_ann), "val": dataset_hash(val_img, val_ann)}
-    payload = {
-        "profile": spec.profile,
-        "run_id": spec.run_id,
-        "arch": spec.arch,
-        "preset": spec.preset,
-        "backbone": config.backbone,
-        "seed": spec.seed,
-        "metrics": metrics,
-        "iterations": summary["iterations"],
-        "train": {k: v for k, v in summary.items() if k != "checkpoint"},
-        "config": config.as_dict(),
-        "data": {"generator": "klhuber.detection.synthetic", "spec": recipe["spec"],
-                 "hash": hashes, "true_label_noise": {
-                     "edge_scale": spec.noise, "distribution": profile.noise,
-                     **equivalent_laplace_scales(spec.noise, profile.noise)}},
-        "interpreted_label_noise": interpreted_label_noise(spec.arch, spec.preset),
-        "schedule": profile.schedule_note,
-    }
-    save_results(out, payload, command=command, device=device,
-                 wall_time_s=time.perf_counter() - start,
-                 extra={"iterations": summary["iterations"], "dataset_hash": hashes})
-    if not keep_checkpoint:
-        shutil.rmtree(config.out_dir, ignore_errors=True)
+    with run_lock(config):
+        if out.exists():  # another runner finished the run while this one prepared it
+            if not keep_checkpoint:  # the folder the lock made again
+                shutil.rmtree(config.out_dir, ignore_errors=True)
+            return load_results(out)
+        log(f"[detect] {spec.run_id}: training ({config.iters} iterations on {device})")
+        summary = train(config, log=log)
+        model = summary.pop("model")
+        val_img, val_ann = coco_split_paths(root, "val")
+        train_img, train_ann = coco_split_paths(root, "train")
+        val = CocoDetection(val_img, val_ann, train=False, cache=True,
+                            max_images=spec.overrides.get("eval_max_images"))
+        threads_before = torch.get_num_threads()
+        if config.threads is not None:  # evaluate with the run's thread count, as it trained
+            torch.set_num_threads(config.threads)
+        try:
+            metrics = evaluate(model, val,
+                               device=config.device if device.startswith("cuda") else "cpu",
+                               batch_size=profile.eval_batch_size, amp=config.amp)
+        finally:
+            torch.set_num_threads(threads_before)
+        log(f"[detect] {spec.run_id}: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} "
+            f"AP75 {metrics['AP75']:.3f}")
+        hashes = {"train": dataset_hash(train_img, train_ann),
+                  "val": dataset_hash(val_img, val_ann)}
+        payload = {
+            "profile": spec.profile,
+            "run_id": spec.run_id,
+            "arch": spec.arch,
+            "preset": spec.preset,
+            "backbone": config.backbone,
+            "seed": spec.seed,
+            "metrics": metrics,
+            "iterations": summary["iterations"],
+            "train": {k: v for k, v in summary.items() if k != "checkpoint"},
+            "config": config.as_dict(),
+            "data": {"generator": "klhuber.detection.synthetic", "spec": recipe["spec"],
+                     "hash": hashes, "true_label_noise": {
+                         "edge_scale": spec.noise, "distribution": profile.noise,
+                         **equivalent_laplace_scales(spec.noise, profile.noise)}},
+            "interpreted_label_noise": interpreted_label_noise(spec.arch, spec.preset),
+            "schedule": profile.schedule_note,
+        }
+        save_results(out, payload, command=command, device=device,
+                     wall_time_s=time.perf_counter() - start,
+                     extra={"iterations": summary["iterations"], "dataset_hash": hashes})
+        if not keep_checkpoint:
+            shutil.rmtree(config.out_dir, ignore_errors=True)
     return load_results(out)
 
 
