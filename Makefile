@@ -15,7 +15,7 @@ DEVICE ?=
 PYTEST_WORKERS ?= 2
 STAMP := $(VENV)/.klhuber-installed
 
-.PHONY: book html test lint browser venv clean help mutants
+.PHONY: book html test lint browser venv clean help mutants mutants-recheck
 
 help:
 	@echo "Python for .venv: $(if $(PYTHON),$(PYTHON),none of $(SUPPORTED_PYTHONS) found)"
@@ -23,6 +23,7 @@ help:
 	@echo "make test                                       ruff + pytest (whole suite, incl. a book build)"
 	@echo "make html                                       re-render the HTML without executing notebooks"
 	@echo "make mutants [MODULES='symbolic ...']           mutation testing per module (mutmut, ~1 h on 2 cores)"
+	@echo "make mutants-recheck [MODULES=...]              re-run only the survivors against the current tests"
 	@echo "make clean                                      remove the build folder (keeps .venv)"
 
 venv: $(STAMP)
@@ -74,6 +75,10 @@ test: $(STAMP) browser
 MODULES ?=
 mutants: $(STAMP)
 	nice -n 10 $(BIN)/python tests/mutation/mutants.py --max-children $(PYTEST_WORKERS) $(MODULES)
+
+# re-run only the last run's survivors against the tests as they are now
+mutants-recheck: $(STAMP)
+	nice -n 10 $(BIN)/python tests/mutation/mutants.py --recheck $(MODULES)
 
 clean:
 	rm -rf book/_build

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -82,3 +83,28 @@ def test_workspace_passes_a_modules_extra_pytest_args(tmp_path, monkeypatch):
         if arg == "--deselect":
             path, name = args[i + 1].split("::")
             assert f"def {name}(" in (REPO / path).read_text(encoding="utf-8")
+
+
+def test_a_recheck_counts_only_while_the_tests_are_unchanged(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    test_file = tmp_path / "tests" / "test_x.py"
+    test_file.parent.mkdir()
+    test_file.write_text("def test_x():\n    pass\n")
+    (tmp_path / "tests" / "conftest.py").write_text("")
+    monkeypatch.setattr(driver, "REPO", tmp_path)
+    module = {"tests": ["tests/test_x.py"]}
+    monkeypatch.setattr(driver, "statuses", lambda name, module: {
+        "m.x_f__mutmut_1": "killed", "m.x_f__mutmut_2": "survived",
+        "m.x_f__mutmut_3": "survived", "m.x_f__mutmut_4": "survived"})
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "rechecked.json").write_text(json.dumps({
+        "tests_digest": driver.tests_digest(module),
+        "status": {"m.x_f__mutmut_2": "killed", "m.x_f__mutmut_3": "survived"}}))
+    report = driver.score("mod", module, {"m.x_f__mutmut_4": "equivalent because"})
+    assert (report["killed"], report["killed_by_recheck"], report["survived"],
+            report["equivalent"]) == (2, 1, 1, 1)
+    assert report["survivors"] == ["m.x_f__mutmut_3 (survived)"]
+    test_file.write_text("def test_x():\n    assert True\n")  # the tests changed since
+    report = driver.score("mod", module, {"m.x_f__mutmut_4": "equivalent because"})
+    assert (report["killed"], report["killed_by_recheck"], report["survived"]) == (1, 0, 2)

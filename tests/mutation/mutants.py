@@ -8,14 +8,20 @@ Mutants listed under ``[[equivalent]]`` in ``mutation.toml`` (with the reason) d
 survivors.  The score per module is printed and written to ``build/mutants/scores.json``; the
 exit status is 1 when a module that ran scores below the target.
 
+``--recheck`` re-runs only the last run's survivors, each against the module's test files as
+they are now (with mutmut's ``MUTANT_UNDER_TEST`` switch), so that a test written for a survivor
+is credited without a full run.  A recheck counts only while the test files are unchanged (their
+digest is stored with it in ``build/mutants/<name>/rechecked.json``); a full run supersedes it.
+
 Usage::
 
-    python tests/mutation/mutants.py [MODULE ...] [--max-children N] [--report-only]
+    python tests/mutation/mutants.py [MODULE ...] [--max-children N] [--report-only | --recheck]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -107,32 +113,92 @@ def statuses(name: str, module: dict) -> dict[str, str]:
     return found
 
 
+def tests_digest(module: dict) -> str:
+    """SHA-256 of the module's test files (and the shared conftest), as they are now."""
+    digest = hashlib.sha256()
+    for test in [*module["tests"], "tests/conftest.py"]:
+        digest.update(test.encode() + b"\0" + (REPO / test).read_bytes())
+    return digest.hexdigest()
+
+
+def _rechecked_path(name: str) -> Path:
+    return WORK / name / "rechecked.json"
+
+
+def load_rechecked(name: str, module: dict) -> dict[str, str]:
+    """mutant name → status of its last recheck, if the test files are still those it used."""
+    path = _rechecked_path(name)
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data["status"] if data.get("tests_digest") == tests_digest(module) else {}
+
+
+def recheck_module(name: str, module: dict, equivalent: dict[str, str]) -> dict[str, str]:
+    """Run each survivor of the last run against the module's current tests; returns statuses."""
+    work = WORK / name
+    if not (work / "mutants").exists():
+        return {}
+    # mutmut ran against a copy of tests/ made when it generated the mutants: refresh it
+    shutil.copytree(REPO / "tests", work / "mutants" / "tests", dirs_exist_ok=True)
+    survivors = [m for m, status in statuses(name, module).items()
+                 if status in ("survived", "suspicious") and m not in equivalent]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
+               PYTHONHASHSEED="0")
+    # newest test files first: a survivor passed the older ones, so a kill usually comes early
+    tests = sorted(module["tests"], key=lambda t: (REPO / t).stat().st_mtime, reverse=True)
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p",
+           "no:randomly", "-m", "not slow and not cuda", *module.get("pytest_args", []), *tests]
+    found: dict[str, str] = {}
+    print(f"== {name}: rechecking {len(survivors)} survivors", flush=True)
+    for mutant in survivors:
+        code = subprocess.call(cmd, cwd=work / "mutants", env=dict(env, MUTANT_UNDER_TEST=mutant),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # 1: a test failed; 0: all passed; anything else (collection error, no tests) is not a kill
+        found[mutant] = "killed" if code == 1 else "survived"
+        print(f"    {found[mutant]}: {mutant}", flush=True)
+    _rechecked_path(name).write_text(json.dumps(
+        {"tests_digest": tests_digest(module), "status": found}, indent=2), encoding="utf-8")
+    return found
+
+
 def score(name: str, module: dict, equivalent: dict[str, str]) -> dict:
-    """Counts for one module: killed, survived, equivalent, not run; score of the rest."""
+    """Counts for one module: killed, survived, equivalent, not run; score of the rest.
+
+    A survivor of the last mutmut run that a recheck against the current tests killed counts
+    as killed (``killed_by_recheck`` says how many)."""
     found = statuses(name, module)
+    rechecked = load_rechecked(name, module)
     counts = {"killed": 0, "survived": 0, "equivalent": 0, "not run": 0}
+    by_recheck = 0
     survivors = []
     for mutant, status in sorted(found.items()):
         if mutant in equivalent:
             counts["equivalent"] += 1
         elif status in KILLED:
             counts["killed"] += 1
+        elif rechecked.get(mutant) == "killed":
+            counts["killed"] += 1
+            by_recheck += 1
         elif status in ("survived", "no tests", "suspicious"):
             counts["survived"] += 1
             survivors.append(f"{mutant} ({status})")
         else:
             counts["not run"] += 1
     tested = counts["killed"] + counts["survived"]
-    return {**counts, "score": counts["killed"] / tested if tested else None,
-            "survivors": survivors}
+    return {**counts, "killed_by_recheck": by_recheck,
+            "score": counts["killed"] / tested if tested else None, "survivors": survivors}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="modules of mutation.toml (default: all)")
     parser.add_argument("--max-children", type=int, default=2)
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the scores of the last runs without running mutmut")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--report-only", action="store_true",
+                      help="print the scores of the last runs without running mutmut")
+    mode.add_argument("--recheck", action="store_true",
+                      help="re-run the last runs' survivors against the current tests only")
     args = parser.parse_args(argv)
     config = load_config()
     modules = config["modules"]
@@ -144,9 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which(_mutmut()) is None:
         print("mutmut is not installed: pip install -e '.[dev]'", file=sys.stderr)
         return 2
-    if not args.report_only:
+    if args.recheck:
+        for name in names:
+            recheck_module(name, modules[name], equivalent)
+    elif not args.report_only:
         for name in names:
             run_module(name, modules[name], args.max_children)
+            _rechecked_path(name).unlink(missing_ok=True)  # the full run supersedes it
     target = float(config.get("target", 0.95))
     report = {name: score(name, modules[name], equivalent) for name in names}
     WORK.mkdir(parents=True, exist_ok=True)
