@@ -94,3 +94,42 @@ def test_smooth_l1_with_a_zero_tensor_beta_is_l1_with_finite_gradients():
     value.sum().backward()
     assert torch.isfinite(x.grad).all()
     torch.testing.assert_close(x.grad, torch.tensor([-1.0, -1.0, 0.0, 0.3, 1.0]).double())
+
+
+def _d(x, alpha, beta):
+    """D_{α,β}(x) of eq. 16, written out."""
+    return (alpha * torch.exp(-x.abs() / alpha) + x.abs() - alpha) / beta
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_kl_huber_loss_module_with_a_learnable_alpha_adds_the_kl_terms(reduction):
+    # one learnable scale: objective "kl" = D + α/β − 1 − log(α/β) (eq. 15), elementwise
+    # before the reduction
+    alpha = torch.nn.Parameter(torch.tensor([0.5, 1.0, 2.0, 0.25, 3.0], dtype=torch.float64))
+    beta = 2.0
+    module = losses.KLHuberLoss(alpha=alpha, beta=beta, reduction=reduction)
+    assert module.objective == "kl"
+    a = alpha.detach()
+    want = _d(X - T, a, beta) + a / beta - 1 - torch.log(a / beta)
+    want = {"none": want, "sum": want.sum(), "mean": want.mean()}[reduction]
+    torch.testing.assert_close(module(X, T), want, rtol=1e-13, atol=1e-15)
+
+
+def test_kl_huber_loss_module_computes_the_terms_in_the_inputs_precision(monkeypatch):
+    # float32 learnable scales, float64 inputs: the terms are computed in float64 (the scales
+    # are converted first), so they match the closed form to float64 rounding
+    alpha = torch.nn.Parameter(torch.full((5,), 0.5))
+    beta = torch.nn.Parameter(torch.full((5,), 2.0))
+    module = losses.KLHuberLoss(alpha=alpha, beta=beta, reduction="none", impl="autograd")
+    assert module.objective == "nll"
+    out = module(X, T)
+    assert out.dtype == torch.float64
+    # cross-entropy: D + α/β + log(2β)
+    want = _d(X - T, 0.5, 2.0) + 0.25 + torch.log(torch.tensor(4.0, dtype=torch.float64))
+    torch.testing.assert_close(out, want, rtol=1e-13, atol=1e-15)
+    seen = []
+    real = losses.kl_huber_loss
+    monkeypatch.setattr(losses, "kl_huber_loss",
+                        lambda *a, **k: seen.append(k.get("impl")) or real(*a, **k))
+    module(X, T)
+    assert seen == ["autograd"]
