@@ -6,6 +6,7 @@ closed form)."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -33,6 +34,61 @@ T = torch.tensor([0.5, -1.0, 0.2, 0.3, -0.6], dtype=torch.float64)
 def test_errors_name_the_parameter_and_its_range(call, error, message):
     with pytest.raises(error, match=re.escape(message)):
         call()
+
+
+#: each public function: how to call it with one argument replaced, its scale parameters with
+#: whether 0 is allowed (eq. 4 needs α > 0; D_{α,β} allows α = 0, the L1 limit, but β > 0)
+CALLS = {
+    "huber": (lambda x=X, alpha=1.0: losses.huber(x, alpha), "x", {"alpha": False}),
+    "smooth_l1": (lambda x=X, beta=1.0: losses.smooth_l1(x, beta), "x", {"beta": True}),
+    "kl_huber": (lambda x=X, alpha=1.0, beta=1.0: losses.kl_huber(x, alpha, beta), "x",
+                 {"alpha": True, "beta": False}),
+    "kl_huber_derivative": (lambda x=X, alpha=1.0, beta=1.0:
+                            losses.kl_huber_derivative(x, alpha, beta), "x",
+                            {"alpha": True, "beta": False}),
+    "huber_bounds": (lambda x=X, alpha=1.0: losses.huber_bounds(x, alpha), "x", {"alpha": False}),
+    "huber_loss": (lambda x=X, alpha=1.0: losses.huber_loss(x, T, alpha), "input",
+                   {"alpha": False}),
+    "kl_huber_loss": (lambda x=X, alpha=1.0, beta=1.0: losses.kl_huber_loss(x, T, alpha, beta),
+                      "input", {"alpha": True, "beta": False}),
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_every_function_names_its_bad_input(name):
+    call, x_name, _ = CALLS[name]
+    with pytest.raises(TypeError, match=re.escape(f"{x_name} must be a torch.Tensor, got list")):
+        call(x=[1.0, 2.0])
+    with pytest.raises(TypeError, match=re.escape(
+            f"{x_name} must have a floating-point dtype, got torch.int64")):
+        call(x=torch.arange(5))
+
+
+@pytest.mark.parametrize(("name", "param"), [(n, p) for n, c in CALLS.items() for p in c[2]])
+def test_every_scale_is_checked_against_its_own_range(name, param):
+    call, _, scales = CALLS[name]
+    zero_ok = scales[param]
+    bound, rng = (f"{param} >= 0", "[0, inf)") if zero_ok else (f"{param} > 0", "(0, inf)")
+    for bad in (-0.5, float("nan")) + (() if zero_ok else (0.0, 0)):
+        with pytest.raises(ValueError, match=re.escape(f"{param} must be in {rng} ({bound}), "
+                                                       f"got {bad!r}")):
+            call(**{param: bad})
+    with pytest.raises(ValueError, match=re.escape(f"{param} must be in {rng} ({bound}) "
+                                                   "everywhere")):
+        call(**{param: torch.tensor([1.0, -1.0, 1.0, 1.0, 1.0], dtype=torch.float64)})
+    if zero_ok:  # 0 is a valid value, as a number and in a tensor
+        for zero in (0.0, torch.zeros(5, dtype=torch.float64)):
+            assert torch.isfinite(call(**{param: zero})).all()
+
+
+def test_huber_loss_defaults_to_alpha_one_and_takes_a_tensor_alpha():
+    assert torch.equal(losses.huber_loss(X, T), torch.nn.functional.huber_loss(X, T))
+    alpha = torch.tensor([0.5, 1.0, 2.0, 0.25, 3.0], dtype=torch.float64)
+    want = torch.stack([torch.nn.functional.huber_loss(X[i], T[i], delta=float(a))
+                        for i, a in enumerate(alpha)])
+    torch.testing.assert_close(losses.huber_loss(X, T, alpha, "none"), want, rtol=1e-15, atol=0)
+    torch.testing.assert_close(losses.huber_loss(X, T, alpha, "sum"), want.sum(), rtol=1e-15,
+                               atol=0)
 
 
 # ------------------------------------------------------------------------------- HuberLoss
@@ -116,16 +172,18 @@ def test_kl_huber_loss_module_with_a_learnable_alpha_adds_the_kl_terms(reduction
 
 
 def test_kl_huber_loss_module_computes_the_terms_in_the_inputs_precision(monkeypatch):
-    # float32 learnable scales, float64 inputs: the terms are computed in float64 (the scales
-    # are converted first), so they match the closed form to float64 rounding
-    alpha = torch.nn.Parameter(torch.full((5,), 0.5))
-    beta = torch.nn.Parameter(torch.full((5,), 2.0))
+    # float32 learnable scalar scales, float64 inputs: the terms are computed in float64 (the
+    # scales are converted first; a 0-dim float32 tensor alone would keep its terms in float32),
+    # so they match the closed form to float64 rounding
+    alpha = torch.nn.Parameter(torch.tensor(0.3, dtype=torch.float32))
+    beta = torch.nn.Parameter(torch.tensor(1.7, dtype=torch.float32))
     module = losses.KLHuberLoss(alpha=alpha, beta=beta, reduction="none", impl="autograd")
     assert module.objective == "nll"
     out = module(X, T)
     assert out.dtype == torch.float64
-    # cross-entropy: D + α/β + log(2β)
-    want = _d(X - T, 0.5, 2.0) + 0.25 + torch.log(torch.tensor(4.0, dtype=torch.float64))
+    # cross-entropy: D + α/β + log(2β), at the float32 values of the scales
+    a, b = float(alpha.detach()), float(beta.detach())
+    want = _d(X - T, a, b) + a / b + math.log(2 * b)
     torch.testing.assert_close(out, want, rtol=1e-13, atol=1e-15)
     seen = []
     real = losses.kl_huber_loss
@@ -133,3 +191,54 @@ def test_kl_huber_loss_module_computes_the_terms_in_the_inputs_precision(monkeyp
                         lambda *a, **k: seen.append(k.get("impl")) or real(*a, **k))
     module(X, T)
     assert seen == ["autograd"]
+
+
+# ---------------------------------------------------------------------------- huber_bounds
+
+
+def _bounds_mpmath(x: float, alpha: float) -> tuple[float, float]:
+    """D_{α,1/α}(x) and D_{α/2,1/α}(x) of eq. 20, in 50-digit arithmetic."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(50):
+        a, z = mpmath.mpf(alpha), abs(mpmath.mpf(x))
+        lower = a * (a * mpmath.exp(-z / a) + z - a)
+        upper = a * (a / 2 * mpmath.exp(-2 * z / a) + z - a / 2)
+        return float(lower), float(upper)
+
+
+@pytest.mark.parametrize("alpha", [1e-160, 3e160])  # α² or 1/α not a normal float64
+def test_huber_bounds_at_extreme_scalar_alphas_match_mpmath(alpha):
+    x = torch.tensor([-3.0, 0.1, 0.7, 5.0, 40.0], dtype=torch.float64) * alpha
+    lower, upper = losses.huber_bounds(x, alpha)
+    want = [_bounds_mpmath(float(v), alpha) for v in x]
+    torch.testing.assert_close(lower, torch.tensor([w[0] for w in want], dtype=torch.float64),
+                               rtol=1e-14, atol=0)
+    torch.testing.assert_close(upper, torch.tensor([w[1] for w in want], dtype=torch.float64),
+                               rtol=1e-14, atol=0)
+
+
+# a tensor alpha, or (bfloat16 only: float16 cannot hold x at such scales) a scalar alpha whose
+# square is below float32's normal range
+@pytest.mark.parametrize(("dtype", "scalar"), [(torch.float16, False), (torch.bfloat16, False),
+                                               (torch.bfloat16, True)])
+def test_huber_bounds_in_half_precision_are_computed_in_float32_and_rounded_once(dtype, scalar):
+    # Both bounds are computed in float32 and rounded to the
+    # input's dtype once, so they are the correctly rounded values: within half a unit in the
+    # last place of the half type (plus float32's own rounding, far below it)
+    gen = torch.Generator().manual_seed(0)
+    if scalar:
+        alpha = 2.0 ** -70
+        x = (torch.randn(400, generator=gen, dtype=torch.float64) * 3 * alpha).to(dtype)
+        alpha_v = torch.full((400,), alpha, dtype=torch.float64)
+    else:
+        x = (torch.randn(400, generator=gen, dtype=torch.float64) * 3).to(dtype)
+        alpha = alpha_v = (torch.rand(400, generator=gen, dtype=torch.float64) * 2 + 0.05).to(dtype)
+    lower, upper = losses.huber_bounds(x, alpha)
+    assert lower.dtype == upper.dtype == dtype
+    eps = torch.finfo(dtype).eps
+    for got, index in ((lower, 0), (upper, 1)):
+        want = torch.tensor([_bounds_mpmath(float(v), float(a))[index]
+                             for v, a in zip(x, alpha_v)],
+                            dtype=torch.float64)
+        err = (got.double() - want).abs() / want.abs().clamp_min(torch.finfo(dtype).tiny)
+        assert float(err.max()) <= 0.5 * eps * (1 + 2 ** -8), (dtype, index, float(err.max()) / eps)
