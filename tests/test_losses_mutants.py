@@ -242,3 +242,31 @@ def test_huber_bounds_in_half_precision_are_computed_in_float32_and_rounded_once
                             dtype=torch.float64)
         err = (got.double() - want).abs() / want.abs().clamp_min(torch.finfo(dtype).tiny)
         assert float(err.max()) <= 0.5 * eps * (1 + 2 ** -8), (dtype, index, float(err.max()) / eps)
+
+
+# --------------------------------------------------------------------- AdaptiveKLHuberLoss
+
+
+def test_adaptive_module_shape_accepts_an_int_and_refuses_what_is_not_a_positive_int():
+    assert losses.AdaptiveKLHuberLoss(shape=3).raw_alpha.shape == (3,)
+    assert losses.AdaptiveKLHuberLoss(shape=(1, 2)).raw_beta.shape == (1, 2)
+    for bad in (True, (2, True), (2, 1.0)):
+        with pytest.raises(TypeError, match=re.escape("shape must be a tuple of positive ints")):
+            losses.AdaptiveKLHuberLoss(shape=bad)
+    with pytest.raises(ValueError, match=re.escape(
+            "shape must be a tuple of positive ints (each >= 1), got (2, 0)")):
+        losses.AdaptiveKLHuberLoss(shape=(2, 0))
+
+
+def test_adaptive_module_initial_scales_must_be_representable_in_the_default_dtype():
+    fi = torch.finfo(torch.float32)
+    assert torch.get_default_dtype() == torch.float32
+    smallest = fi.smallest_normal * fi.eps  # 2**-149, the smallest float32 subnormal
+    message = (f"alpha must be in [{smallest:.3g}, {fi.max:.3g}], the positive finite range of "
+               "the module's dtype torch.float32 (the default dtype), got ")
+    for bad in (1e-46, 1e39):  # rounds to 0, overflows to inf
+        with pytest.raises(ValueError, match=re.escape(message + repr(bad))):
+            losses.AdaptiveKLHuberLoss(alpha=bad)
+    for edge in (smallest, fi.max):  # the ends of the range are accepted
+        module = losses.AdaptiveKLHuberLoss(alpha=edge)
+        assert float(module.alpha.detach()) > 0
