@@ -161,13 +161,20 @@ def _d(x, alpha, beta):
 def test_kl_huber_loss_module_with_a_learnable_alpha_adds_the_kl_terms(reduction):
     # one learnable scale: objective "kl" = D + α/β − 1 − log(α/β) (eq. 15), elementwise
     # before the reduction
+    # (the fixed scale is a Python float not exact in float32: it must be used in float64)
     alpha = torch.nn.Parameter(torch.tensor([0.5, 1.0, 2.0, 0.25, 3.0], dtype=torch.float64))
-    beta = 2.0
+    beta = 1.7
     module = losses.KLHuberLoss(alpha=alpha, beta=beta, reduction=reduction)
     assert module.objective == "kl"
     a = alpha.detach()
     want = _d(X - T, a, beta) + a / beta - 1 - torch.log(a / beta)
     want = {"none": want, "sum": want.sum(), "mean": want.mean()}[reduction]
+    torch.testing.assert_close(module(X, T), want, rtol=1e-13, atol=1e-15)
+    # the other way round: a fixed float alpha, a learnable beta
+    beta_p = torch.nn.Parameter(torch.tensor([0.5, 1.0, 2.0, 0.25, 3.0], dtype=torch.float64))
+    module = losses.KLHuberLoss(alpha=0.3, beta=beta_p, reduction="none")
+    b = beta_p.detach()
+    want = _d(X - T, 0.3, b) + 0.3 / b - 1 - torch.log(0.3 / b)
     torch.testing.assert_close(module(X, T), want, rtol=1e-13, atol=1e-15)
 
 
