@@ -277,3 +277,39 @@ def test_adaptive_module_initial_scales_must_be_representable_in_the_default_dty
     for edge in (smallest, fi.max):  # the ends of the range are accepted
         module = losses.AdaptiveKLHuberLoss(alpha=edge)
         assert float(module.alpha.detach()) > 0
+
+
+@pytest.mark.parametrize(("objective", "learn_alpha", "learn_beta"), [
+    ("d", False, False), ("kl", True, False), ("kl", False, True), ("nll", True, True),
+    ("nll", True, False), ("nll", False, False)])
+def test_adaptive_module_takes_every_objective_that_has_a_minimiser(objective, learn_alpha,
+                                                                     learn_beta):
+    module = losses.AdaptiveKLHuberLoss(objective=objective, learn_alpha=learn_alpha,
+                                        learn_beta=learn_beta)
+    assert module.objective == objective
+    assert torch.isfinite(module(X.float(), T.float()))
+
+
+@pytest.mark.parametrize(("objective", "learn_alpha", "learn_beta", "message"), [
+    ("d", True, False, "objective='d' with a learnable scale has no finite minimiser"),
+    ("d", False, True, "objective='d' with a learnable scale has no finite minimiser"),
+    ("kl", True, True, "objective='kl' with both scales learnable has no finite minimiser"),
+    ("l2", True, True, "objective must be one of ('d', 'kl', 'nll') or None, got 'l2'")])
+def test_adaptive_module_refuses_objectives_without_a_minimiser(objective, learn_alpha,
+                                                                learn_beta, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        losses.AdaptiveKLHuberLoss(objective=objective, learn_alpha=learn_alpha,
+                                   learn_beta=learn_beta)
+
+
+# ------------------------------------------------------------------------------ laplace_kl
+
+
+def test_laplace_kl_with_one_tensor_among_numbers_is_eq_15():
+    loc_p = torch.tensor([-1.0, 0.0, 0.5, 2.0], dtype=torch.float64)
+    got = losses.laplace_kl(loc_p, 0.7, 0.25, 1.9)
+    d = (loc_p - 0.25).abs()
+    want = (0.7 * torch.exp(-d / 0.7) + d) / 1.9 + math.log(1.9 / 0.7) - 1  # eq. 15
+    torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-15)
+    got_q = losses.laplace_kl(0.25, 0.7, loc_p, 1.9)  # the tensor in another place
+    torch.testing.assert_close(got_q, want, rtol=1e-14, atol=1e-15)
