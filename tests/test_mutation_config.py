@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,3 +111,21 @@ def test_a_recheck_counts_only_while_the_tests_are_unchanged(tmp_path, monkeypat
     test_file.write_text("def test_x():\n    assert True\n")  # the tests changed since
     report = driver.score("mod", module, {"m.x_f__mutmut_4": "equivalent because"})
     assert (report["killed"], report["killed_by_recheck"], report["survived"]) == (1, 0, 2)
+
+
+def test_the_plugin_runs_the_fastest_tests_first(tmp_path):
+    shutil.copyfile(REPO / "tests" / "mutation" / "fastest_first.py", tmp_path / "fastest_first.py")
+    (tmp_path / "test_order.py").write_text(
+        "ORDER = []\n\n"
+        "def test_slow():\n    ORDER.append('slow')\n\n"
+        "def test_fast():\n    ORDER.append('fast')\n\n"
+        "def test_new():\n    ORDER.append('new')\n\n"
+        "def test_last():\n    assert ORDER == ['new', 'fast', 'slow']\n")
+    (tmp_path / "mutmut-stats.json").write_text(json.dumps({"duration_by_test": {
+        "test_order.py::test_slow": 2.0, "test_order.py::test_fast": 0.1,
+        "test_order.py::test_last": 9.0}}))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                          "fastest_first", "test_order.py"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -38,6 +38,8 @@ WORK = REPO / "build" / "mutants"
 LINKED = ("klhuber", "tests", "notebooks", "results", "_toc.yml", "_config.yml", "book",
           "README.md", "LICENSE")
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+#: pytest plugin that orders each mutant's tests fastest first (see its docstring)
+PLUGIN = Path(__file__).resolve().parent / "fastest_first.py"
 
 
 def load_config(path: Path = CONFIG) -> dict:
@@ -63,8 +65,8 @@ def prepare_workspace(name: str, module: dict) -> Path:
         'source_paths = ["klhuber"]',
         f"only_mutate = {_toml_list(module['mutate'])}",
         f"pytest_add_cli_args_test_selection = {_toml_list(module['tests'])}",
-        "pytest_add_cli_args = " + _toml_list(["-p", "no:cacheprovider", "-q", "-m",
-                                                "not slow and not cuda",
+        "pytest_add_cli_args = " + _toml_list(["-p", "no:cacheprovider", "-p", PLUGIN.stem,
+                                                "-q", "-m", "not slow and not cuda",
                                                 *module.get("pytest_args", [])]),
         f"do_not_mutate_patterns = {_toml_list(module.get('do_not_mutate_patterns', []))}",
         f"timeout_multiplier = {float(module.get('timeout_multiplier', 5.0))}",
@@ -77,6 +79,9 @@ def prepare_workspace(name: str, module: dict) -> Path:
         "",
     ]
     (work / "pyproject.toml").write_text("\n".join(lines), encoding="utf-8")
+    # the tests run in mutants/, which mutmut puts on sys.path: the plugin goes there
+    (work / "mutants").mkdir(exist_ok=True)
+    shutil.copyfile(PLUGIN, work / "mutants" / PLUGIN.name)
     return work
 
 
