@@ -351,7 +351,8 @@ def sweep_verdict(sweeps):
         return "not run", "the α sweep has no committed runs with noisy labels yet"
     s = noisy[-1]
     if s.seeds < 2:
-        return "inconclusive", f"the sweep at s = {s.noise:g} has {s.seeds} seed(s)"
+        return "inconclusive", (f"the sweep at s = {s.noise:g} has {s.seeds} seed so far; an "
+                                "interval needs at least two")
     i2 = min(range(len(s.alphas)), key=lambda i: abs(math.log(max(s.alphas[i], 1e-9))
                                                      - math.log(s.table2_alpha)))
     diff = s.vs_l1[i2]  # Table 2's α minus L1 (theory), paired
@@ -366,15 +367,28 @@ def sweep_verdict(sweeps):
     return "inconclusive", text + "; the interval includes 0"
 
 
+def claim_words(c):
+    """A comparison of Tables 3-6 in words, with the presets' names."""
+    if c.relation == "~":
+        points = f"{100 * c.margin:g} point{'' if 100 * c.margin == 1 else 's'}"
+        relation = f"within {points} of"
+    else:
+        relation = "above" if c.relation == ">" else "below"
+    return f"{LABELS[c.preset]} {relation} {LABELS[c.reference]} in {c.metric}"
+
+
 if runs:
-    lines = []
+    rows = []
     for key, v in verdicts.items():
-        parts = "; ".join(f"{p['comparison'].text()}: {p['difference'].text()} → {p['verdict']}"
-                          for p in v["comparisons"])
-        lines.append(f"- **{key.replace('table', 'Table ')}: {v['verdict']}.** {parts}.")
+        for p in v["comparisons"]:
+            diff = p["difference"]
+            rows.append([key.replace("table", "Table "), claim_words(p["comparison"]),
+                         diff.text().replace("-", "−"), str(diff.n), p["verdict"]])
+    display(Markdown(md_table(["table", "the paper's claim", "ours: paired difference (points)",
+                               "seeds", "verdict"], rows)))
     label_verdict, label_text = sweep_verdict(sweeps)
-    lines.append(f"- **Label-noise test: {label_verdict}.** {label_text}.")
-    display(Markdown("\n".join(lines)))
+    display(Markdown(f"**Label-noise test: {label_verdict}.** "
+                     f"{label_text[:1].upper() + label_text[1:]}."))
 else:
     label_verdict, label_text = "not run", "no committed runs"
     display(Markdown("Nothing to decide yet: no committed runs."))

@@ -325,8 +325,8 @@ class Comparison:
 
     def text(self) -> str:
         if self.relation == "~":
-            return (f"{self.preset} within {100 * self.margin:g} points of {self.reference} "
-                    f"in {self.metric}")
+            points = f"{100 * self.margin:g} point{'' if 100 * self.margin == 1 else 's'}"
+            return f"{self.preset} within {points} of {self.reference} in {self.metric}"
         word = "above" if self.relation == ">" else "below"
         return f"{self.preset} {word} {self.reference} in {self.metric}"
 
