@@ -22,7 +22,7 @@ from typing import Any
 from klhuber.book.sources import BookError, BookPaths, notebook_stems
 from klhuber.results import atomic_write_text
 
-__all__ = ["PROFILES", "RunRecord", "cache_key", "chapter_state", "run_notebooks"]
+__all__ = ["CELL_TIMEOUT_S", "PROFILES", "RunRecord", "cache_key", "chapter_state", "run_notebooks"]
 
 PROFILES = ("quick", "full")
 #: papermill per-cell timeout in seconds, per profile (None: no limit).

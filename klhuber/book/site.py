@@ -24,7 +24,7 @@ from klhuber.book.scorecard_page import write_scorecard
 from klhuber.book.sources import BookError, BookPaths, notebook_stems
 from klhuber.results import atomic_write_text
 
-__all__ = ["API_PAGES", "build", "build_html", "stage_site"]
+__all__ = ["API_PAGES", "READER_HIDDEN_TAGS", "build", "build_html", "stage_site"]
 
 #: API reference pages (``book/api/<page>`` in ``_toc.yml``) and the modules each documents.
 API_PAGES: dict[str, tuple[str, ...]] = {

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BookError", "BookPaths", "find_book_root", "notebook_stems", "toc_files"]
+__all__ = ["NOTEBOOK_PREFIX", "BookError", "BookPaths", "find_book_root", "notebook_stems",
+           "toc_files"]
 
+#: Where the table of contents lists the chapters (``_toc.yml`` entries ``book/nb/<stem>``).
 NOTEBOOK_PREFIX = "book/nb/"
 
 
