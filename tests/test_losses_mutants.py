@@ -313,3 +313,33 @@ def test_laplace_kl_with_one_tensor_among_numbers_is_eq_15():
     torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-15)
     got_q = losses.laplace_kl(0.25, 0.7, loc_p, 1.9)  # the tensor in another place
     torch.testing.assert_close(got_q, want, rtol=1e-14, atol=1e-15)
+
+
+def test_laplace_kl_computes_in_the_promoted_dtype_of_its_arguments():
+    # float16 tensors alone, or among numbers: the default dtype (float32) is part of the
+    # promotion, so the result is float32 (and computed in it)
+    loc = torch.tensor([-1.0, 0.0, 0.5, 2.0], dtype=torch.float16)
+    got = losses.laplace_kl(loc, 0.7, 0.25, 1.9)
+    assert got.dtype == torch.float32
+    half = [torch.tensor(v, dtype=torch.float16) for v in (0.7, 0.25, 1.9)]
+    only_half = losses.laplace_kl(loc, *half)
+    assert only_half.dtype == torch.float32
+    torch.testing.assert_close(only_half, losses.laplace_kl(loc.float(), *(h.float() for h in half)),
+                               rtol=0, atol=0)
+    d = (loc.double() - 0.25).abs()
+    want = (0.7 * torch.exp(-d / 0.7) + d) / 1.9 + math.log(1.9 / 0.7) - 1
+    torch.testing.assert_close(got.double(), want, rtol=2e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    ((X, True, 0.0, 1.0), TypeError, "scale_p must be a real number or a tensor, got bool"),
+    ((X, 1.0, "0", 1.0), TypeError, "loc_q must be a real number or a tensor, got str"),
+    ((torch.zeros(2, 3), 1.0, torch.zeros(4), 1.0), ValueError,
+     "loc_p, scale_p, loc_q and scale_q must have shapes that broadcast together; got "
+     "loc_p (2, 3), scale_p (), loc_q (4,), scale_q ()"),
+    ((0.0, math.inf, 0.0, math.inf), ValueError, "scale_p and scale_q are both inf"),
+    ((X, 0.0, 0.0, 1.0), ValueError, "scale_p must be in (0, inf] (positive) everywhere"),
+])
+def test_laplace_kl_names_its_bad_argument(args, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        losses.laplace_kl(*args)
