@@ -343,3 +343,37 @@ def test_laplace_kl_computes_in_the_promoted_dtype_of_its_arguments():
 def test_laplace_kl_names_its_bad_argument(args, error, message):
     with pytest.raises(error, match=re.escape(message)):
         losses.laplace_kl(*args)
+
+
+def _laplace_kl_mpmath(loc_p, scale_p, loc_q, scale_q):
+    """Eq. 15 in 60-digit arithmetic."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(60):
+        b1, b2 = mpmath.mpf(scale_p), mpmath.mpf(scale_q)
+        d = abs(mpmath.mpf(loc_p) - mpmath.mpf(loc_q))
+        return float((b1 * mpmath.exp(-d / b1) + d) / b2 + mpmath.log(b2 / b1) - 1)
+
+
+@pytest.mark.parametrize(("scale_p", "scale_q"), [
+    (1e-310, 1.0),                    # r subnormal: 1/r is not finite
+    (3e-300, 5e10),                   # r below 4 x the smallest normal float64
+    (1e308, 2.0),                     # r above max/4
+    (1e10 * (1 + 1e-6), 1e10),        # close scales: the constant (r - 1)^2/2 is 5e-13
+])
+def test_laplace_kl_at_extreme_and_close_scale_ratios_matches_mpmath(scale_p, scale_q):
+    loc = torch.tensor([0.0, 1e-3, 2.0], dtype=torch.float64)
+    got = losses.laplace_kl(loc, scale_p, 0.0, scale_q)
+    want = torch.tensor([_laplace_kl_mpmath(float(v), scale_p, 0.0, scale_q) for v in loc],
+                        dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
+
+
+def test_laplace_kl_of_an_infinite_scale_is_infinite_also_under_vmap():
+    scale_q = torch.tensor([1.0, math.inf, 1e-310, 2.0], dtype=torch.float64)
+    loc = torch.zeros(4, dtype=torch.float64)
+    direct = losses.laplace_kl(loc, 1.0, 0.0, scale_q)
+    assert math.isinf(direct[1]) and direct[1] > 0
+    # under torch.func.vmap no data-dependent branch can be taken: the out-of-range handling
+    # must then be applied unconditionally, with the same values
+    mapped = torch.func.vmap(lambda q: losses.laplace_kl(loc[0], 1.0, 0.0, q))(scale_q)
+    torch.testing.assert_close(mapped, direct, rtol=1e-15, atol=0)
