@@ -373,6 +373,10 @@ def test_laplace_kl_of_an_infinite_scale_is_infinite_also_under_vmap():
     loc = torch.zeros(4, dtype=torch.float64)
     direct = losses.laplace_kl(loc, 1.0, 0.0, scale_q)
     assert math.isinf(direct[1]) and direct[1] > 0
+    # the other entries, in range and out of it, in one tensor: eq. 15 in 60 digits
+    for i in (0, 2, 3):
+        want = _laplace_kl_mpmath(0.0, 1.0, 0.0, float(scale_q[i]))
+        assert math.isclose(float(direct[i]), want, rel_tol=1e-12), (i, float(direct[i]), want)
     # under torch.func.vmap no data-dependent branch can be taken: the out-of-range handling
     # must then be applied unconditionally, with the same values
     mapped = torch.func.vmap(lambda q: losses.laplace_kl(loc[0], 1.0, 0.0, q))(scale_q)
