@@ -381,3 +381,17 @@ def test_laplace_kl_of_an_infinite_scale_is_infinite_also_under_vmap():
     # must then be applied unconditionally, with the same values
     mapped = torch.func.vmap(lambda q: losses.laplace_kl(loc[0], 1.0, 0.0, q))(scale_q)
     torch.testing.assert_close(mapped, direct, rtol=1e-15, atol=0)
+
+
+def test_kl_huber_loss_module_defaults_and_ranges():
+    assert torch.equal(losses.KLHuberLoss()(X, T), losses.kl_huber_loss(X, T, 1.0, 1.0))
+    # alpha = 0 is the L1 limit (allowed); beta = 0 is not
+    torch.testing.assert_close(losses.KLHuberLoss(alpha=0.0, reduction="none")(X, T),
+                               (X - T).abs(), rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match=re.escape("beta must be in (0, inf) (beta > 0), got 0.0")):
+        losses.KLHuberLoss(beta=0.0)
+    # a learnable scale must start positive (an optimiser could not leave 0)
+    for name in ("alpha", "beta"):
+        with pytest.raises(ValueError, match=re.escape(
+                f"{name} must be in (0, inf) ({name} > 0) everywhere")):
+            losses.KLHuberLoss(**{name: torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))})
