@@ -15,7 +15,7 @@ DEVICE ?=
 PYTEST_WORKERS ?= 2
 STAMP := $(VENV)/.klhuber-installed
 
-.PHONY: book html test lint browser venv clean help mutants mutants-recheck
+.PHONY: book html test lint browser venv clean help mutants mutants-resume mutants-recheck
 
 help:
 	@echo "Python for .venv: $(if $(PYTHON),$(PYTHON),none of $(SUPPORTED_PYTHONS) found)"
@@ -23,6 +23,7 @@ help:
 	@echo "make test                                       ruff + pytest (whole suite, incl. a book build)"
 	@echo "make html                                       re-render the HTML without executing notebooks"
 	@echo "make mutants [MODULES='symbolic ...']           mutation testing per module (mutmut, ~1 h on 2 cores)"
+	@echo "make mutants-resume [MODULES=...]               continue a stopped run (only the unchecked mutants)"
 	@echo "make mutants-recheck [MODULES=...]              re-run only the survivors against the current tests"
 	@echo "make clean                                      remove the build folder (keeps .venv)"
 
@@ -75,6 +76,10 @@ test: $(STAMP) browser
 MODULES ?=
 mutants: $(STAMP)
 	nice -n 10 $(BIN)/python tests/mutation/mutants.py --max-children $(PYTEST_WORKERS) $(MODULES)
+
+# continue a stopped run: only the mutants it left unchecked
+mutants-resume: $(STAMP)
+	nice -n 10 $(BIN)/python tests/mutation/mutants.py --resume --max-children $(PYTEST_WORKERS) $(MODULES)
 
 # re-run only the last run's survivors against the tests as they are now
 mutants-recheck: $(STAMP)

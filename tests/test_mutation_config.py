@@ -129,3 +129,18 @@ def test_the_plugin_runs_the_fastest_tests_first(tmp_path):
                           "fastest_first", "test_order.py"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_resume_runs_only_the_unchecked_mutants(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    monkeypatch.setattr(driver, "statuses", lambda name, module: {
+        "m.x_f__mutmut_1": "killed", "m.x_f__mutmut_2": "not checked",
+        "m.x_f__mutmut_3": "survived", "m.x_f__mutmut_4": "not checked"})
+    calls = []
+    monkeypatch.setattr(driver.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    module = {**CONFIG["modules"]["book_guards"]}
+    driver.run_module("book_guards", module, 1, resume=True)
+    assert calls[-1][-2:] == ["m.x_f__mutmut_2", "m.x_f__mutmut_4"]
+    driver.run_module("book_guards", module, 1)  # a full run names the module's functions
+    assert calls[-1][-len(module["functions"]):] == module["functions"]

@@ -12,10 +12,13 @@ exit status is 1 when a module that ran scores below the target.
 they are now (with mutmut's ``MUTANT_UNDER_TEST`` switch), so that a test written for a survivor
 is credited without a full run.  A recheck counts only while the test files are unchanged (their
 digest is stored with it in ``build/mutants/<name>/rechecked.json``); a full run supersedes it.
+``--resume`` continues a run that was stopped (a session's end), running only the mutants it
+left unchecked.
 
 Usage::
 
-    python tests/mutation/mutants.py [MODULE ...] [--max-children N] [--report-only | --recheck]
+    python tests/mutation/mutants.py [MODULE ...] [--max-children N]
+                                     [--report-only | --recheck | --resume]
 """
 
 from __future__ import annotations
@@ -89,12 +92,22 @@ def _mutmut() -> str:
     return str(Path(sys.executable).with_name("mutmut"))
 
 
-def run_module(name: str, module: dict, max_children: int) -> int:
-    """Run mutmut for one module in its workspace; returns mutmut's exit status."""
+def run_module(name: str, module: dict, max_children: int, resume: bool = False) -> int:
+    """Run mutmut for one module in its workspace; returns mutmut's exit status.
+
+    ``resume``: run only the mutants the last run left unchecked (it was stopped), named one
+    by one, so mutmut keeps the verdicts it already has.  Mutants whose function changed since
+    are reset by mutmut and stay "not run" in the score until a full run."""
     work = prepare_workspace(name, module)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
                PYTHONHASHSEED="0")
-    cmd = [_mutmut(), "run", "--max-children", str(max_children), *module.get("functions", [])]
+    selection = module.get("functions", [])
+    if resume:
+        selection = [m for m, status in statuses(name, module).items() if status == "not checked"]
+        if not selection:
+            print(f"== {name}: nothing left to resume", flush=True)
+            return 0
+    cmd = [_mutmut(), "run", "--max-children", str(max_children), *selection]
     print(f"== {name}: {' '.join(cmd[1:])} (in {work.relative_to(REPO)})", flush=True)
     return subprocess.call(cmd, cwd=work, env=env)
 
@@ -204,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="print the scores of the last runs without running mutmut")
     mode.add_argument("--recheck", action="store_true",
                       help="re-run the last runs' survivors against the current tests only")
+    mode.add_argument("--resume", action="store_true",
+                      help="run only the mutants a stopped run left unchecked")
     args = parser.parse_args(argv)
     config = load_config()
     modules = config["modules"]
@@ -220,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             recheck_module(name, modules[name], equivalent)
     elif not args.report_only:
         for name in names:
-            run_module(name, modules[name], args.max_children)
-            _rechecked_path(name).unlink(missing_ok=True)  # the full run supersedes it
+            run_module(name, modules[name], args.max_children, resume=args.resume)
+            if not args.resume:
+                _rechecked_path(name).unlink(missing_ok=True)  # the full run supersedes it
     target = float(config.get("target", 0.95))
     report = {name: score(name, modules[name], equivalent) for name in names}
     WORK.mkdir(parents=True, exist_ok=True)
