@@ -108,7 +108,7 @@ def run_module(name: str, module: dict, max_children: int, resume: bool = False)
             print(f"== {name}: nothing left to resume", flush=True)
             return 0
     cmd = [_mutmut(), "run", "--max-children", str(max_children), *selection]
-    print(f"== {name}: {' '.join(cmd[1:])} (in {work.relative_to(REPO)})", flush=True)
+    print(f"== {name}: {' '.join(cmd[1:])} (in {os.path.relpath(work, REPO)})", flush=True)
     return subprocess.call(cmd, cwd=work, env=env)
 
 
