@@ -108,7 +108,8 @@ def run_module(name: str, module: dict, max_children: int, resume: bool = False)
             print(f"== {name}: nothing left to resume", flush=True)
             return 0
     cmd = [_mutmut(), "run", "--max-children", str(max_children), *selection]
-    print(f"== {name}: {' '.join(cmd[1:])} (in {os.path.relpath(work, REPO)})", flush=True)
+    shown = f"{len(selection)} unchecked mutants" if resume else " ".join(selection)
+    print(f"== {name}: mutmut run {shown} (in {os.path.relpath(work, REPO)})", flush=True)
     return subprocess.call(cmd, cwd=work, env=env)
 
 
