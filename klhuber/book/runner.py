@@ -25,7 +25,7 @@ from klhuber.results import atomic_write_text
 __all__ = ["CELL_TIMEOUT_S", "PROFILES", "RunRecord", "cache_key", "chapter_state", "run_notebooks"]
 
 PROFILES = ("quick", "full")
-#: papermill per-cell timeout in seconds, per profile (None: no limit).
+#: papermill's per-cell timeout in seconds for each profile (None means no limit).
 CELL_TIMEOUT_S: dict[str, int | None] = {"quick": 900, "full": None}
 
 

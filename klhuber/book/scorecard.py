@@ -31,8 +31,8 @@ class Artefact:
     verification: str
 
 
-#: The scorecard's rows: the paper's artefacts in the paper's order, then the related losses
-#: the book also covers.
+#: The scorecard's rows, the paper's artefacts in the paper's order and then the related
+#: losses the book also covers.
 #:
 #: :meta hide-value:
 ARTEFACTS: tuple[Artefact, ...] = (
