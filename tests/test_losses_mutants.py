@@ -395,3 +395,18 @@ def test_kl_huber_loss_module_defaults_and_ranges():
         with pytest.raises(ValueError, match=re.escape(
                 f"{name} must be in (0, inf) ({name} > 0) everywhere")):
             losses.KLHuberLoss(**{name: torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))})
+
+
+def test_kl_huber_loss_module_keeps_an_explicit_objective():
+    alpha = torch.nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+    assert losses.KLHuberLoss(alpha=alpha).objective == "kl"  # the default for one scale
+    assert losses.KLHuberLoss(alpha=alpha, objective="nll").objective == "nll"
+
+
+def test_adaptive_module_refuses_an_input_its_scales_do_not_broadcast_to():
+    module = losses.AdaptiveKLHuberLoss(shape=(3,))
+    with pytest.raises(ValueError, match=re.escape(
+            "input of shape (5,) does not match the parameter shape (3,) (they must broadcast to "
+            "the input)")):
+        module(X.float(), T.float())
+    assert module(torch.zeros(2, 3), torch.ones(2, 3)).shape == ()
