@@ -410,3 +410,21 @@ def test_adaptive_module_refuses_an_input_its_scales_do_not_broadcast_to():
             "the input)")):
         module(X.float(), T.float())
     assert module(torch.zeros(2, 3), torch.ones(2, 3)).shape == ()
+
+
+@pytest.mark.parametrize(("learn_beta", "reduction"), [(True, "sum"), (False, "none"),
+                                                        (True, "mean")])
+def test_adaptive_module_value_is_the_closed_form_in_the_inputs_precision(learn_beta, reduction):
+    module = losses.AdaptiveKLHuberLoss(alpha=0.3, beta=1.7, reduction=reduction,
+                                        learn_beta=learn_beta)
+    a = float(module.alpha.detach())  # the float32 scales the module holds, exactly
+    b = float(module.beta.detach())
+    d = _d(X - T, a, b)
+    if learn_beta:  # both learnable: cross-entropy D + α/β + log(2β)
+        want = d + a / b + math.log(2 * b)
+    else:  # alpha alone: KL, D + α/β − 1 − log(α/β)
+        want = d + a / b - 1 - math.log(a / b)
+    want = {"none": want, "sum": want.sum(), "mean": want.mean()}[reduction]
+    got = module(X, T)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-15)
