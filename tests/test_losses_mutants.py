@@ -428,3 +428,12 @@ def test_adaptive_module_value_is_the_closed_form_in_the_inputs_precision(learn_
     got = module(X, T)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-15)
+
+
+def test_adaptive_module_defaults():
+    module = losses.AdaptiveKLHuberLoss()
+    torch.testing.assert_close(module.alpha.detach(), torch.tensor(1.0), rtol=1e-6, atol=0)
+    torch.testing.assert_close(module.beta.detach(), torch.tensor(1.0), rtol=1e-6, atol=0)
+    assert module.include_constants is True and module.objective == "nll"
+    plain = losses.AdaptiveKLHuberLoss(include_constants=False)
+    assert plain.include_constants is False and plain.objective == "d"
