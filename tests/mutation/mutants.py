@@ -168,16 +168,21 @@ def recheck_module(name: str, module: dict, equivalent: dict[str, str]) -> dict[
     tests = sorted(module["tests"], key=lambda t: (REPO / t).stat().st_mtime, reverse=True)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p",
            "no:randomly", "-m", "not slow and not cuda", *module.get("pytest_args", []), *tests]
-    found: dict[str, str] = {}
-    print(f"== {name}: rechecking {len(survivors)} survivors", flush=True)
-    for mutant in survivors:
+    digest = tests_digest(module)
+    found = load_rechecked(name, module)  # a stopped recheck with the same tests continues
+    todo = [m for m in survivors if m not in found]
+    print(f"== {name}: rechecking {len(todo)} survivors ({len(survivors) - len(todo)} done "
+          "before)", flush=True)
+    for mutant in todo:
         code = subprocess.call(cmd, cwd=work / "mutants", env=dict(env, MUTANT_UNDER_TEST=mutant),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # 1: a test failed; 0: all passed; anything else (collection error, no tests) is not a kill
         found[mutant] = "killed" if code == 1 else "survived"
         print(f"    {found[mutant]}: {mutant}", flush=True)
-    _rechecked_path(name).write_text(json.dumps(
-        {"tests_digest": tests_digest(module), "status": found}, indent=2), encoding="utf-8")
+        atomic = _rechecked_path(name).with_suffix(".tmp")  # saved after each, atomically
+        atomic.write_text(json.dumps({"tests_digest": digest, "status": found}, indent=2),
+                          encoding="utf-8")
+        atomic.replace(_rechecked_path(name))
     return found
 
 
