@@ -83,7 +83,7 @@ mutants-resume: $(STAMP)
 
 # re-run only the last run's survivors against the tests as they are now
 mutants-recheck: $(STAMP)
-	nice -n 10 $(BIN)/python tests/mutation/mutants.py --recheck $(MODULES)
+	nice -n 10 $(BIN)/python tests/mutation/mutants.py --recheck --max-children $(PYTEST_WORKERS) $(MODULES)
 
 clean:
 	rm -rf book/_build

@@ -24,12 +24,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import tomllib
@@ -153,7 +155,8 @@ def load_rechecked(name: str, module: dict) -> dict[str, str]:
     return data["status"] if data.get("tests_digest") == tests_digest(module) else {}
 
 
-def recheck_module(name: str, module: dict, equivalent: dict[str, str]) -> dict[str, str]:
+def recheck_module(name: str, module: dict, equivalent: dict[str, str],
+                   max_children: int = 1) -> dict[str, str]:
     """Run each survivor of the last run against the module's current tests; returns statuses."""
     work = WORK / name
     if not (work / "mutants").exists():
@@ -173,16 +176,23 @@ def recheck_module(name: str, module: dict, equivalent: dict[str, str]) -> dict[
     todo = [m for m in survivors if m not in found]
     print(f"== {name}: rechecking {len(todo)} survivors ({len(survivors) - len(todo)} done "
           "before)", flush=True)
-    for mutant in todo:
+    lock = threading.Lock()
+
+    def check(mutant: str) -> None:
         code = subprocess.call(cmd, cwd=work / "mutants", env=dict(env, MUTANT_UNDER_TEST=mutant),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # 1: a test failed; 0: all passed; anything else (collection error, no tests) is not a kill
-        found[mutant] = "killed" if code == 1 else "survived"
-        print(f"    {found[mutant]}: {mutant}", flush=True)
-        atomic = _rechecked_path(name).with_suffix(".tmp")  # saved after each, atomically
-        atomic.write_text(json.dumps({"tests_digest": digest, "status": found}, indent=2),
-                          encoding="utf-8")
-        atomic.replace(_rechecked_path(name))
+        with lock:
+            # 1: a test failed; 0: all passed; anything else (collection error, no tests) is
+            # not a kill
+            found[mutant] = "killed" if code == 1 else "survived"
+            print(f"    {found[mutant]}: {mutant}", flush=True)
+            atomic = _rechecked_path(name).with_suffix(".tmp")  # saved after each, atomically
+            atomic.write_text(json.dumps({"tests_digest": digest, "status": found}, indent=2),
+                              encoding="utf-8")
+            atomic.replace(_rechecked_path(name))
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, max_children)) as pool:
+        list(pool.map(check, todo))
     return found
 
 
@@ -238,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.recheck:
         for name in names:
-            recheck_module(name, modules[name], equivalent)
+            recheck_module(name, modules[name], equivalent, args.max_children)
     elif not args.report_only:
         for name in names:
             run_module(name, modules[name], args.max_children, resume=args.resume)
