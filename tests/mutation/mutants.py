@@ -164,7 +164,7 @@ def recheck_module(name: str, module: dict, equivalent: dict[str, str],
     # mutmut ran against a copy of tests/ made when it generated the mutants: refresh it
     shutil.copytree(REPO / "tests", work / "mutants" / "tests", dirs_exist_ok=True)
     survivors = [m for m, status in statuses(name, module).items()
-                 if status in ("survived", "suspicious") and m not in equivalent]
+                 if status in ("survived", "no tests", "suspicious") and m not in equivalent]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
                PYTHONHASHSEED="0")
     # newest test files first: a survivor passed the older ones, so a kill usually comes early
