@@ -90,6 +90,12 @@ def prepare_workspace(name: str, module: dict) -> Path:
     return work
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of the test processes: one thread each, no display, fixed hashing."""
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
+                PYTHONHASHSEED="0")
+
+
 def _mutmut() -> str:
     return str(Path(sys.executable).with_name("mutmut"))
 
@@ -101,8 +107,7 @@ def run_module(name: str, module: dict, max_children: int, resume: bool = False)
     by one, so mutmut keeps the verdicts it already has.  Mutants whose function changed since
     are reset by mutmut and stay "not run" in the score until a full run."""
     work = prepare_workspace(name, module)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
-               PYTHONHASHSEED="0")
+    env = _child_env()
     selection = module.get("functions", [])
     if resume:
         selection = [m for m, status in statuses(name, module).items() if status == "not checked"]
@@ -165,8 +170,7 @@ def recheck_module(name: str, module: dict, equivalent: dict[str, str],
     shutil.copytree(REPO / "tests", work / "mutants" / "tests", dirs_exist_ok=True)
     survivors = [m for m, status in statuses(name, module).items()
                  if status in ("survived", "no tests", "suspicious") and m not in equivalent]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
-               PYTHONHASHSEED="0")
+    env = _child_env()
     # newest test files first: a survivor passed the older ones, so a kill usually comes early
     tests = sorted(module["tests"], key=lambda t: (REPO / t).stat().st_mtime, reverse=True)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p",
