@@ -144,3 +144,41 @@ def test_resume_runs_only_the_unchecked_mutants(tmp_path, monkeypatch):
     assert calls[-1][-2:] == ["m.x_f__mutmut_2", "m.x_f__mutmut_4"]
     driver.run_module("book_guards", module, 1)  # a full run names the module's functions
     assert calls[-1][-len(module["functions"]):] == module["functions"]
+
+
+def test_a_runs_cost_is_recorded_and_a_full_run_starts_the_record_anew(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    monkeypatch.setattr(driver, "prepare_workspace", lambda name, module: tmp_path / name)
+    (tmp_path / "book_guards").mkdir()
+    verdicts = {"m.x_f__mutmut_1": "killed", "m.x_f__mutmut_2": "not checked"}
+    monkeypatch.setattr(driver, "statuses", lambda name, module: dict(verdicts))
+
+    def mutmut_checks_one(cmd, **kw):
+        verdicts["m.x_f__mutmut_2"] = "survived"
+        return 0
+    monkeypatch.setattr(driver.subprocess, "call", mutmut_checks_one)
+    cpu = iter([10.0, 25.5, 30.0, 34.0])
+    monkeypatch.setattr(driver, "_children_cpu_s", lambda: next(cpu))
+    module = {**CONFIG["modules"]["book_guards"]}
+    driver.run_module("book_guards", module, 1, resume=True)
+    assert driver.load_cost("book_guards")["cpu_s"] == 15.5
+    assert driver.load_cost("book_guards")["checked"] == 1  # the one it checked, not both
+    driver.run_module("book_guards", module, 1)  # a full run: its own cost only
+    assert driver.load_cost("book_guards")["cpu_s"] == 4.0
+    assert driver.load_cost("book_guards")["checked"] == 2
+    assert driver.load_cost("scorecard") == {"wall_s": 0, "cpu_s": 0, "checked": 0}
+
+
+def test_scores_of_modules_not_run_are_kept(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    monkeypatch.setattr(driver.shutil, "which", lambda exe: exe)
+    monkeypatch.setattr(driver, "statuses", lambda name, module: {"m.x_f__mutmut_1": "killed"})
+    (tmp_path / "scores.json").write_text(json.dumps(
+        {"scorecard": {"killed": 7}, "gone": {"killed": 1}}))
+    assert driver.main(["book_guards", "--report-only"]) == 0
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["scorecard"] == {"killed": 7}  # kept
+    assert "gone" not in saved  # a module no longer configured is dropped
+    assert saved["book_guards"]["killed"] == 1

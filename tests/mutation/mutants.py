@@ -28,10 +28,12 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import tomllib
@@ -117,7 +119,48 @@ def run_module(name: str, module: dict, max_children: int, resume: bool = False)
     cmd = [_mutmut(), "run", "--max-children", str(max_children), *selection]
     shown = f"{len(selection)} unchecked mutants" if resume else " ".join(selection)
     print(f"== {name}: mutmut run {shown} (in {os.path.relpath(work, REPO)})", flush=True)
-    return subprocess.call(cmd, cwd=work, env=env)
+    before = statuses(name, module) if resume else {}
+    checked_before = sum(s != "not checked" for s in before.values())
+    cpu0, wall0 = _children_cpu_s(), time.monotonic()
+    code = subprocess.call(cmd, cwd=work, env=env)
+    cost = {"mode": "resume" if resume else "full", "max_children": max_children,
+            "wall_s": round(time.monotonic() - wall0, 1),
+            "cpu_s": round(_children_cpu_s() - cpu0, 1),
+            "checked": sum(s != "not checked" for s in statuses(name, module).values())
+            - checked_before, "exit_code": code}
+    record_cost(name, cost, fresh=not resume)
+    return code
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of the finished child processes (and theirs) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cost_path(name: str) -> Path:
+    return WORK / name / "cost.json"
+
+
+def record_cost(name: str, cost: dict, fresh: bool) -> None:
+    """Append one run's cost to ``build/mutants/<name>/cost.json`` (a full run starts anew).
+
+    The CPU seconds are what the run's processes used, whatever else ran on the machine, so
+    their sum over all modules divided by the cores estimates the whole run on an idle machine;
+    the wall seconds depend on the load."""
+    path = _cost_path(name)
+    runs = [] if fresh or not path.exists() else json.loads(path.read_text(encoding="utf-8"))
+    runs.append(cost)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(runs, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_cost(name: str) -> dict:
+    """Total wall and CPU seconds and mutants checked over the runs since the last full run."""
+    path = _cost_path(name)
+    runs = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    return {key: round(sum(r[key] for r in runs), 1) for key in ("wall_s", "cpu_s", "checked")}
 
 
 def statuses(name: str, module: dict) -> dict[str, str]:
@@ -259,9 +302,14 @@ def main(argv: list[str] | None = None) -> int:
             if not args.resume:
                 _rechecked_path(name).unlink(missing_ok=True)  # the full run supersedes it
     target = float(config.get("target", 0.95))
-    report = {name: score(name, modules[name], equivalent) for name in names}
+    report = {name: {**score(name, modules[name], equivalent), "cost": load_cost(name)}
+              for name in names}
     WORK.mkdir(parents=True, exist_ok=True)
-    (WORK / "scores.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    scores_path = WORK / "scores.json"
+    # a run of some modules keeps the others' last scores
+    saved = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.exists() else {}
+    saved = {k: v for k, v in saved.items() if k in modules}
+    scores_path.write_text(json.dumps({**saved, **report}, indent=2), encoding="utf-8")
     failed = []
     print(f"\n{'module':<14} {'killed':>7} {'survived':>9} {'equivalent':>11} {'not run':>8}  score")
     for name, r in report.items():
@@ -272,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    survived: {survivor}")
         if r["score"] is not None and r["score"] < target:
             failed.append(name)
+    cpu = sum(r["cost"]["cpu_s"] for r in report.values())
+    checked = sum(r["cost"]["checked"] for r in report.values())
+    if checked:
+        print(f"cost of the runs on record: {checked} mutants, {cpu:.0f} CPU-s, so about "
+              f"{cpu / 2 / 60:.0f} min on 2 idle cores")
     if failed:
         print(f"below the target of {100 * target:.0f} %: {failed}")
     return 1 if failed else 0
