@@ -251,6 +251,32 @@ def test_huber_bounds_in_half_precision_are_computed_in_float32_and_rounded_once
         assert float(err.max()) <= 0.5 * eps * (1 + 2 ** -8), (dtype, index, float(err.max()) / eps)
 
 
+def _ulps(got: torch.Tensor, want: float) -> float:
+    """|got − want| in units in the last place of ``want`` in got's dtype (subnormals too)."""
+    fi = torch.finfo(got.dtype)
+    mantissa = round(-math.log2(fi.eps))
+    exponent = math.frexp(abs(want))[1] - 1 if want else -10**6
+    ulp = 2.0 ** (max(exponent, math.log2(fi.smallest_normal)) - mantissa)
+    return abs(float(got) - want) / ulp
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("alpha", [0.7, 1.37])
+def test_huber_bounds_with_a_zero_dim_alpha_in_half_precision_are_correctly_rounded(dtype,
+                                                                                   alpha):
+    # a 0-dim float32 alpha does not promote a half-precision x in torch's type promotion, so
+    # this checks that the bounds are computed in float32 and not in the half type: within
+    # half a unit in the last place of the exact value (plus float32's own rounding)
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(300, generator=gen, dtype=torch.float64) * 3 * alpha).to(dtype)
+    alpha_t = torch.tensor(alpha)
+    lower, upper = losses.huber_bounds(x, alpha_t)
+    for got, index in ((lower, 0), (upper, 1)):
+        worst = max(_ulps(g, _bounds_mpmath(float(v), float(alpha_t))[index])
+                    for g, v in zip(got, x))
+        assert worst <= 0.5 + 2 ** -8, (dtype, index, worst)
+
+
 # --------------------------------------------------------------------- AdaptiveKLHuberLoss
 
 
