@@ -77,6 +77,40 @@ def test_edge_noise_has_the_requested_scale():
     assert math.isclose(scales["w"], 0.1 * math.sqrt(2))
 
 
+def test_the_best_huber_threshold_for_the_centre_is_interior_for_laplace_edges():
+    # independent reference: the centre's density by numerical convolution of the two edges'
+    # Laplace densities (not the closed form), V(k) = E[psi_k^2] / P(|z| < k)^2 by quadrature
+    from scipy import integrate
+
+    def laplace(e):
+        return 0.5 * math.exp(-abs(e))
+
+    def centre(z):  # z = (e0 + e1)/2: density 2 (f * f)(2z)
+        t = 2 * z
+        return 2 * integrate.quad(lambda e: laplace(e) * laplace(t - e), -40, 40,
+                                  points=[0.0, t], limit=200)[0]
+
+    def variance(k):
+        inner = integrate.quad(lambda z: z * z * centre(z), 0, k)[0]
+        tail = integrate.quad(centre, k, 30)[0]
+        return 2 * (inner + k * k * tail) / (1 - 2 * tail) ** 2
+
+    got = sy.centre_noise_huber_threshold(1.0)
+    k = got["threshold"]
+    assert 0.6 < k < 0.8  # interior: neither L1 (k -> 0) nor L2 (k -> inf)
+    assert got["v_min"] == pytest.approx(variance(k), rel=1e-7)
+    assert variance(k) < min(variance(k - 0.01), variance(k + 0.01))  # a minimum
+    assert got["v_min"] < 0.86 < got["v_l1"] == got["v_l2"] == pytest.approx(variance(25.0))
+    # it scales with the edge noise; Gaussian edges give a Gaussian centre (L2 is best)
+    assert sy.centre_noise_huber_threshold(0.1)["threshold"] == pytest.approx(
+        0.1 * got["threshold"], rel=1e-12)
+    assert sy.centre_noise_huber_threshold(0.1, "gaussian")["threshold"] == math.inf
+    with pytest.raises(ValueError, match="edge_scale"):
+        sy.centre_noise_huber_threshold(-0.1)
+    with pytest.raises(ValueError, match="noise"):
+        sy.centre_noise_huber_threshold(0.1, "cauchy")
+
+
 @pytest.mark.parametrize("bad", [{"image_size": 8}, {"noise_scale": -0.1}, {"noise": "cauchy"},
                                  {"min_objects": 3, "max_objects": 2},
                                  {"classes": ("hexagon",)}, {"num_train": 0}])

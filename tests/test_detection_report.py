@@ -41,6 +41,10 @@ def test_estimate_matches_student_t():
     assert single.n == 1 and math.isnan(single.low) and single.text() == "40.0"
     assert rp.estimate([]).text() == "–"
     assert rp.estimate([0.5, 0.7]).text() == "60.0 ± 127.1"
+    # differences carry a sign, and a true minus sign
+    assert rp.estimate([0.5, 0.7]).text(signed=True) == "+60.0 ± 127.1"
+    assert rp.estimate([-0.038]).text(signed=True) == "\N{MINUS SIGN}3.8"
+    assert rp.estimate([]).text(signed=True) == "–"
     with pytest.raises(ValueError, match="level"):
         rp.estimate([1.0, 2.0], level=1.5)
 
@@ -203,9 +207,14 @@ def test_alpha_sweep_summary():
     assert summary.seeds == 3
     assert summary.vs_l1[0].mean == 0.0
     assert summary.vs_l1[2].mean == pytest.approx(0.05)
-    # Table 2: true centre scale 0.1/sqrt(2) over sigma_x = 0.1; theory: c_f = 0 for Laplace
+    # Table 2: true centre scale 0.1/sqrt(2) over sigma_x = 0.1; the theory: the best Huber
+    # threshold for the centre's noise (the mean of two Laplace edge offsets), 0.686 b
     assert summary.table2_alpha == pytest.approx(1 / math.sqrt(2))
-    assert summary.theory_alpha == 0.0
+    assert summary.theory_alpha == pytest.approx(0.686, abs=5e-4)
+    # on clean labels both predictions are the L1 limit
+    clean = [run("retinanet", f"sweep_alpha{a:.5g}", 0.0, 0) for a in alphas]
+    (summary0,) = rp.alpha_sweep(clean)
+    assert summary0.table2_alpha == summary0.theory_alpha == 0.0
     assert rp.sweep_alpha_of("sweep_alpha0") == 0.0
     assert rp.sweep_alpha_of("implementation") is None
 

@@ -19,7 +19,8 @@ experiments from this module, so that every claim gets one verdict, computed onc
   excludes the opposite, ``"differs"`` when one excludes the claim, else ``"inconclusive"``;
 * :func:`alpha_sweep` summarises the α sweep against the two predictions of the best α: Table
   2's reading (interpreted label noise = true label noise) and the asymptotic theory of the toy
-  chapter (:func:`klhuber.toy.optimal_alpha_constant` for the edge-noise distribution).
+  chapter, applied to the noise the edge offsets put on the box centre
+  (:func:`klhuber.detection.synthetic.centre_noise_huber_threshold`).
 """
 
 from __future__ import annotations
@@ -255,13 +256,19 @@ class Estimate:
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
-    def text(self, scale: float = 100.0, digits: int = 1) -> str:
-        """``"61.2 ± 1.3"`` (``scale`` 100 gives AP points); ``"61.2"`` for a single seed."""
+    def text(self, scale: float = 100.0, digits: int = 1, signed: bool = False) -> str:
+        """``"61.2 ± 1.3"`` (``scale`` 100 gives AP points); ``"61.2"`` for a single seed.
+
+        ``signed`` (for differences): always a sign, ``"+4.5 ± 13.0"`` or ``"−3.8"``, with a
+        true minus sign."""
         if self.n == 0:
             return "–"
+        mean = f"{scale * self.mean:{'+' if signed else ''}.{digits}f}"
+        if signed:
+            mean = mean.replace("-", "\N{MINUS SIGN}")
         if self.n < 2:
-            return f"{scale * self.mean:.{digits}f}"
-        return f"{scale * self.mean:.{digits}f} ± {scale * self.half_width:.{digits}f}"
+            return mean
+        return f"{mean} ± {scale * self.half_width:.{digits}f}"
 
 
 def _t_quantile(p: float, df: int) -> float:
@@ -442,7 +449,8 @@ class SweepSummary:
     ``alphas`` sorted (0 = L1); ``metric`` estimates per α; ``vs_l1`` paired differences to
     the L1 limit; ``best_alpha`` the α of the highest mean; ``table2_alpha`` Table 2's reading
     (interpreted x* scale = true x* scale: :math:`\\alpha = b_x/\\sigma_x`); ``theory_alpha``
-    the asymptotic theory's :math:`c_f\\,b/\\sigma_x` for the edge-noise distribution.
+    the asymptotic theory's best Huber threshold for the centre's noise (the mean of two edge
+    offsets) over :math:`\\sigma_x`; ``seeds`` the fewest seeds of any α.
     """
 
     arch: str
@@ -460,8 +468,8 @@ class SweepSummary:
 def alpha_sweep(runs: Sequence[dict[str, Any]], *, arch: str = "retinanet",
                 metric: str = "AP75", level: float = 0.95) -> list[SweepSummary]:
     """One :class:`SweepSummary` per true noise level among the sweep runs of ``arch``."""
+    from klhuber.detection.synthetic import centre_noise_huber_threshold
     from klhuber.interpret import get_preset
-    from klhuber.toy import optimal_alpha_constant
 
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -483,11 +491,10 @@ def alpha_sweep(runs: Sequence[dict[str, Any]], *, arch: str = "retinanet",
         sigma_x = float(get_preset(first["preset"]).detection.sigma[0])
         true_x = float(first["data"]["true_label_noise"]["x"])
         distribution = first["data"]["true_label_noise"]["distribution"]
-        family = {"laplace": "laplace", "gaussian": "normal"}[distribution]
-        c_f = float(optimal_alpha_constant(family)["c"])
         edge = float(first["data"]["true_label_noise"]["edge_scale"])
+        threshold = centre_noise_huber_threshold(edge, distribution)["threshold"] if edge else 0.0
         out.append(SweepSummary(arch, noise, metric, alphas, ests, vs, best,
                                 table2_alpha=true_x / sigma_x,
-                                theory_alpha=c_f * edge / sigma_x,
+                                theory_alpha=threshold / sigma_x,
                                 seeds=min(e.n for e in ests)))
     return out
