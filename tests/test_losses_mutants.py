@@ -463,3 +463,33 @@ def test_adaptive_module_defaults():
     assert module.include_constants is True and module.objective == "nll"
     plain = losses.AdaptiveKLHuberLoss(include_constants=False)
     assert plain.include_constants is False and plain.objective == "d"
+
+
+# ------------------------------------------------------------------ kernels: extreme scales
+
+
+@pytest.mark.parametrize("p", [1e40, 3e-44, 1.3e-45])  # beyond float32's range; subnormal in it
+def test_div_tiny_divides_by_the_exact_number_not_its_float32_rounding(p):
+    # 1e40 is inf in float32 (t / inf would give 0); 3e-44 and 1.3e-45 are float32
+    # subnormals that float32 rounds by 7 % and 8 %: the quotient must be t / p in float64,
+    # rounded once to float32
+    from klhuber._kernels import div_tiny
+
+    t = torch.tensor([1e30, -3.0, 2.0**-130, 1e-20], dtype=torch.float32)
+    got = div_tiny(t, p)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, (t.double() / p).float(), rtol=0, atol=0)
+
+
+def test_div_tiny_is_zero_at_zero_with_a_zero_gradient():
+    # exactly 0 at t = 0 in value and gradient (t / p there would be 0 * inf = NaN in the
+    # gradient of an extreme p); the other entries keep their gradient 1 / p
+    from klhuber._kernels import div_tiny
+
+    for dtype in (torch.float32, torch.float64):
+        t = torch.tensor([0.0, 2.0, -0.0], dtype=dtype, requires_grad=True)
+        q = div_tiny(t, 1e-300 if dtype == torch.float64 else 3e-44)
+        q.sum().backward()
+        assert q[0].item() == 0.0 and q[2].item() == 0.0
+        assert t.grad[0].item() == 0.0 and t.grad[2].item() == 0.0
+        assert t.grad[1].item() > 0
