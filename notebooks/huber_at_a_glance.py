@@ -165,6 +165,16 @@ recorder.save_figure(fig, "headline")
 plt.show()
 assert bounds_hold, "eq. 20 fails on the grid"
 
+# %% tags=["remove-cell"]
+# The two drawn bounds against eq. 16 written out in NumPy (reference independent of the
+# library): D_{α,1/α} = α(αe^{−|x|/α} + |x| − α), D_{α/2,1/α} = α(α/2·e^{−2|x|/α} + |x| − α/2),
+# rewritten without cancellation as α·a·(expm1(−|x|/a) + |x|/a) with a = α resp. α/2.
+xn, a_h = x.cpu().numpy(), headline_alpha
+lower_ref = a_h * a_h * (np.expm1(-np.abs(xn) / a_h) + np.abs(xn) / a_h)
+upper_ref = a_h * (a_h / 2) * (np.expm1(-2 * np.abs(xn) / a_h) + 2 * np.abs(xn) / a_h)
+assert np.allclose(lower.cpu().numpy(), lower_ref, rtol=1e-12, atol=1e-15)
+assert np.allclose(upper.cpu().numpy(), upper_ref, rtol=1e-12, atol=1e-15)
+
 # %% [markdown]
 # On every point of this chapter's grid the Huber loss lies between the two bounds (the cell
 # above asserts it).
