@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
+from scipy import optimize
 
 import klhuber
 from klhuber.book.scorecard import Recorder
@@ -150,6 +151,21 @@ display(Markdown(
 figure_ok = all(c["H == F.huber_loss"] and c["lower <= H"] and c["H <= upper"]
                 for c in checks.values())
 assert figure_ok, checks
+
+# %% tags=["remove-cell"]
+# The gap columns against closed forms (at α = 1, with u = |x|/α; every row is this one rescaled).
+# Lower: H − D_{α,1/α} = α²(1/2 − e^{−u}) for u ≥ 1, increasing, so its maximum on [−4α, 4α] is at
+# the grid's end: 1/2 − e^{−4} = 0.48168. Upper: D_{α/2,1/α} − H = α²(e^{−2u}/2 + u − 1/2 − u²/2)
+# for u ≤ 1 (and α²e^{−2u}/2 ≤ 0.068α² beyond); it peaks where 1 − u = e^{−2u}, i.e. at u = y₀/2
+# with 1 − y₀/2 = e^{−y₀} (root by scipy's brentq), at y₀(2 − y₀)/8 = 0.080951. The grid
+# (spacing h in u) misses that peak by at most max|gap''|/2 · (h/2)² ≤ h²/8.
+h_unit = 8 / (settings["grid_points"] - 1)
+y0_ref = optimize.brentq(lambda y: 1 - y / 2 - math.exp(-y), 1.0, 2.0, xtol=1e-15)
+lower_gap_ref, upper_gap_ref = 0.5 - math.exp(-4), y0_ref * (2 - y0_ref) / 8
+assert abs(lower_gap_ref - 0.48168) < 5e-6 and abs(upper_gap_ref - 0.080951) < 5e-7
+for a, c in checks.items():
+    assert abs(c["max (H - lower)/α²"] - lower_gap_ref) < 1e-12, (a, c)
+    assert -1e-13 <= upper_gap_ref - c["max (upper - H)/α²"] < h_unit**2 / 8, (a, c)
 
 # %% tags=["remove-cell"]
 # The derivatives drawn in Figure 1, against Appendix B's closed forms written out in NumPy; and
