@@ -159,6 +159,15 @@ display(Markdown(f"Eq. 10 ≤ 0 for all $p \\in (0, 1]$ when $\\mathcal L_{{reg}
                  f"**{positive_somewhere_above}** (measured)."))
 assert negative_below and positive_somewhere_above
 
+# %% tags=["remove-cell"]
+# The literal y* ≈ 1.2785 (≈ 1.28) against a second method: eq. 10 at p = 1 is
+# L − 1 − e^{−L}, which vanishes at y* (root by scipy's brentq, not the Lambert function).
+from scipy import optimize
+
+y_star_root = optimize.brentq(lambda v: v - 1 - math.exp(-v), 1.0, 2.0, xtol=1e-15)
+assert abs(y_star - y_star_root) < 1e-12, (y_star, y_star_root)
+assert round(y_star_root, 4) == 1.2785 and round(y_star_root, 2) == 1.28
+
 # %% [markdown]
 # ## The HIoU loss
 #
@@ -204,6 +213,7 @@ assert grad_err < 1e-12 and all(m == (g <= 1) for g, m in monotone.items())
 # %% tags=["hide-input"]
 target = torch.tensor([[10.0, 10.0, 30.0, 40.0]], dtype=F64)
 pred = torch.tensor([[12.0, 5.0, 35.0, 38.0]], dtype=F64, requires_grad=True)
+pred_start = pred.detach().clone()
 optimizer = torch.optim.Adam([pred], lr=0.5)
 start = harmonic.hiou_loss(pred, target, gamma=0.5).item()
 for _ in range(200):
@@ -226,6 +236,35 @@ display(Markdown(f"HIoU ($\\gamma$ = 0.5) on one box: {start:.3f} → {end:.4f} 
                  f"(IoU {final_iou:.3f}). The three bad inputs raise `ValueError`:\n\n"
                  + "\n".join(f"- {err}" for err in errors)))
 assert end < start and final_iou > 0.9 and len(errors) == 3
+
+# %% tags=["remove-cell"]
+# The box numbers against the exact fraction and an IoU written out in NumPy (and torchvision's
+# box_iou where the optional torchvision is installed): the boxes overlap in 18 × 28 = 504 of
+# 600 + 759 − 504 = 855 px², IoU 504/855; the HIoU loss is (1 + IoU)^0.5 (1 − IoU).
+from fractions import Fraction
+
+
+def iou_numpy(b1, b2):
+    (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = np.asarray(b1, float), np.asarray(b2, float)
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    return inter / ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter)
+
+
+iou_start = Fraction(18 * 28, 20 * 30 + 23 * 33 - 18 * 28)
+assert iou_start == Fraction(504, 855)
+assert abs(iou_numpy(pred_start[0], target[0]) - float(iou_start)) < 1e-15
+assert abs(harmonic.box_iou_pairwise(pred_start, target).item() - float(iou_start)) < 1e-15
+assert abs(start - math.sqrt(1 + float(iou_start)) * (1 - float(iou_start))) < 1e-14
+iou_end = iou_numpy(pred.detach()[0], target[0])
+assert abs(final_iou - iou_end) < 1e-14
+assert abs(end - math.sqrt(1 + iou_end) * (1 - iou_end)) < 1e-14
+try:
+    from torchvision.ops import box_iou
+except ImportError:  # torchvision is an optional dependency (the "detection" extra)
+    box_iou = None
+if box_iou is not None:
+    assert abs(box_iou(pred_start, target).item() - float(iou_start)) < 1e-15
+    assert abs(box_iou(pred.detach(), target).item() - final_iou) < 1e-14
 
 # %% [markdown]
 # ## Through the KL interpretation
