@@ -32,10 +32,13 @@ artefacts_dir = None  # set by the book runner: where scorecard rows are written
 results_dir = "../results"  # committed full-profile results (GPU runs) live here
 
 # %% tags=["remove-cell"]
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import sympy as sp
 from IPython.display import display
+from scipy import optimize
 
 from klhuber import symbolic
 from klhuber.book.scorecard import Recorder
@@ -175,6 +178,13 @@ upper = symbolic.claim_upper_bound()
 display(upper)
 assert upper.holds, upper.detail
 
+# %% tags=["remove-cell"]
+# The literal y₀ ≈ 1.594 against a second method: the nonzero root of f₃'(y) = 1 − y/2 − e^{−y}
+# by scipy's brentq (not the Lambert function); the library's closed form must agree.
+y0_root = optimize.brentq(lambda v: 1 - v / 2 - math.exp(-v), 1.0, 2.0, xtol=1e-15)
+assert round(y0_root, 3) == 1.594, y0_root
+assert abs(float(upper.expressions["y_0"]) - y0_root) < 1e-12, upper.expressions["y_0"]
+
 # %% [markdown]
 # Claim 5 of the appendix: no other member of the family $D_{\alpha^*,\beta^*}$ fits between
 # $H_\alpha$ and either bound. The limit of the difference as $|x| \to \infty$ (eq. 83) forces
@@ -217,6 +227,19 @@ ax1.set(xlabel="x / α", ylabel="gap / α²", title="gaps in units of α²")
 ax1.legend()
 fig.tight_layout()
 plt.show()
+
+# %% tags=["remove-cell"]
+# The literals 0.80α and 0.081α² (next paragraph) against the brentq root y₀ above: the upper gap
+# D_{α/2,1/α} − H_α = α²f₃(y)/2 with y = 2|x|/α peaks at |x| = αy₀/2 at α²(y₀/2 − y₀²/4)/2
+# (f₃(y₀) = y₀/2 − y₀²/4 since e^{−y₀} = 1 − y₀/2); and a brute-force maximum of the gap on a
+# fine grid, from eq. 16 and eq. 4 written out in NumPy.
+argmax_ref, max_gap_ref = y0_root / 2, (y0_root / 2 - y0_root**2 / 4) / 2
+assert round(argmax_ref, 2) == 0.80 and round(max_gap_ref, 3) == 0.081, (argmax_ref, max_gap_ref)
+u_fine = np.linspace(0, 4, 400_001)
+gap_fine = 0.5 * np.exp(-2 * u_fine) + u_fine - 0.5 - np.where(u_fine <= 1, u_fine**2 / 2, u_fine - 0.5)
+assert abs(gap_fine.max() - max_gap_ref) < 1e-10 and abs(u_fine[gap_fine.argmax()] - argmax_ref) < 1e-5
+assert abs(float(upper.expressions["argmax |x|"].subs(alpha_sym, 1)) - argmax_ref) < 1e-12
+assert abs(float(upper.expressions["max gap"].subs(alpha_sym, 1)) - max_gap_ref) < 1e-12
 
 # %% [markdown]
 # In units of $\alpha^2$ the gaps do not depend on $\alpha$: the lower gap grows monotonically
@@ -271,6 +294,22 @@ minimax = symbolic.claim_minimax_alpha(grid=settings["minimax_grid"])
 for result in (monotone, ratio, minimax):
     display(result)
     assert result.holds, result.detail
+
+# %% tags=["remove-cell"]
+# The literals c* ≈ 0.557 and 0.057α² against an independent computation (scipy, at α = 1; both
+# sides scale with α² by eq. 21): for 1/2 < c < 1 the error e(x) = D_{c,1}(x) − H_1(x) peaks, for
+# x ≥ 0, where e'(x) = 1 − x − e^{−x/c} = 0 in (0, 1) and falls towards its infimum 1/2 − c beyond;
+# c* balances the two, e(x_c) = c − 1/2 (nested brentq).
+def minimax_error(c):
+    x_c = optimize.brentq(lambda v: 1 - v - math.exp(-v / c), 1e-9, 1.0, xtol=1e-15)
+    return c * math.exp(-x_c / c) + x_c - c - x_c**2 / 2
+
+
+c_star_ref = optimize.brentq(lambda c: minimax_error(c) - (c - 0.5), 0.51, 0.99, xtol=1e-15)
+err_star_ref = c_star_ref - 0.5
+assert round(c_star_ref, 3) == 0.557 and round(err_star_ref, 3) == 0.057, c_star_ref
+assert abs(float(minimax.expressions["c*"]) - c_star_ref) < 1e-9, minimax.expressions
+assert abs(float(minimax.expressions["max error / alpha^2"]) - err_star_ref) < 1e-9, minimax.expressions
 
 # %% tags=["remove-cell"]
 _ = recorder.record("eq17-19", paper="D ≈ x²/(2αβ) near 0, ≈ (|x| − α)/β for large |x|",
