@@ -228,6 +228,19 @@ assert np.all(e_fn(ratios) >= 0)
 # make the difference small, which is worth keeping in mind when reading Table 5.
 
 # %% tags=["remove-cell"]
+# The literals 28 % and 44 % against NumPy: e(r)/|log r| = ((r − 1) − log r)/|log r| at r = 1/2
+# and 2 (0.2787, 0.4427); the library's e(r) must agree. And "IoU 0.5": a box of width r·w_a
+# centred on an anchor of width w_a (same height) overlaps it in min(1, r)·w_a of max(1, r)·w_a.
+edge_ratios = np.array([0.5, 2.0])
+rel_diff_ref = ((edge_ratios - 1) - np.log(edge_ratios)) / np.abs(np.log(edge_ratios))
+assert np.allclose(rel_diff_ref, [0.2787, 0.4427], rtol=0, atol=5e-5), rel_diff_ref
+assert [round(100 * v) for v in rel_diff_ref] == [28, 44], rel_diff_ref
+assert np.allclose(e_fn(edge_ratios) / np.abs(np.log(edge_ratios)), rel_diff_ref, rtol=1e-13, atol=0)
+for r_edge in edge_ratios:  # anchor [−1/2, 1/2] × [0, 1], box [−r/2, r/2] × [0, 1]
+    inter = min(0.5, r_edge / 2) - max(-0.5, -r_edge / 2)
+    assert abs(inter / (1 + r_edge - inter) - 0.5) < 1e-15
+
+# %% tags=["remove-cell"]
 _ = recorder.record("eq22-32",
                     paper="λ/α H_α ≈ D_{ασw_a, σw_a/λ} for x, y (eq. 26) and w, h (eq. 32); Table 2",
                     ours=("eq. 23/25/29 exact; x, y exact via eq. 21; w, h first order (error term "
