@@ -304,9 +304,28 @@ assert all(abs(np.mean(r["metrics"]["AP_per_iou"]) - r["metrics"]["AP"]) < 1e-6 
 # loss relative to the classification loss.
 
 # %% tags=["remove-cell"]
-# the numbers of the paragraphs above, from the library (an independent quadrature check is in
-# the tests of klhuber.detection.synthetic)
+# the numbers of the paragraphs above: the library's, and again by quadrature of the stated
+# density and a bounded minimisation (scipy), independently of the library's closed form
+from scipy import integrate as _integrate
+from scipy import optimize as _optimize
+
+
+def _centre_density(z):
+    return (1 + 2 * abs(z)) * math.exp(-2 * abs(z)) / 2
+
+
+def _centre_variance(k):
+    inner = _integrate.quad(lambda z: z * z * _centre_density(z), 0, k)[0]
+    tail = _integrate.quad(_centre_density, k, math.inf)[0]
+    return 2 * (inner + k * k * tail) / (1 - 2 * tail) ** 2
+
+
+_k_ref = _optimize.minimize_scalar(_centre_variance, bounds=(0.1, 3.0), method="bounded",
+                                   options={"xatol": 1e-7}).x
 _centre = synthetic.centre_noise_huber_threshold(1.0)
+assert abs(_centre["threshold"] - _k_ref) < 1e-4
+assert math.isclose(_centre["v_min"], _centre_variance(_k_ref), rel_tol=1e-7)
+assert math.isclose(_centre_variance(1e-6), 1.0, rel_tol=1e-4)  # L1: 1/(4 f(0)^2) = 1
 assert round(_centre["threshold"], 3) == 0.686 and round(_centre["v_min"], 2) == 0.85
 assert _centre["v_l1"] == _centre["v_l2"] == 1.0
 _sigma_x = 0.1
@@ -427,6 +446,75 @@ if runs:
 else:
     label_verdict, label_text = "not run", "no committed runs"
     display(Markdown("Nothing to decide yet: no committed runs."))
+
+# %% tags=["remove-cell"]
+# Every number and verdict above, recomputed from the run JSONs with numpy and scipy's t
+# distribution, independently of klhuber.detection.report.
+from scipy import stats as _stats
+
+
+def _by_seed(arch, preset, noise, metric):
+    return {r["seed"]: r["metrics"][metric] for r in runs
+            if r["arch"] == arch and r["preset"] == preset
+            and abs(r["data"]["true_label_noise"]["edge_scale"] - noise) < 1e-12}
+
+
+def _check_estimate(values, est):
+    values = np.asarray(values, dtype=float)
+    assert est.n == len(values)
+    if len(values):
+        assert math.isclose(est.mean, values.mean(), rel_tol=1e-12, abs_tol=1e-15)
+    if len(values) >= 2:
+        half = _stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+        assert math.isclose(est.half_width, half, rel_tol=1e-9, abs_tol=1e-15)
+        return values.mean() - half, values.mean() + half
+    return None
+
+
+def _rule(relation, margin, interval):
+    """The verdict rule the summary states, written out again."""
+    if interval is None:
+        return "inconclusive"
+    low, high = interval
+    if relation in (">", "<"):
+        sign = 1 if relation == ">" else -1
+        lo, hi = sorted((sign * low, sign * high))
+        return "reproduced" if lo > 0 else "differs" if hi < 0 else "inconclusive"
+    if -margin <= low and high <= margin:
+        return "reproduced"
+    return "differs" if low > margin or high < -margin else "inconclusive"
+
+
+for _key, _v in verdicts.items():
+    _parts = []
+    for _p in _v["comparisons"]:
+        _c = _p["comparison"]
+        _a = _by_seed(_v["claim"].arch, _c.preset, noise_t, _c.metric)
+        _b = _by_seed(_v["claim"].arch, _c.reference, noise_t, _c.metric)
+        _diffs = [_a[s] - _b[s] for s in sorted(set(_a) & set(_b))]
+        _want = "not run" if not _diffs else _rule(_c.relation, _c.margin,
+                                                   _check_estimate(_diffs, _p["difference"]))
+        assert _p["verdict"] == _want, (_key, _c, _p["verdict"], _want)
+        _parts.append(_want)
+    _overall = ("not run" if "not run" in _parts else "reproduced"
+                if all(x == "reproduced" for x in _parts) else "differs"
+                if "differs" in _parts else "inconclusive")
+    assert _v["verdict"] == _overall, (_key, _v["verdict"], _overall)
+for _sweep, _metric in [(s, "AP75") for s in sweeps] + [(s, "AP") for s in sweeps_ap.values()]:
+    _l1 = _by_seed("retinanet", "sweep_alpha0", _sweep.noise, _metric)
+    for _alpha, _est, _vs in zip(_sweep.alphas, _sweep.estimates, _sweep.vs_l1):
+        _this = _by_seed("retinanet", f"sweep_alpha{_alpha:.5g}", _sweep.noise, _metric)
+        _check_estimate(list(_this.values()), _est)
+        _check_estimate([_this[s] - _l1[s] for s in sorted(set(_this) & set(_l1))], _vs)
+    _means = {a: np.mean(list(_by_seed("retinanet", f"sweep_alpha{a:.5g}", _sweep.noise,
+                                       _metric).values())) for a in _sweep.alphas}
+    assert _sweep.best_alpha == max(_means, key=_means.get)
+for _table, _presets in ex.TABLE_PRESETS.items():
+    _arch = "retinanet" if _table == "table4" else "fasterrcnn"
+    for _preset in _presets:
+        for _metric in ("AP50", "AP75", "AP"):
+            _check_estimate(list(_by_seed(_arch, _preset, noise_t, _metric).values()),
+                            rp.cell(runs, _arch, _preset, noise_t, _metric))
 
 # %% [markdown]
 # The paper's detectors start from ImageNet weights and train for days on COCO, whose label
