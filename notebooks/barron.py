@@ -544,8 +544,9 @@ assert all(toy_l2.test_rmse[i] > 10 * toy_ad.test_rmse[i] for i in cauchy_rows),
 # So, by itself, the adaptive loss picks a shape that follows the tails of the noise (smallest
 # $\alpha$ for Cauchy, largest for logistic). Because one noise draw per family is multiplied by
 # each scale, the problem is scale-equivariant: the learned $\alpha$ moves far less with the scale
-# than between the noise families (at most 0.3, asserted; the drift that remains, largest for
-# Cauchy noise, is the optimiser's, not the problem's) and $c$ grows nearly in proportion to it
+# than between the noise families (at most 0.3, asserted; the drift is largest for Cauchy
+# noise, and this chapter does not separate the optimiser's part of it from the finite
+# sample's) and $c$ grows nearly in proportion to it
 # (ratios $c/\text{scale}$ printed above, within a factor 1.5 of each other per family) — the
 # behaviour the KL interpretation asks of the transition point, obtained here without a search.
 # Its test error stays within a factor 1.5 of the best exact Huber fit on the grid (ratio printed
