@@ -138,7 +138,14 @@ def test_resume_runs_only_the_unchecked_mutants(tmp_path, monkeypatch):
         "m.x_f__mutmut_1": "killed", "m.x_f__mutmut_2": "not checked",
         "m.x_f__mutmut_3": "survived", "m.x_f__mutmut_4": "not checked"})
     calls = []
-    monkeypatch.setattr(driver.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+
+    class Recorded:
+        def __init__(self, cmd, **kw):
+            calls.append(cmd)
+
+        def wait(self, timeout=None):
+            return 0
+    monkeypatch.setattr(driver.subprocess, "Popen", Recorded)
     module = {**CONFIG["modules"]["book_guards"]}
     driver.run_module("book_guards", module, 1, resume=True)
     assert calls[-1][-2:] == ["m.x_f__mutmut_2", "m.x_f__mutmut_4"]
@@ -154,10 +161,13 @@ def test_a_runs_cost_is_recorded_and_a_full_run_starts_the_record_anew(tmp_path,
     verdicts = {"m.x_f__mutmut_1": "killed", "m.x_f__mutmut_2": "not checked"}
     monkeypatch.setattr(driver, "statuses", lambda name, module: dict(verdicts))
 
-    def mutmut_checks_one(cmd, **kw):
-        verdicts["m.x_f__mutmut_2"] = "survived"
-        return 0
-    monkeypatch.setattr(driver.subprocess, "call", mutmut_checks_one)
+    class MutmutChecksOne:
+        def __init__(self, cmd, **kw):
+            verdicts["m.x_f__mutmut_2"] = "survived"
+
+        def wait(self, timeout=None):
+            return 0
+    monkeypatch.setattr(driver.subprocess, "Popen", MutmutChecksOne)
     cpu = iter([10.0, 25.5, 30.0, 34.0])
     monkeypatch.setattr(driver, "_children_cpu_s", lambda: next(cpu))
     module = {**CONFIG["modules"]["book_guards"]}
@@ -182,3 +192,32 @@ def test_scores_of_modules_not_run_are_kept(tmp_path, monkeypatch):
     assert saved["scorecard"] == {"killed": 7}  # kept
     assert "gone" not in saved  # a module no longer configured is dropped
     assert saved["book_guards"]["killed"] == 1
+
+
+def test_a_stopped_run_ends_mutmut_and_still_records_its_cost(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    monkeypatch.setattr(driver, "prepare_workspace", lambda name, module: tmp_path / name)
+    (tmp_path / "book_guards").mkdir()
+    monkeypatch.setattr(driver, "statuses", lambda name, module: {"m.x_f__mutmut_1": "killed"})
+    ended = []
+
+    class StoppedMutmut:
+        def __init__(self, cmd, **kw):
+            pass
+
+        def wait(self, timeout=None):
+            if not ended:
+                raise KeyboardInterrupt  # SIGTERM arrives while mutmut runs
+            return -15
+
+        def terminate(self):
+            ended.append("terminate")
+
+        def kill(self):
+            ended.append("kill")
+    monkeypatch.setattr(driver.subprocess, "Popen", StoppedMutmut)
+    with pytest.raises(SystemExit, match="--resume"):
+        driver.run_module("book_guards", {**CONFIG["modules"]["book_guards"]}, 1)
+    assert ended == ["terminate"]
+    assert json.loads((tmp_path / "book_guards" / "cost.json").read_text())[0]["exit_code"] == -15

@@ -30,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -122,14 +123,35 @@ def run_module(name: str, module: dict, max_children: int, resume: bool = False)
     before = statuses(name, module) if resume else {}
     checked_before = sum(s != "not checked" for s in before.values())
     cpu0, wall0 = _children_cpu_s(), time.monotonic()
-    code = subprocess.call(cmd, cwd=work, env=env)
+    # a stop (SIGTERM, as at a session's end, or Ctrl-C) ends mutmut cleanly and still records
+    # what the run cost and checked, so that resumed runs add up to the whole
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    child = subprocess.Popen(cmd, cwd=work, env=env)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        code = -signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     cost = {"mode": "resume" if resume else "full", "max_children": max_children,
             "wall_s": round(time.monotonic() - wall0, 1),
             "cpu_s": round(_children_cpu_s() - cpu0, 1),
             "checked": sum(s != "not checked" for s in statuses(name, module).values())
             - checked_before, "exit_code": code}
     record_cost(name, cost, fresh=not resume)
+    if code == -signal.SIGTERM:
+        raise SystemExit(f"== {name}: stopped; `--resume` continues it")
     return code
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _children_cpu_s() -> float:
