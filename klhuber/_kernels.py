@@ -70,7 +70,12 @@ def div_tiny(t: Tensor, p: float) -> Tensor:
 def neg_u(a: Tensor, alpha: ParamLike) -> Tensor:
     """-u = -|x|/alpha, with the L1 limit alpha = 0 giving -inf (and 0 at x = 0)."""
     if isinstance(alpha, Tensor):
-        nu = a / -alpha
+        # alpha = 0, the L1 limit: -inf (0 at x = 0, NaN kept), taken by a where, so that no
+        # a / 0 enters the graph (its gradient would make the second derivatives NaN there)
+        zero = alpha == 0
+        nu = a / -torch.where(zero, torch.ones_like(alpha), alpha)
+        limit = torch.where(a == 0, 0.0, -math.inf).to(a.dtype)
+        nu = torch.where(zero, torch.where(torch.isnan(a), a, limit), nu)
         # alpha = 0 and x = 0: the L1 limit, u -> 0 (not 0/0)
         return torch.where(a == 0, torch.zeros((), dtype=a.dtype, device=a.device), nu)
     alpha = effective_scalar(alpha, a.dtype)

@@ -493,3 +493,41 @@ def test_div_tiny_is_zero_at_zero_with_a_zero_gradient():
         assert q[0].item() == 0.0 and q[2].item() == 0.0
         assert t.grad[0].item() == 0.0 and t.grad[2].item() == 0.0
         assert t.grad[1].item() > 0
+
+
+# ------------------------------------------------- second derivatives at the L1 limit alpha = 0
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_second_derivatives_at_a_zero_tensor_alpha_are_the_l1_limits(mode):
+    # D at alpha = 0 is |x|/beta: for x != 0 every second derivative involving alpha tends to
+    # 0 (u e^{-u} and u^2 e^{-u} vanish as u = |x|/alpha -> inf), exactly so at alpha = 1e-4;
+    # d2D/dx2 is 0 for x != 0 and +inf at x = 0 (Appendix B). No NaN from a / 0 in the graph
+    # (double backward, and forward-over-reverse via torch.func.hessian).
+    x = torch.tensor([-2.0, 0.5, 3.0], dtype=torch.float64)
+    alpha0 = torch.zeros(3, dtype=torch.float64)
+
+    def hess(alpha):
+        if mode == "forward":
+            h = torch.func.hessian(lambda v, a: losses.kl_huber(v, a, 1.3).sum(), argnums=(0, 1))
+            return h(x, alpha)
+        xs, a = x.clone().requires_grad_(), alpha.clone().requires_grad_()
+        gx, ga = torch.autograd.grad(losses.kl_huber(xs, a, 1.3).sum(), (xs, a),
+                                     create_graph=True)
+        rows = [torch.autograd.grad(g[i], (xs, a), retain_graph=True) for g in (gx, ga)
+                for i in range(3)]
+        return ((torch.stack([r[0] for r in rows[:3]]), torch.stack([r[1] for r in rows[:3]])),
+                (torch.stack([r[0] for r in rows[3:]]), torch.stack([r[1] for r in rows[3:]])))
+
+    at_zero, near_zero = hess(alpha0), hess(torch.full((3,), 1e-4, dtype=torch.float64))
+    for row0, row1 in zip(at_zero, near_zero):
+        for block0, block1 in zip(row0, row1):
+            assert torch.isfinite(block0).all(), block0
+            torch.testing.assert_close(block0, block1, rtol=0, atol=1e-300)
+            assert (block0 == 0).all()
+    # and at x = 0 the curvature in x is the documented +inf, the alpha entries 0
+    xs = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    a = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(losses.kl_huber(xs, a, 1.3).sum(), xs, create_graph=True)
+    hxx, hxa = torch.autograd.grad(gx.sum(), (xs, a))
+    assert hxx.item() == math.inf and hxa.item() == 0.0
