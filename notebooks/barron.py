@@ -527,16 +527,15 @@ assert toy_ok
 # %% tags=["remove-cell"]
 # The next paragraph's claims, with explicit tolerances (measured at the quick profile: α spreads
 # 0.16 / 0.25 / 0.17 over the scales, c/scale within a factor 1.10 / 1.11 / 1.34, L2 RMSE ≥ 33× the
-# adaptive RMSE under Cauchy noise). "α moves little with the scale": per family, its spread over
-# the scales is under 0.3 and smaller than the gap to the neighbouring family (the ranges do not
-# overlap). "c grows in proportion": per family, the ratios c/scale agree within a factor 1.5.
+# adaptive RMSE under Cauchy noise; the full profile, with more scales, is not measured here, so
+# the limits keep a margin). "α moves less with the scale than between families": per family,
+# the range of α over the scales does not overlap the neighbouring family's. "c grows in
+# proportion": per family, the ratios c/scale agree within a factor 2.
 # "L2 is far worse under Cauchy noise": at every scale at least 10× the adaptive RMSE.
 alpha_of = {nz: toy_ad.alpha[[i for i, (n_, _) in enumerate(cases) if n_ == nz]] for nz in noises}
-spread = {nz: float(v.max() - v.min()) for nz, v in alpha_of.items()}
-assert all(v < 0.3 for v in spread.values()), spread
 assert alpha_of["cauchy"].max() < alpha_of["laplace"].min(), alpha_of
 assert alpha_of["laplace"].max() < alpha_of["logistic"].min(), alpha_of
-assert all(max(v) / min(v) < 1.5 for v in c_ratio.values()), c_ratio
+assert all(max(v) / min(v) < 2 for v in c_ratio.values()), c_ratio
 cauchy_rows = [i for i, (n_, _) in enumerate(cases) if n_ == "cauchy"]
 assert all(toy_l2.test_rmse[i] > 10 * toy_ad.test_rmse[i] for i in cauchy_rows), toy_l2.test_rmse
 
@@ -544,10 +543,9 @@ assert all(toy_l2.test_rmse[i] > 10 * toy_ad.test_rmse[i] for i in cauchy_rows),
 # So, by itself, the adaptive loss picks a shape that follows the tails of the noise (smallest
 # $\alpha$ for Cauchy, largest for logistic). Because one noise draw per family is multiplied by
 # each scale, the problem is scale-equivariant: the learned $\alpha$ moves far less with the scale
-# than between the noise families (at most 0.3, asserted; the drift is largest for Cauchy
-# noise, and this chapter does not separate the optimiser's part of it from the finite
-# sample's) and $c$ grows nearly in proportion to it
-# (ratios $c/\text{scale}$ printed above, within a factor 1.5 of each other per family) — the
+# than between the noise families (each family's range of α over the scales stays clear of
+# the others', asserted) and $c$ grows nearly in proportion to it
+# (ratios $c/\text{scale}$ printed above, within a factor 2 of each other per family) — the
 # behaviour the KL interpretation asks of the transition point, obtained here without a search.
 # Its test error stays within a factor 1.5 of the best exact Huber fit on the grid (ratio printed
 # above); L2 is far worse under Cauchy noise (over 10 times the adaptive loss's test RMSE).

@@ -348,3 +348,22 @@ def test_kl_huber_on_meta_tensors_gives_meta_results():
     alpha = torch.empty(2, device="meta")
     assert kl_huber(half.float(), alpha, 1.0).shape == (3, 2)
     assert laplace_kl(half.float(), 1.0, 0.0, alpha).shape == (3, 2)
+
+
+def test_a_negative_zero_alpha_is_the_l1_limit_like_zero():
+    # alpha = -0.0 passes the range check (it equals 0); as a tensor it used to give -inf
+    # (|x| / -0.0) on the default path. Every zero is the L1 limit |x| / beta, with its gradient.
+    import torch
+
+    from klhuber import losses
+
+    x = torch.tensor([-2.0, 0.0, 0.5], dtype=torch.float64)
+    want = x.abs() / 1.3
+    for alpha in (torch.tensor(-0.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64),
+                  -0.0, 0.0):
+        for impl in ("default", "autograd"):
+            xs = x.clone().requires_grad_()
+            value = losses.kl_huber(xs, alpha, 1.3, impl=impl)
+            (grad,) = torch.autograd.grad(value.sum(), xs)
+            torch.testing.assert_close(value, want, rtol=1e-15, atol=0)
+            torch.testing.assert_close(grad, torch.sign(x) / 1.3, rtol=1e-15, atol=0)

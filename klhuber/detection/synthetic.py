@@ -429,7 +429,9 @@ def centre_noise_huber_threshold(edge_scale: float, noise: str = "laplace") -> d
     variance :math:`V(k) = E[\psi_k^2] / P(|z| < k)^2` is an interior :math:`k^* \approx 0.686\,b`
     (``V`` 0.852 b², against b² for both L1 and L2).  Gaussian offsets give a Gaussian centre,
     for which L2 is best (``threshold = inf``).  The width :math:`x_1 - x_0` has the same
-    distribution at twice the scale, so with :math:`\sigma_w = 2\sigma_x` the same α follows.
+    distribution at twice the scale, so with :math:`\sigma_w = 2\sigma_x` the same α follows
+    to first order (the width target is :math:`\log(w/w_a)/\sigma_w`, linear only near
+    :math:`w = w_a`).
 
     Returns ``threshold`` (:math:`k^*` in box widths), and ``v_min``, ``v_l1``, ``v_l2`` (the
     variances at :math:`k^*`, :math:`k \to 0` and :math:`k \to \infty`, in units of
