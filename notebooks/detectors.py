@@ -87,6 +87,14 @@ def seeds_of(arch, preset, noise):
                   and math.isclose(rp.run_noise(r), noise))
 
 
+def paired_seeds(verdict):
+    """"3 paired seeds", or "2–3 paired seeds" when the claim's comparisons have different
+    numbers of seeds."""
+    ns = [p["difference"].n for p in verdict["comparisons"]]
+    lo, hi = min(ns), max(ns)
+    return f"{lo if lo == hi else f'{lo}–{hi}'} paired seed{'' if hi == 1 else 's'}"
+
+
 # %% [markdown]
 # (detectors-summary)=
 # ## What the committed runs show
@@ -127,8 +135,7 @@ if runs:
             waiting = [LABELS[p] for p in rp.presets_missing(runs, v["claim"], noise_t)]
             state = f"**not run yet** (no paired run of {', '.join(waiting)})"
         else:
-            state = (f"**{v['verdict']}** ({v['seeds']} paired "
-                     f"seed{'' if v['seeds'] == 1 else 's'})")
+            state = f"**{v['verdict']}** ({paired_seeds(v)})"
         lines.append(f"- **{key.replace('table', 'Table ')}**, {arch}: "
                      f"*{markdown_text(v['claim'].text)}*: {state}.")
     display(Markdown("\n".join(lines)))
@@ -549,8 +556,7 @@ for key, artefact in (("table3", "table3"), ("table4", "table4"), ("table5", "ap
                         anchor=f"detectors-{key}", note=setup_note)
         continue
     status = v["verdict"]
-    ours = (f"claim '{v['claim'].text}' at training-label noise {noise_t:g}, {v['seeds']} "
-            f"paired seed{'' if v['seeds'] == 1 else 's'}: "
+    ours = (f"claim '{v['claim'].text}' at training-label noise {noise_t:g}, {paired_seeds(v)}: "
             + "; ".join(f"{claim_words(p['comparison'])} "
                                          f"{p['difference'].text(signed=True)} ({p['verdict']})"
                                          for p in v["comparisons"]))
