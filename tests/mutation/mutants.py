@@ -112,15 +112,15 @@ def run_module(name: str, module: dict, max_children: int, resume: bool = False)
     work = prepare_workspace(name, module)
     env = _child_env()
     selection = module.get("functions", [])
+    before = statuses(name, module) if resume else {}
     if resume:
-        selection = [m for m, status in statuses(name, module).items() if status == "not checked"]
+        selection = [m for m, status in before.items() if status == "not checked"]
         if not selection:
             print(f"== {name}: nothing left to resume", flush=True)
             return 0
     cmd = [_mutmut(), "run", "--max-children", str(max_children), *selection]
     shown = f"{len(selection)} unchecked mutants" if resume else " ".join(selection)
     print(f"== {name}: mutmut run {shown} (in {os.path.relpath(work, REPO)})", flush=True)
-    before = statuses(name, module) if resume else {}
     checked_before = sum(s != "not checked" for s in before.values())
     cpu0, wall0 = _children_cpu_s(), time.monotonic()
     # a stop (SIGTERM, as at a session's end, or Ctrl-C) ends mutmut cleanly and still records
