@@ -367,3 +367,32 @@ def test_a_negative_zero_alpha_is_the_l1_limit_like_zero():
             (grad,) = torch.autograd.grad(value.sum(), xs)
             torch.testing.assert_close(value, want, rtol=1e-15, atol=0)
             torch.testing.assert_close(grad, torch.sign(x) / 1.3, rtol=1e-15, atol=0)
+
+
+def test_an_overflowing_x_over_beta_gives_inf_or_the_value_never_nan():
+    # The documented limit of the quadratic branch, (|x|/beta) u phi(u): where |x|/beta exceeds
+    # the dtype's range, D may come out inf although it is representable; it must never be NaN
+    # or a wrong finite number. Reference: D = alpha g(u) / beta with mpmath.
+    import mpmath
+    import torch
+
+    from klhuber import losses
+
+    mpmath.mp.dps = 40
+    cases = [(torch.float32, 1e30, 1e36, 1e-10), (torch.float32, 3e38, 3.4e38, 0.5),
+             (torch.float64, 1e300, 1e305, 1e-10)]
+    for dtype, x, alpha, beta in cases:
+        xt = torch.tensor([x], dtype=dtype)
+        x_ = mpmath.mpf(float(xt))  # x as stored in the dtype
+        u = x_ / alpha
+        want = float(alpha * (mpmath.exp(-u) - 1 + u) / beta)
+        for as_tensor in (False, True):
+            a = torch.tensor(alpha, dtype=dtype) if as_tensor else alpha
+            b = torch.tensor(beta, dtype=dtype) if as_tensor else beta
+            if as_tensor:  # the scales as stored in the dtype
+                want = float(mpmath.mpf(float(a)) * (mpmath.exp(-x_ / float(a)) - 1 + x_ / float(a))
+                             / float(b))
+            for impl in ("default", "autograd"):
+                got = float(losses.kl_huber(xt, a, b, impl=impl))
+                assert got == math.inf or math.isclose(got, want, rel_tol=8 * torch.finfo(
+                    dtype).eps), (dtype, x, alpha, beta, as_tensor, impl, got, want)
