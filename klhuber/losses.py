@@ -164,7 +164,9 @@ def smooth_l1(x: Tensor, beta: ParamLike) -> Tensor:
                                                   beta=beta)
     z = x.abs()
     safe = torch.where(beta > 0, beta, torch.ones_like(beta))
-    return torch.where(z < beta, 0.5 * z * z / safe, z - 0.5 * beta)
+    # x = 0 takes the quadratic branch also at beta = 0: there the loss is 0 for every beta,
+    # so its beta-gradient is 0 (the linear branch's -1/2 holds only for x != 0)
+    return torch.where((z < beta) | (z == 0), 0.5 * z * z / safe, z - 0.5 * beta)
 
 
 def kl_huber(x: Tensor, alpha: ParamLike, beta: ParamLike = 1.0, *,

@@ -531,3 +531,57 @@ def test_second_derivatives_at_a_zero_tensor_alpha_are_the_l1_limits(mode):
     (gx,) = torch.autograd.grad(losses.kl_huber(xs, a, 1.3).sum(), xs, create_graph=True)
     hxx, hxa = torch.autograd.grad(gx.sum(), (xs, a))
     assert hxx.item() == math.inf and hxa.item() == 0.0
+
+
+def test_smooth_l1_beta_gradient_at_zero_residual_is_zero():
+    # at x = 0 the loss is 0 for every beta >= 0, so its beta-gradient is 0, also at beta = 0
+    # (the linear branch's -1/2 is the slope only for x != 0)
+    x = torch.tensor([0.0, 0.0, 0.5, -0.5], dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor([0.0, 0.3, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    losses.smooth_l1(x, beta).sum().backward()
+    assert beta.grad.tolist() == [0.0, 0.0, -0.5, -0.5]
+    assert x.grad.tolist() == [0.0, 0.0, 1.0, -1.0]
+
+
+def test_laplace_kl_with_meta_tensors_and_number_parameters():
+    # the number parameters are made on the tensors' device (here meta), not on the CPU
+    mu = torch.empty(5, device="meta")
+    out = losses.laplace_kl(mu, 1.0, 0.0, torch.empty(5, device="meta"))
+    assert out.device.type == "meta" and out.shape == (5,)
+    out = losses.laplace_kl(0.0, torch.empty(2, 3, device="meta"), mu.new_empty(3), 2.0)
+    assert out.device.type == "meta" and out.shape == (2, 3)
+
+
+def test_kl_huber_loss_module_computes_in_the_input_dtype_with_a_narrower_scale():
+    # a float32 (or bfloat16) alpha parameter with a float64 (float32) input: the loss is that
+    # of the input's dtype, with the parameter's value converted exactly
+    x = torch.linspace(-1, 1, 8, dtype=torch.float64).reshape(2, 4)
+    for param_dtype, in_dtype, rtol in ((torch.float32, torch.float64, 1e-14),
+                                        (torch.bfloat16, torch.float32, 1e-6)):
+        alpha = torch.full((4,), 0.1, dtype=param_dtype)
+        module = losses.KLHuberLoss(alpha=torch.nn.Parameter(alpha.clone()), beta=3.0,
+                                    reduction="none")
+        wide = losses.KLHuberLoss(alpha=torch.nn.Parameter(alpha.to(in_dtype)), beta=3.0,
+                                  reduction="none")
+        xi = x.to(in_dtype)
+        got, want = module(xi, torch.zeros_like(xi)), wide(xi, torch.zeros_like(xi))
+        assert got.dtype == in_dtype
+        torch.testing.assert_close(got, want, rtol=rtol, atol=0)
+
+
+def test_adaptive_kl_huber_loss_returns_the_input_dtype():
+    # the module's parameters are converted to the input's dtype, as torch.nn losses do
+    for in_dtype, double in ((torch.float16, False), (torch.bfloat16, False),
+                             (torch.float32, True)):
+        module = losses.AdaptiveKLHuberLoss(alpha=0.3, beta=0.7, shape=(4,), learn_beta=False,
+                                            reduction="none")
+        if double:
+            module = module.double()
+        x = torch.linspace(-2, 2, 12).reshape(3, 4).to(in_dtype)
+        out = module(x, torch.zeros_like(x))
+        assert out.dtype == in_dtype
+        ref = losses.AdaptiveKLHuberLoss(alpha=0.3, beta=0.7, shape=(4,), learn_beta=False,
+                                         reduction="none").double()
+        want = ref(x.double(), torch.zeros(3, 4, dtype=torch.float64))
+        eps = torch.finfo(in_dtype).eps
+        torch.testing.assert_close(out.double(), want, rtol=4 * eps, atol=0)

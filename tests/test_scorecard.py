@@ -183,3 +183,23 @@ def test_figures_and_markdown_saved_twice_into_the_same_folder(tmp_path):
     assert first.parent == second.parent and first.exists() and second.exists()
     path = recorder.save_markdown("Box X\n", "x")
     assert path.read_text() == "Box X\n"  # only newlines are stripped, not other characters
+
+
+def test_save_figure_keeps_text_that_reaches_past_the_canvas(tmp_path):
+    # the landing page's headline has an axis label below the figure's nominal canvas; the saved
+    # SVG must be cropped to what is drawn (bbox "tight"), not cut at the canvas
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recorder = scorecard.Recorder("c", tmp_path / "artefacts", "quick", "cpu")
+    fig = plt.figure(figsize=(4, 2))
+    fig.add_axes((0, 0, 1, 1))  # drawn over the whole canvas
+    fig.text(0.5, -0.3, "residual x", ha="center")  # 0.3 x 2 in below the canvas
+    path = recorder.save_figure(fig, "label")
+    plt.close(fig)
+    height_pt = float(re.search(r'<svg[^>]*height="([\d.]+)pt"', path.read_text()).group(1))
+    assert height_pt > 2 * 72 * 1.2  # the canvas is 144 pt high; the label adds ~43 pt
