@@ -224,3 +224,51 @@ def test_a_stopped_run_ends_mutmut_and_still_records_its_cost(tmp_path, monkeypa
         driver.run_module("book_guards", {**CONFIG["modules"]["book_guards"]}, 1)
     assert ended == [driver.signal.SIGINT]  # mutmut cleans up on SIGINT only; enough here
     assert json.loads((tmp_path / "book_guards" / "cost.json").read_text())[0]["exit_code"] == -15
+
+
+def test_a_timeout_is_a_kill_unless_a_cpu_limited_recheck_passes(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    test_file = tmp_path / "tests" / "test_x.py"
+    test_file.parent.mkdir()
+    test_file.write_text("def test_x():\n    pass\n")
+    (tmp_path / "tests" / "conftest.py").write_text("")
+    monkeypatch.setattr(driver, "REPO", tmp_path)
+    module = {"tests": ["tests/test_x.py"]}
+    monkeypatch.setattr(driver, "statuses", lambda name, module: {
+        "m.x_f__mutmut_1": "timeout", "m.x_f__mutmut_2": "timeout",
+        "m.x_f__mutmut_3": "timeout", "m.x_f__mutmut_4": "timeout"})
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "rechecked.json").write_text(json.dumps({
+        "tests_digest": driver.tests_digest(module),
+        "status": {"m.x_f__mutmut_2": "killed", "m.x_f__mutmut_3": "timeout",
+                   "m.x_f__mutmut_4": "survived"}}))
+    report = driver.score("mod", module, {})
+    assert (report["killed"], report["survived"], report["timeouts"],
+            report["timeouts_confirmed"]) == (3, 1, 3, 2)
+    assert report["survivors"] == [
+        "m.x_f__mutmut_4 (timeout, tests pass in a CPU-limited recheck)"]
+
+
+def test_the_recheck_limits_cpu_time_from_mutmuts_clean_run(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    assert driver.recheck_cpu_limit_s("mod") == 210  # no stats yet: 60 s assumed
+    (tmp_path / "mod" / "mutants").mkdir(parents=True)
+    (tmp_path / "mod" / "mutants" / "mutmut-stats.json").write_text(json.dumps(
+        {"duration_by_test": {"a": 10.0, "b": 2.5}}))
+    assert driver.recheck_cpu_limit_s("mod") == 67
+
+
+def test_the_mutation_profile_does_not_shrink(tmp_path):
+    shutil.copyfile(REPO / "tests" / "mutation" / "no_shrink.py", tmp_path / "no_shrink.py")
+    (tmp_path / "test_profile.py").write_text(
+        "from hypothesis import Phase, settings\n\n"
+        "def test_profile():\n"
+        "    settings.load_profile('mutation')\n"
+        "    assert Phase.shrink not in settings().phases and settings().derandomize\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                          "no_shrink", "test_profile.py"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -8,9 +8,10 @@ Mutants listed under ``[[equivalent]]`` in ``mutation.toml`` (with the reason) d
 survivors.  The score per module is printed and written to ``build/mutants/scores.json``; the
 exit status is 1 when a module that ran scores below the target.
 
-``--recheck`` re-runs only the last run's survivors, each against the module's test files as
-they are now (with mutmut's ``MUTANT_UNDER_TEST`` switch), so that a test written for a survivor
-is credited without a full run.  A recheck counts only while the test files are unchanged (their
+``--recheck`` re-runs only the last run's survivors and timeouts, each against the module's
+test files as they are now (with mutmut's ``MUTANT_UNDER_TEST`` switch) under a CPU-time limit,
+so that a test written for a survivor is credited without a full run, and a timeout that a
+loaded machine caused (mutmut's limits are wall-clock) is found out.  A recheck counts only while the test files are unchanged (their
 digest is stored with it in ``build/mutants/<name>/rechecked.json``); a full run supersedes it.
 ``--resume`` continues a run that was stopped (a session's end), running only the mutants it
 left unchecked.
@@ -46,8 +47,9 @@ WORK = REPO / "build" / "mutants"
 LINKED = ("klhuber", "tests", "notebooks", "results", "_toc.yml", "_config.yml", "book",
           "README.md", "LICENSE")
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
-#: pytest plugin that orders each mutant's tests fastest first (see its docstring)
-PLUGIN = Path(__file__).resolve().parent / "fastest_first.py"
+#: pytest plugins of the mutation runs: each mutant's tests fastest first, and Hypothesis
+#: failures not shrunk (see their docstrings)
+PLUGINS = tuple(Path(__file__).resolve().parent / f for f in ("fastest_first.py", "no_shrink.py"))
 
 
 def load_config(path: Path = CONFIG) -> dict:
@@ -73,7 +75,7 @@ def prepare_workspace(name: str, module: dict) -> Path:
         'source_paths = ["klhuber"]',
         f"only_mutate = {_toml_list(module['mutate'])}",
         f"pytest_add_cli_args_test_selection = {_toml_list(module['tests'])}",
-        "pytest_add_cli_args = " + _toml_list(["-p", "no:cacheprovider", "-p", PLUGIN.stem,
+        "pytest_add_cli_args = " + _toml_list(["-p", "no:cacheprovider", *_plugin_args(),
                                                 "-q", "-m", "not slow and not cuda",
                                                 *module.get("pytest_args", [])]),
         f"do_not_mutate_patterns = {_toml_list(module.get('do_not_mutate_patterns', []))}",
@@ -87,16 +89,21 @@ def prepare_workspace(name: str, module: dict) -> Path:
         "",
     ]
     (work / "pyproject.toml").write_text("\n".join(lines), encoding="utf-8")
-    # the tests run in mutants/, which mutmut puts on sys.path: the plugin goes there
+    # the tests run in mutants/, which mutmut puts on sys.path: the plugins go there
     (work / "mutants").mkdir(exist_ok=True)
-    shutil.copyfile(PLUGIN, work / "mutants" / PLUGIN.name)
+    for plugin in PLUGINS:
+        shutil.copyfile(plugin, work / "mutants" / plugin.name)
     return work
+
+
+def _plugin_args() -> list[str]:
+    return [arg for plugin in PLUGINS for arg in ("-p", plugin.stem)]
 
 
 def _child_env() -> dict[str, str]:
     """The environment of the test processes: one thread each, no display, fixed hashing."""
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
-                PYTHONHASHSEED="0")
+                PYTHONHASHSEED="0", HYPOTHESIS_PROFILE="mutation")
 
 
 def _mutmut() -> str:
@@ -233,35 +240,61 @@ def load_rechecked(name: str, module: dict) -> dict[str, str]:
     return data["status"] if data.get("tests_digest") == tests_digest(module) else {}
 
 
+def recheck_cpu_limit_s(name: str) -> int:
+    """CPU seconds a recheck may take: 3x the module's whole test selection as mutmut timed it
+    in its clean run, plus 30 s (mutmut's own limit is per mutant's covering tests)."""
+    stats = WORK / name / "mutants" / "mutmut-stats.json"
+    total = (sum(json.loads(stats.read_text(encoding="utf-8"))["duration_by_test"].values())
+             if stats.exists() else 60.0)
+    return int(3 * total + 30)
+
+
 def recheck_module(name: str, module: dict, equivalent: dict[str, str],
                    max_children: int = 1) -> dict[str, str]:
-    """Run each survivor of the last run against the module's current tests; returns statuses."""
+    """Run each survivor and each timeout of the last run against the module's current tests;
+    returns statuses.
+
+    mutmut's timeouts are wall-clock limits, so a run on a loaded machine can record a
+    survivor as a timeout (a kill).  The recheck limits CPU time instead (see
+    :func:`recheck_cpu_limit_s`), which the load does not inflate: a timeout is confirmed when
+    a test fails or the limit is reached, and becomes a survivor when the tests pass."""
     work = WORK / name
     if not (work / "mutants").exists():
         return {}
     # mutmut ran against a copy of tests/ made when it generated the mutants: refresh it
     shutil.copytree(REPO / "tests", work / "mutants" / "tests", dirs_exist_ok=True)
+    for plugin in PLUGINS:
+        shutil.copyfile(plugin, work / "mutants" / plugin.name)
     survivors = [m for m, status in statuses(name, module).items()
-                 if status in ("survived", "no tests", "suspicious") and m not in equivalent]
+                 if status in ("survived", "no tests", "suspicious", "timeout")
+                 and m not in equivalent]
     env = _child_env()
     # newest test files first: a survivor passed the older ones, so a kill usually comes early
     tests = sorted(module["tests"], key=lambda t: (REPO / t).stat().st_mtime, reverse=True)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p",
-           "no:randomly", "-m", "not slow and not cuda", *module.get("pytest_args", []), *tests]
+           "no:randomly", *_plugin_args(), "-m", "not slow and not cuda",
+           *module.get("pytest_args", []), *tests]
+    limit = recheck_cpu_limit_s(name)
     digest = tests_digest(module)
     found = load_rechecked(name, module)  # a stopped recheck with the same tests continues
     todo = [m for m in survivors if m not in found]
-    print(f"== {name}: rechecking {len(todo)} survivors ({len(survivors) - len(todo)} done "
-          "before)", flush=True)
+    print(f"== {name}: rechecking {len(todo)} survivors and timeouts ({len(survivors) - len(todo)}"
+          f" done before), at most {limit} CPU-s each", flush=True)
     lock = threading.Lock()
+
+    def limit_cpu() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (limit, limit + 5))
 
     def check(mutant: str) -> None:
         code = subprocess.call(cmd, cwd=work / "mutants", env=dict(env, MUTANT_UNDER_TEST=mutant),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=limit_cpu)
         with lock:
-            # 1: a test failed; 0: all passed; anything else (collection error, no tests) is
-            # not a kill
-            found[mutant] = "killed" if code == 1 else "survived"
+            # 1: a test failed; SIGXCPU/SIGKILL: the CPU limit; 0: all passed; anything else
+            # (collection error, no tests) is not a kill
+            found[mutant] = ("killed" if code == 1 else
+                             "timeout" if code in (-signal.SIGXCPU, -signal.SIGKILL) else
+                             "survived")
             print(f"    {found[mutant]}: {mutant}", flush=True)
             atomic = _rechecked_path(name).with_suffix(".tmp")  # saved after each, atomically
             atomic.write_text(json.dumps({"tests_digest": digest, "status": found}, indent=2),
@@ -277,15 +310,24 @@ def score(name: str, module: dict, equivalent: dict[str, str]) -> dict:
     """Counts for one module: killed, survived, equivalent, not run; score of the rest.
 
     A survivor of the last mutmut run that a recheck against the current tests killed counts
-    as killed (``killed_by_recheck`` says how many)."""
+    as killed (``killed_by_recheck`` says how many).  mutmut's timeouts count as killed
+    (``timeouts``) unless a recheck found that the tests pass within its CPU limit; then they
+    are survivors (``timeouts_confirmed``: how many a recheck confirmed)."""
     found = statuses(name, module)
     rechecked = load_rechecked(name, module)
     counts = {"killed": 0, "survived": 0, "equivalent": 0, "not run": 0}
-    by_recheck = 0
+    by_recheck = timeouts = confirmed = 0
     survivors = []
     for mutant, status in sorted(found.items()):
         if mutant in equivalent:
             counts["equivalent"] += 1
+        elif status == "timeout" and rechecked.get(mutant) == "survived":
+            counts["survived"] += 1
+            survivors.append(f"{mutant} (timeout, tests pass in a CPU-limited recheck)")
+        elif status == "timeout":
+            counts["killed"] += 1
+            timeouts += 1
+            confirmed += mutant in rechecked
         elif status in KILLED:
             counts["killed"] += 1
         elif rechecked.get(mutant) == "killed":
@@ -297,7 +339,8 @@ def score(name: str, module: dict, equivalent: dict[str, str]) -> dict:
         else:
             counts["not run"] += 1
     tested = counts["killed"] + counts["survived"]
-    return {**counts, "killed_by_recheck": by_recheck,
+    return {**counts, "killed_by_recheck": by_recheck, "timeouts": timeouts,
+            "timeouts_confirmed": confirmed,
             "score": counts["killed"] / tested if tested else None, "survivors": survivors}
 
 
@@ -309,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--report-only", action="store_true",
                       help="print the scores of the last runs without running mutmut")
     mode.add_argument("--recheck", action="store_true",
-                      help="re-run the last runs' survivors against the current tests only")
+                      help="re-run the last runs' survivors and timeouts against the current tests only")
     mode.add_argument("--resume", action="store_true",
                       help="run only the mutants a stopped run left unchecked")
     args = parser.parse_args(argv)
@@ -346,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         shown = "-" if r["score"] is None else f"{100 * r['score']:.1f} %"
         print(f"{name:<14} {r['killed']:>7} {r['survived']:>9} {r['equivalent']:>11} "
               f"{r['not run']:>8}  {shown}")
+        if r["timeouts"]:
+            print(f"    of the killed, {r['timeouts']} by mutmut's wall-clock timeout "
+                  f"({r['timeouts_confirmed']} confirmed by a CPU-limited recheck)")
         for survivor in r["survivors"]:
             print(f"    survived: {survivor}")
         if r["score"] is not None and r["score"] < target:
