@@ -24,7 +24,7 @@ help:
 	@echo "make html                                       re-render the HTML without executing notebooks"
 	@echo "make mutants [MODULES='symbolic ...']           mutation testing per module (mutmut, ~1 h on 2 cores)"
 	@echo "make mutants-resume [MODULES=...]               continue a stopped run (only the unchecked mutants)"
-	@echo "make mutants-recheck [MODULES=...]              re-run only the survivors against the current tests"
+	@echo "make mutants-recheck [MODULES=...]              re-run only the survivors and timeouts against the current tests"
 	@echo "make clean                                      remove the build folder (keeps .venv)"
 
 venv: $(STAMP)
@@ -81,7 +81,7 @@ mutants: $(STAMP)
 mutants-resume: $(STAMP)
 	nice -n 10 $(BIN)/python tests/mutation/mutants.py --resume --max-children $(PYTEST_WORKERS) $(MODULES)
 
-# re-run only the last run's survivors against the tests as they are now
+# re-run only the last run's survivors and timeouts against the tests as they are now (CPU-limited)
 mutants-recheck: $(STAMP)
 	nice -n 10 $(BIN)/python tests/mutation/mutants.py --recheck --max-children $(PYTEST_WORKERS) $(MODULES)
 
