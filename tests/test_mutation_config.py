@@ -272,3 +272,21 @@ def test_the_mutation_profile_does_not_shrink(tmp_path):
                           "no_shrink", "test_profile.py"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_a_recheck_refuses_when_the_tests_fail_without_a_mutant(tmp_path, monkeypatch):
+    # a workspace whose sources are older than the tests: every mutant would look killed
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path / "work")
+    monkeypatch.setattr(driver, "REPO", tmp_path)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "conftest.py").write_text("")
+    (tmp_path / "tests" / "test_x.py").write_text("def test_x():\n    assert False\n")
+    (tmp_path / "work" / "mod" / "mutants").mkdir(parents=True)
+    monkeypatch.setattr(driver, "PLUGINS", ())
+    monkeypatch.setattr(driver, "statuses", lambda name, module: {"m.x_f__mutmut_1": "survived"})
+    with pytest.raises(SystemExit, match="fail without a mutant"):
+        driver.recheck_module("mod", {"tests": ["tests/test_x.py"]}, {})
+    (tmp_path / "tests" / "test_x.py").write_text("def test_x():\n    assert True\n")
+    found = driver.recheck_module("mod", {"tests": ["tests/test_x.py"]}, {})
+    assert found == {"m.x_f__mutmut_1": "survived"}  # passes with the (absent) mutant too
