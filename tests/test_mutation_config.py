@@ -114,7 +114,8 @@ def test_a_recheck_counts_only_while_the_tests_are_unchanged(tmp_path, monkeypat
 
 
 def test_the_plugin_runs_the_fastest_tests_first(tmp_path):
-    shutil.copyfile(REPO / "tests" / "mutation" / "fastest_first.py", tmp_path / "fastest_first.py")
+    for plugin in ("fastest_first.py", "no_shrink.py"):  # the first imports the second
+        shutil.copyfile(REPO / "tests" / "mutation" / plugin, tmp_path / plugin)
     (tmp_path / "test_order.py").write_text(
         "ORDER = []\n\n"
         "def test_slow():\n    ORDER.append('slow')\n\n"
@@ -283,7 +284,6 @@ def test_a_recheck_refuses_when_the_tests_fail_without_a_mutant(tmp_path, monkey
     (tmp_path / "tests" / "conftest.py").write_text("")
     (tmp_path / "tests" / "test_x.py").write_text("def test_x():\n    assert False\n")
     (tmp_path / "work" / "mod" / "mutants").mkdir(parents=True)
-    monkeypatch.setattr(driver, "PLUGINS", ())
     monkeypatch.setattr(driver, "statuses", lambda name, module: {"m.x_f__mutmut_1": "survived"})
     with pytest.raises(SystemExit, match="fail without a mutant"):
         driver.recheck_module("mod", {"tests": ["tests/test_x.py"]}, {})

@@ -11,6 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# the Hypothesis profile "mutation" (no shrinking) registers itself on import; it is imported
+# here rather than named with -p because mutmut resets all its cached verdicts when its pytest
+# arguments change
+import no_shrink  # noqa: F401
+
 
 def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ARG001 (hook signature)
     stats = Path("mutmut-stats.json")
