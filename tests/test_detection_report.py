@@ -327,3 +327,38 @@ def test_presets_missing_names_the_side_without_runs():
     assert verdicts["table3"]["verdict"] == "not run"
     assert rp.presets_missing(runs[:2], verdicts["table3"]["claim"], 0.1) == [
         "implementation", "publication", "experiment_c"]
+
+
+def _sweep(noise, alphas, diffs, table2=0.70711):
+    """A SweepSummary whose differences to L1 are given as (mean, low, high, n)."""
+    ests = tuple(rp.Estimate(0.5, 0.4, 0.6, 3) for _ in alphas)
+    vs = tuple(rp.Estimate(*d) for d in diffs)
+    best = alphas[max(range(len(alphas)), key=lambda i: diffs[i][0])]
+    return rp.SweepSummary("retinanet", noise, "AP75", alphas, ests, vs, best,
+                           table2_alpha=table2, theory_alpha=0.686 * table2 / 0.70711,
+                           seeds=3)
+
+
+@pytest.mark.parametrize("low, high, n, verdict", [
+    (0.01, 0.05, 3, "reproduced"), (-0.05, -0.01, 3, "differs"),
+    (-0.05, 0.01, 3, "inconclusive"), (math.nan, math.nan, 1, "inconclusive")])
+def test_label_noise_verdict_compares_the_alpha_nearest_table2_with_l1(low, high, n, verdict):
+    alphas = (0.0, 0.17678, 0.70711, 2.8284)
+    other = (0.0, -0.9, -0.9, 3)  # the other alphas' differences must not matter
+    diffs = [(0.0, 0.0, 0.0, 3), other, ((low + high) / 2 if n > 1 else 0.02, low, high, n),
+             other]
+    clean = _sweep(0.0, alphas, [(0.0, 0.0, 0.0, 3)] * 4, table2=0.0)
+    got, text = rp.label_noise_verdict([clean, _sweep(0.1, alphas, diffs)])
+    assert got == verdict
+    assert "α ≈ 0.71" in text and "s = 0.1" in text and "Table 2: 0.71" in text
+    assert ("paired seed so far" in text) == (n < 2)
+
+
+def test_label_noise_verdict_not_run_without_noisy_or_l1_runs():
+    alphas = (0.17678, 0.70711)
+    assert rp.label_noise_verdict([])[0] == "not run"
+    clean = _sweep(0.0, (0.0, 0.70711), [(0.0, 0.0, 0.0, 3)] * 2, table2=0.0)
+    assert rp.label_noise_verdict([clean])[0] == "not run"
+    no_l1 = _sweep(0.1, alphas, [(0.0, -0.1, 0.1, 3)] * 2)
+    verdict, text = rp.label_noise_verdict([clean, no_l1])
+    assert verdict == "not run" and "no committed L1 run" in text

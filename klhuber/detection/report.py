@@ -20,7 +20,8 @@ experiments from this module, so that every claim gets one verdict, computed onc
 * :func:`alpha_sweep` summarises the α sweep against the two predictions of the best α: Table
   2's reading (interpreted label noise = true label noise) and the asymptotic theory of the toy
   chapter, applied to the noise the edge offsets put on the box centre
-  (:func:`klhuber.detection.synthetic.centre_noise_huber_threshold`).
+  (:func:`klhuber.detection.synthetic.centre_noise_huber_threshold`), and
+  :func:`label_noise_verdict` decides the label-noise test from it.
 """
 
 from __future__ import annotations
@@ -498,3 +499,38 @@ def alpha_sweep(runs: Sequence[dict[str, Any]], *, arch: str = "retinanet",
                                 theory_alpha=threshold / sigma_x,
                                 seeds=min(e.n for e in ests)))
     return out
+
+
+def label_noise_verdict(sweeps: Sequence[SweepSummary]) -> tuple[str, str]:
+    """The controlled-label-noise test, the one verdict the chapter and the scorecard show.
+
+    At the noisiest level of the sweep (``sweeps`` from :func:`alpha_sweep`), the grid's α
+    nearest Table 2's reading (the theory's is within a few per cent of it) is compared with the
+    L1 limit, paired by seed: ``"reproduced"`` when the interval of the difference in the
+    sweep's metric lies above 0 (the predicted α wins), ``"differs"`` when it lies below,
+    ``"inconclusive"`` when it includes 0 or rests on fewer than two seeds, and ``"not run"``
+    without noisy-label or L1 runs.  Returns the verdict and a sentence that says why.
+    """
+    noisy = [s for s in sweeps if s.noise > 0]
+    if not noisy:
+        return "not run", "the α sweep has no committed runs with noisy labels yet"
+    s = max(noisy, key=lambda summary: summary.noise)
+    if 0.0 not in s.alphas:
+        return "not run", f"the sweep at s = {s.noise:g} has no committed L1 run yet"
+    nearest = min(range(len(s.alphas)), key=lambda i: abs(
+        math.log(max(s.alphas[i], 1e-9)) - math.log(s.table2_alpha)))
+    diff = s.vs_l1[nearest]  # the predicted α minus L1, paired by seed
+    best = "L1" if s.best_alpha == 0 else f"{s.best_alpha:.2g}"
+    prediction = (f"at edge noise s = {s.noise:g}, the predicted α ≈ {s.alphas[nearest]:.2g} "
+                  f"(Table 2: {s.table2_alpha:.2f}; the theory: {s.theory_alpha:.2f}) against L1")
+    if diff.n < 2:
+        shown = "no" if diff.n == 0 else f"{diff.text(signed=True)} points from one"
+        return "inconclusive", (f"{prediction}: Δ{s.metric} = {shown} paired seed so far (an "
+                                f"interval needs two); best α of the grid: {best}")
+    text = (f"{prediction}: Δ{s.metric} = {diff.text(signed=True)} points "
+            f"({diff.n} paired seeds); best α of the grid: {best}")
+    if diff.low > 0:
+        return "reproduced", text + "; the predicted α wins"
+    if diff.high < 0:
+        return "differs", text + "; L1 wins"
+    return "inconclusive", text + "; the interval includes 0"
