@@ -585,3 +585,29 @@ def test_adaptive_kl_huber_loss_returns_the_input_dtype():
         want = ref(x.double(), torch.zeros(3, 4, dtype=torch.float64))
         eps = torch.finfo(in_dtype).eps
         torch.testing.assert_close(out.double(), want, rtol=4 * eps, atol=0)
+
+
+def test_number_alpha_below_or_in_the_subnormal_range_on_the_plain_path():
+    # float32: 1e-46 rounds to 0 (the L1 limit |x|/beta), 1e-40 is a subnormal scale kept as is
+    x = torch.tensor([1e-40, 2.0])
+    l1 = losses.kl_huber(x, 1e-46, 1.0, impl="autograd")
+    torch.testing.assert_close(l1, x, rtol=0, atol=0)
+    d = losses.kl_huber(x, 1e-40, 1.0, impl="autograd")  # alpha/e at x = alpha
+    assert math.isclose(d[0].item(), 1e-40 / math.e, rel_tol=1e-4) and d[1].item() == 2.0
+    # float64: 1e-320 is a subnormal float64 (0 in float32): D, not the L1 limit
+    x64 = torch.tensor([1e-320, 2.0], dtype=torch.float64)
+    d64 = losses.kl_huber(x64, 1e-320, 1.0, impl="autograd")
+    assert math.isclose(d64[0].item(), 1e-320 / math.e, rel_tol=1e-2) and d64[1].item() == 2.0
+
+
+def test_extreme_number_scales_keep_the_quadratic_branch():
+    # scales outside the chunked kernel's moderate range (alpha/beta below 16 tiny): the
+    # quadratic branch alpha g(u) / beta with g(u) = e^-u - 1 + u, here at u = 0.1 and u = 1
+    x = torch.tensor([1e-301, 0.0], dtype=torch.float64)
+    d = losses.kl_huber(x, 1e-300, 1e10, impl="autograd")
+    assert math.isclose(d[0].item(), 1e-300 * (math.exp(-0.1) - 0.9) / 1e10, rel_tol=1e-8)
+    assert d[1].item() == 0.0
+    x32 = torch.tensor([1e-30, 0.0])
+    d32 = losses.kl_huber(x32, 1e-30, 1e10, impl="autograd")
+    want = float(torch.tensor(1e-30)) * math.exp(-1) / 1e10  # u = 1 exactly in float32
+    assert math.isclose(d32[0].item(), want, rel_tol=1e-2) and d32[1].item() == 0.0
