@@ -611,3 +611,37 @@ def test_extreme_number_scales_keep_the_quadratic_branch():
     d32 = losses.kl_huber(x32, 1e-30, 1e10, impl="autograd")
     want = float(torch.tensor(1e-30)) * math.exp(-1) / 1e10  # u = 1 exactly in float32
     assert math.isclose(d32[0].item(), want, rel_tol=1e-2) and d32[1].item() == 0.0
+
+
+def test_kl_huber_derivative_defaults_and_half_dtypes():
+    x = torch.tensor([-1.5, -0.2, 0.0, 0.3, 2.0], dtype=torch.float64)
+    for order in (1, 2):
+        # beta defaults to 1
+        assert torch.equal(losses.kl_huber_derivative(x, 0.7, order=order),
+                           losses.kl_huber_derivative(x, 0.7, 1.0, order=order))
+        # half inputs are computed in float32 and returned in their own dtype, rounded once
+        for half in (torch.float16, torch.bfloat16):
+            got = losses.kl_huber_derivative(x.to(half), 0.7, 1.3, order=order)
+            want = losses.kl_huber_derivative(x.to(half).double(), 0.7, 1.3, order=order)
+            assert got.dtype == half
+            torch.testing.assert_close(got, want.to(half), rtol=0, atol=0)
+
+
+def test_laplace_kl_with_extreme_and_ordinary_scale_ratios_together():
+    # r = b1/b2 of 1e-320 (1/r overflows) beside ordinary ratios: r - 1 + log(b2) - log(b1)
+    # for the first, r - 1 - log r for the others, in one call
+    import mpmath
+
+    sp = torch.tensor([1e-320, 0.5, 3.0], dtype=torch.float64)
+    got = losses.laplace_kl(0.0, sp, 0.0, 1.0)
+    want = [float(mpmath.mpf(float(s)) - 1 - mpmath.log(mpmath.mpf(float(s)))) for s in sp]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-14, atol=0)
+
+
+def test_laplace_kl_with_an_infinite_scale_under_vmap():
+    # under vmap the range check cannot look at the values; an infinite scale must still give
+    # the limit +inf (not inf - inf), and finite ones their value
+    sp = torch.tensor([[math.inf], [0.5]], dtype=torch.float64)
+    got = torch.func.vmap(lambda s: losses.laplace_kl(0.0, s, 0.0, 1.0))(sp)
+    assert got[0].item() == math.inf
+    assert math.isclose(got[1].item(), 0.5 - 1 - math.log(0.5), rel_tol=1e-14)
