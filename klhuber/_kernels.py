@@ -261,7 +261,10 @@ def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
         val_small = small_branch(a, ab_s, m, beta)
     val = torch.where(small, val_small, val_large)
     if pos is not None:
-        val = torch.where(pos, val, ab)
+        # alpha = 0: the L1 limit |x|/beta, written as (|x| - alpha)/beta for x != 0 so that
+        # its alpha-gradient is the one-sided limit -1/beta (0 at x = 0, where D = 0 for every
+        # alpha), as the custom Functions give; the value is unchanged (alpha = 0)
+        val = torch.where(pos, val, ab - torch.where(a > 0, alpha / beta, torch.zeros_like(a)))
     return val
 
 

@@ -645,3 +645,12 @@ def test_laplace_kl_with_an_infinite_scale_under_vmap():
     got = torch.func.vmap(lambda s: losses.laplace_kl(0.0, s, 0.0, 1.0))(sp)
     assert got[0].item() == math.inf
     assert math.isclose(got[1].item(), 0.5 - 1 - math.log(0.5), rel_tol=1e-14)
+
+
+def test_adaptive_loss_rejects_a_zero_initial_scale_with_the_open_interval():
+    # 0 is out of (0, inf) for an initial scale: the message states that range (not the
+    # representable range of the dtype, which is for tiny positive values)
+    for name in ("alpha", "beta"):
+        with pytest.raises(ValueError, match=rf"^{name} must be in \(0, inf\) \({name} > 0\), "
+                                             r"got 0\.0$"):
+            losses.AdaptiveKLHuberLoss(**{name: 0.0})

@@ -396,3 +396,26 @@ def test_an_overflowing_x_over_beta_gives_inf_or_the_value_never_nan():
                 got = float(losses.kl_huber(xt, a, b, impl=impl))
                 assert got == math.inf or math.isclose(got, want, rel_tol=8 * torch.finfo(
                     dtype).eps), (dtype, x, alpha, beta, as_tensor, impl, got, want)
+
+
+def test_the_alpha_gradient_at_a_zero_tensor_alpha_is_the_one_sided_limit():
+    # D = (alpha e^{-|x|/alpha} + |x| - alpha)/beta has dD/dalpha -> -1/beta as alpha -> 0+ for
+    # x != 0, and D = 0 for every alpha at x = 0: every implementation gives those
+    import torch
+
+    from klhuber import losses
+
+    x = torch.tensor([0.5, 0.0, -2.0], dtype=torch.float64)
+    for beta in (1.0, 2.5, torch.tensor(2.5, dtype=torch.float64)):
+        for impl in ("default", "autograd"):
+            alpha = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+            value = losses.kl_huber(x, alpha, beta, impl=impl)
+            torch.testing.assert_close(value, x.abs() / beta, rtol=0, atol=0)
+            (grad,) = torch.autograd.grad(value.sum(), alpha)
+            want = torch.tensor([-1.0, 0.0, -1.0], dtype=torch.float64) / beta
+            torch.testing.assert_close(grad, want, rtol=1e-15, atol=0, msg=f"{impl} {beta}")
+    # and the one-sided difference quotient agrees
+    h = 1e-9
+    d = (losses.kl_huber(x, h, 2.5) - losses.kl_huber(x, 0.0, 2.5)) / h
+    torch.testing.assert_close(d, torch.tensor([-0.4, 0.0, -0.4], dtype=torch.float64),
+                               rtol=1e-6, atol=1e-12)
