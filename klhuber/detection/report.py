@@ -44,6 +44,7 @@ __all__ = [
     "alpha_sweep",
     "claim_verdicts",
     "estimate",
+    "label_noise_verdict",
     "load_evidence",
     "load_runs",
     "made_on",
