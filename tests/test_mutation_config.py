@@ -88,7 +88,9 @@ def test_workspace_passes_a_modules_extra_pytest_args(tmp_path, monkeypatch):
             assert f"def {name}(" in (REPO / path).read_text(encoding="utf-8")
 
 
-def test_a_recheck_counts_only_while_the_tests_are_unchanged(tmp_path, monkeypatch):
+def _recheck_fixture(tmp_path, monkeypatch):
+    """The driver with its repository and workspace in ``tmp_path``: one module whose only
+    test file (returned) passes."""
     driver = _driver()
     monkeypatch.setattr(driver, "WORK", tmp_path)
     test_file = tmp_path / "tests" / "test_x.py"
@@ -96,7 +98,11 @@ def test_a_recheck_counts_only_while_the_tests_are_unchanged(tmp_path, monkeypat
     test_file.write_text("def test_x():\n    pass\n")
     (tmp_path / "tests" / "conftest.py").write_text("")
     monkeypatch.setattr(driver, "REPO", tmp_path)
-    module = {"tests": ["tests/test_x.py"]}
+    return driver, {"tests": ["tests/test_x.py"]}, test_file
+
+
+def test_a_recheck_counts_only_while_the_tests_are_unchanged(tmp_path, monkeypatch):
+    driver, module, test_file = _recheck_fixture(tmp_path, monkeypatch)
     monkeypatch.setattr(driver, "statuses", lambda name, module: {
         "m.x_f__mutmut_1": "killed", "m.x_f__mutmut_2": "survived",
         "m.x_f__mutmut_3": "survived", "m.x_f__mutmut_4": "survived"})
@@ -228,14 +234,7 @@ def test_a_stopped_run_ends_mutmut_and_still_records_its_cost(tmp_path, monkeypa
 
 
 def test_a_timeout_is_a_kill_unless_a_cpu_limited_recheck_passes(tmp_path, monkeypatch):
-    driver = _driver()
-    monkeypatch.setattr(driver, "WORK", tmp_path)
-    test_file = tmp_path / "tests" / "test_x.py"
-    test_file.parent.mkdir()
-    test_file.write_text("def test_x():\n    pass\n")
-    (tmp_path / "tests" / "conftest.py").write_text("")
-    monkeypatch.setattr(driver, "REPO", tmp_path)
-    module = {"tests": ["tests/test_x.py"]}
+    driver, module, test_file = _recheck_fixture(tmp_path, monkeypatch)
     monkeypatch.setattr(driver, "statuses", lambda name, module: {
         "m.x_f__mutmut_1": "timeout", "m.x_f__mutmut_2": "timeout",
         "m.x_f__mutmut_3": "timeout", "m.x_f__mutmut_4": "timeout"})

@@ -280,11 +280,14 @@ def recheck_module(name: str, module: dict, equivalent: dict[str, str],
     digest = tests_digest(module)
     found = load_rechecked(name, module)  # a stopped recheck with the same tests continues
     todo = [m for m in survivors if m not in found]
+
+    def limit_cpu() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (limit, limit + 5))
+
     if todo:  # a test that fails without a mutant would "kill" every mutant: refuse
         clean = subprocess.call(cmd, cwd=work / "mutants", env=dict(env, MUTANT_UNDER_TEST=""),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                preexec_fn=lambda: resource.setrlimit(
-                                    resource.RLIMIT_CPU, (limit, limit + 5)))
+                                preexec_fn=limit_cpu)
         if clean != 0:
             raise SystemExit(
                 f"== {name}: the current tests fail without a mutant (pytest exit {clean}) in "
@@ -293,9 +296,6 @@ def recheck_module(name: str, module: dict, equivalent: dict[str, str],
     print(f"== {name}: rechecking {len(todo)} survivors and timeouts ({len(survivors) - len(todo)}"
           f" done before), at most {limit} CPU-s each", flush=True)
     lock = threading.Lock()
-
-    def limit_cpu() -> None:
-        resource.setrlimit(resource.RLIMIT_CPU, (limit, limit + 5))
 
     def check(mutant: str) -> None:
         code = subprocess.call(cmd, cwd=work / "mutants", env=dict(env, MUTANT_UNDER_TEST=mutant),
