@@ -32,7 +32,7 @@ from torchvision.models.detection import (
 )
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign as TorchvisionMultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from klhuber.detection.backbones import (
@@ -57,6 +57,7 @@ from klhuber.detection.heads import (
     KLRoIHeads,
     attach_box_loss,
 )
+from klhuber.detection.roi_align import MultiScaleRoIAlign
 from klhuber.interpret import BoxLossConfig
 
 __all__ = ["PY_FASTER_RCNN_DEFAULTS", "build_model"]
@@ -125,7 +126,7 @@ def _build_fasterrcnn(
     features, classifier = vgg_parts(backbone, trainable, pretrained)
     defaults = dict(PY_FASTER_RCNN_DEFAULTS)
     defaults["rpn_anchor_generator"] = anchor_generator("fasterrcnn", backbone)
-    defaults["box_roi_pool"] = MultiScaleRoIAlign(
+    defaults["box_roi_pool"] = TorchvisionMultiScaleRoIAlign(
         featmap_names=["0"], output_size=7, sampling_ratio=2
     )
     kwargs = {**defaults, **kwargs}
@@ -285,6 +286,9 @@ def build_model(
             channels = model.backbone.out_channels
             model.roi_heads.box_head = TwoMLPHead(channels * 7 * 7, box_head_dim)
             model.roi_heads.box_predictor = FastRCNNPredictor(box_head_dim, num_classes)
+        # the same pooling, with a faster backward pass on the CPU (it has no parameters)
+        if type(model.roi_heads.box_roi_pool) is TorchvisionMultiScaleRoIAlign:
+            model.roi_heads.box_roi_pool = MultiScaleRoIAlign.like(model.roi_heads.box_roi_pool)
     else:
         model = _build_retinanet(backbone, num_classes, trainable, dict(kwargs), pretrained)
     attach_box_loss(model, config, harmonic=harmonic, stages=stages)
