@@ -4,8 +4,11 @@ missing: Table 2's defaults are the paper's tables, and each table can be replac
 from __future__ import annotations
 
 import copy
+import time
 from fractions import Fraction
 
+import mpmath
+import pytest
 import sympy as sp
 
 from klhuber import symbolic
@@ -61,3 +64,94 @@ def test_claim_table2_compares_every_cell_and_states_one():
 
 def test_claim_table2_of_empty_tables_does_not_hold():
     assert not symbolic.claim_table2(table1={}, table2={}).holds
+
+
+def test_perturb_keeps_python_numbers_python_floats_and_moves_zero_to_one_seventh():
+    assert symbolic._perturb(mpmath.mpf(0)) == mpmath.mpf(1) / 7
+    assert symbolic._perturb(mpmath.mpf(7)) == 8
+    for value, expected in ((3, 3 * 8 / 7), (0, 1 / 7), (0.5, 0.5 * 8 / 7)):
+        result = symbolic._perturb(value)
+        assert type(result) is float and result == expected
+    assert symbolic._perturb((2, sp.Integer(0))) == (16 / 7, symbolic.PERTURBATION - 1)
+
+
+def test_zero_takes_the_cheap_expansion_first_and_simplifies_only_when_needed(monkeypatch):
+    assert not symbolic._zero(sp.Integer(1))
+    assert symbolic._zero(sp.sin(symbolic.x) ** 2 + sp.cos(symbolic.x) ** 2 - 1)  # simplify
+    assert not symbolic._zero(sp.sin(symbolic.x) ** 2)
+
+    def no_simplify(expr):
+        raise AssertionError("simplify called although expansion decides")
+
+    monkeypatch.setattr(symbolic.sp, "simplify", no_simplify)
+    assert symbolic._zero(0)
+    assert symbolic._zero((symbolic.x + 1) ** 2 - symbolic.x ** 2 - 2 * symbolic.x - 1)
+
+
+def test_pos_also_tries_the_factorisation():
+    quotient = (symbolic.xp ** 2 - 1) / (symbolic.xp - 1)  # = xp + 1 after cancelling
+    assert quotient.is_positive is None and sp.expand(quotient).is_positive is None
+    assert symbolic._pos(quotient)
+    assert not symbolic._pos(-quotient)
+
+
+def _fake_claim(name: str, constants: int, calls: list, keyword: str | None = None,
+                holds: bool = True):
+    """A claim stating ``constants`` constants (each 1, checked equal to 1) that records how it
+    is called: with which keyword value and whether under a negative control."""
+
+    def claim(**kwargs):
+        calls.append((name, kwargs.get(keyword) if keyword else None,
+                      symbolic._CONTROL.get() is not None))
+        start = time.perf_counter()
+        proof = symbolic._Proof()
+        for i in range(constants):
+            proof.check(f"constant {i}", symbolic._stated(1) == 1)
+        if not holds:
+            proof.check("a failing step", False)
+        return symbolic._result(name, "test", proof, {}, start)
+
+    return claim
+
+
+@pytest.fixture()
+def fake_chapters(monkeypatch):
+    """verify_all on three fast fake claims: two standing in for the claims it passes a
+    density to (eq. 20 dense, minimax), one that states no constant and does not hold."""
+    calls: list = []
+    dense = _fake_claim("dense", 1, calls, keyword="points")
+    minimax = _fake_claim("minimax", 2, calls, keyword="grid")
+    empty = _fake_claim("empty", 0, calls, holds=False)
+    monkeypatch.setattr(symbolic, "claim_eq20_dense", dense)
+    monkeypatch.setattr(symbolic, "claim_minimax_alpha", minimax)
+    monkeypatch.setattr(symbolic, "CHAPTERS", {"one": (dense,), "two": (minimax, empty)})
+    return calls
+
+
+def test_verify_all_passes_its_densities_to_the_claim_and_to_its_control(fake_chapters):
+    results = symbolic.verify_all()  # every chapter, default densities
+    assert [r.name for r in results] == ["dense", "minimax", "empty"]
+    assert fake_chapters == [("dense", 2000, False), ("dense", 2000, True),
+                             ("minimax", 60, False), ("minimax", 60, True),
+                             ("empty", None, False), ("empty", None, True)]
+    fake_chapters.clear()
+    symbolic.verify_all(dense_points=7, minimax_grid=5, chapters=["two", "one"])
+    assert fake_chapters == [("minimax", 5, False), ("minimax", 5, True),
+                             ("empty", None, False), ("empty", None, True),
+                             ("dense", 7, False), ("dense", 7, True)]
+
+
+def test_verify_all_reports_each_negative_control(fake_chapters):
+    dense, minimax, empty = symbolic.verify_all()
+    line = ("✓ negative control: with its {} stated constants perturbed (× 8/7) the statement "
+            "fails, as it must")
+    assert dense.holds and dense.control is True  # one stated constant is enough
+    assert dense.detail == "✓ constant 0\n" + line.format(1)
+    assert minimax.holds and minimax.detail.endswith("\n" + line.format(2))
+    # no stated constant: the control cannot fail, whatever the claim itself does
+    assert not empty.holds and empty.control is False
+    assert empty.detail == ("✗ a failing step\n✗ negative control: with its 0 stated constants "
+                            "perturbed (× 8/7) the statement still holds: its checks cannot fail")
+    plain = symbolic.verify_all(controls=False)
+    assert [r.control for r in plain] == [None, None, None]
+    assert plain[0].detail == "✓ constant 0"
