@@ -30,7 +30,11 @@ PRESETS = ("torchvision", "publication", "implementation", "experiment_c", "appe
 
 
 def stock_copy(model: torch.nn.Module, arch: str) -> torch.nn.Module:
-    """The same model with torchvision's own loss modules (class swap on a deep copy)."""
+    """The same model with torchvision's own loss modules (class swap on a deep copy).
+
+    The RoI pooler stays klhuber's (:mod:`klhuber.detection.roi_align`, torchvision's forward
+    with a faster CPU backward) in both, so the ratio measures the box loss alone;
+    ``bench_roi_align.py`` measures the pooler."""
     from torchvision.models.detection._utils import BoxCoder
     from torchvision.models.detection.retinanet import RetinaNetRegressionHead
     from torchvision.models.detection.roi_heads import RoIHeads

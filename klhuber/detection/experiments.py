@@ -16,7 +16,10 @@ scale, with a small backbone:
   α sweep (``SWEEP_ALPHAS``, :func:`klhuber.interpret.alpha_sweep_preset`) at the noise
   levels ``SWEEP_NOISE``, each with 3 seeds.  Runs of one seed share their initial weights
   and data order across presets (a paired design; :mod:`klhuber.detection.report`).  Run it
-  with ``klhuber detect experiment --profile cpu --jobs 2`` (one thread per job);
+  with ``klhuber detect experiment --profile cpu --jobs 2`` (one thread per job).  One run
+  alone with two threads (``--jobs 1 --overrides '{"threads": 2}'``), measured at ``2d46c80``
+  beside a mutation-testing job: Faster R-CNN 637 s, RetinaNet 371 s, data set already made
+  (``results/detection/timing/``);
 * ``full``: one GPU (about 15 minutes for the whole grid): 128-px images, thousands of
   training images, every preset for both architectures at two label-noise levels.
 
