@@ -206,8 +206,8 @@ def table(key, arch, presets):
                     + [cell_text(arch, preset, noise_t, m) for m in ("AP50", "AP75", "AP")]
                     + [diff_text(arch, preset, noise_t, "AP75", row_seeds=n)])
     header = ["preset", f"paper ({setup['data'].split(' train')[0]}, {setup['backbone']}): "
-              "AP50 / AP75 / AP", "seeds", "ours AP50", "ours AP75", "ours AP",
-              "ours ΔAP75 vs Implementation"]
+              "AP50 / AP75 / AP", "seeds", "measured AP50", "measured AP75",
+              "measured AP", "measured ΔAP75 vs Implementation"]
     return md_table(header, rows)
 
 
@@ -215,9 +215,10 @@ def table(key, arch, presets):
 # (detectors-table3)=
 # ## Table 3: Faster R-CNN
 #
-# Each table puts the paper's COCO numbers (left) beside ours (right: mean ± 95 % interval over
-# seeds, in AP points, at training-label noise 0.1). The two come from different data sets,
-# backbones and schedules, so only rankings and directions can be compared, never the levels.
+# Each table puts the paper's COCO numbers (left) beside our measurements (right, "measured":
+# mean ± 95 % interval over seeds, in AP points, at training-label noise 0.1). The two come from
+# different data sets, backbones and schedules, so only rankings and directions can be compared,
+# never the levels.
 # The last column is the paired difference to the Implementation preset.
 
 # %% tags=["remove-input"]
@@ -422,7 +423,7 @@ if runs:
             diff = p["difference"]
             rows.append([key.replace("table", "Table "), claim_words(p["comparison"]),
                          diff.text(signed=True), str(diff.n), p["verdict"]])
-    display(Markdown(md_table(["table", "the paper's claim", "ours: paired difference (points)",
+    display(Markdown(md_table(["table", "the paper's claim", "measured: paired difference (points)",
                                "seeds", "verdict"], rows)))
     label_verdict, label_text = rp.label_noise_verdict(sweeps)
     display(Markdown(f"**Label-noise test: {label_verdict}.** "
