@@ -204,6 +204,14 @@ def test_alpha_sweep_preset_names_every_non_default_and_keeps_sigma_for_l1():
         assert ki.get_preset(name).name == name
 
 
+def test_alpha_sweep_preset_says_what_it_holds_fixed():
+    # the source line is what `klhuber interpret --preset sweep_alpha... --json` reports
+    text = ("α sweep (controlled label noise): (λ/α)·H_α with λ and σ fixed in both stages; "
+            "α = 0 is the L1 limit.")
+    assert ki.alpha_sweep_preset(0.5).source == text
+    assert ki.get_preset("sweep_alpha0-lam2-sigma1,1,1,1").source == text
+
+
 def test_interpret_config_passes_both_anchor_sides():
     got = ki.interpret_config("implementation", 32, 64)
     for stage in ("proposal", "detection"):
