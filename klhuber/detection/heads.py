@@ -307,7 +307,11 @@ class KLRetinaNetRegressionHead(RetinaNetRegressionHead):
             preds.append(regression_i[fg, :])
             codes.append(self.box_coder.encode_single(matched_gt, anchors_i[fg]))
             scale = 1.0 / (max(1, fg.numel()) * num_images)
-            weights.append(torch.full((fg.numel(),), scale, device=regression_i.device))
+            # float64 weights for float64 losses (torchvision divides in the loss's dtype);
+            # float32 for float32 and narrower, as before
+            weight_dtype = torch.promote_types(regression_i.dtype, torch.float32)
+            weights.append(torch.full((fg.numel(),), scale, dtype=weight_dtype,
+                                      device=regression_i.device))
         per_anchor = self.box_loss.per_sample(torch.cat(preds), torch.cat(codes))
         return (per_anchor * torch.cat(weights).to(per_anchor.dtype)).sum()
 
