@@ -160,6 +160,8 @@ class MultiScaleRoIAlign(_TorchvisionMultiScaleRoIAlign):
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor],
                 image_shapes: list[tuple[int, int]]) -> Tensor:
+        """Pool each image's ``boxes`` (``x1, y1, x2, y2`` in image pixels) from the feature maps
+        ``x`` at the level torchvision's pooler assigns them; returns ``K x C x PH x PW``."""
         features = _poolers._filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _poolers._setup_scales(
