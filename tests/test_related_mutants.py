@@ -518,3 +518,24 @@ def test_hiou_module_defaults_to_gamma_one_half_and_the_mean():
     iou = torch.tensor([1 / 7, 1 / 2], dtype=F64)
     want = ((1 + iou) ** 0.5 * (1 - iou)).mean()
     torch.testing.assert_close(H.HIoULoss()(pred, target), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("u", [0.0, 1e-12, -1e-12, 3e-5, -3e-5, 9.99e-5, -9.99e-5, 1e-4, -1e-4,
+                               1e-3, -1e-3, 1.0, -1.0, 30.0, -30.0])
+def test_exprel_is_expm1_over_u_on_both_sides_of_its_series_switch(u):
+    with mp.workdps(40):
+        want = float(mp.mpf(1) if u == 0 else mp.expm1(mp.mpf(u)) / mp.mpf(u))
+    got = B._exprel(torch.tensor([u], dtype=F64)).item()
+    assert got == pytest.approx(want, rel=4.5e-16, abs=0)  # 2 ulp
+
+
+@pytest.mark.parametrize("fixed", ["alpha", "scale"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adaptive_loss_fixed_parameters_are_buffers_of_the_requested_dtype(fixed, dtype):
+    bounds = ({"alpha_lo": 1.0, "alpha_hi": 1.0} if fixed == "alpha"
+              else {"scale_lo": 2.0, "scale_init": 2.0})
+    loss = B.AdaptiveLoss(num_dims=3, dtype=dtype, **bounds)
+    latent = getattr(loss, f"latent_{fixed}")
+    assert latent.dtype == dtype and latent.shape == (3,)
+    assert f"latent_{fixed}" in dict(loss.named_buffers())
+    assert f"latent_{fixed}" not in dict(loss.named_parameters())
