@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate, optimize, stats
+from test_toy_verdict import rmse_curves
 
 from klhuber import toy
 from klhuber.toy.formulas import _irls_weights, _newton_terms
@@ -324,14 +325,8 @@ _V_ALPHAS = tuple(np.geomspace(0.05, 10.0, 24).tolist())
 
 def _payload(best_of, *, families=_FAMS, scales=_V_SCALES, seeds=4, jitter=0.0):
     """Results whose RMSE curve per (family, scale, seed) is minimal near ``best_of(fam, s)``."""
-    rng = np.random.default_rng(1)
-    la = np.log(_V_ALPHAS)
-    rmse = np.empty((len(families), len(scales), seeds, len(_V_ALPHAS)))
-    for fi, fam in enumerate(families):
-        for si, s in enumerate(scales):
-            for k in range(seeds):
-                centre = math.log(best_of(fam, s)) + jitter * rng.standard_normal()
-                rmse[fi, si, k] = s * (1.0 + 0.05 * (la - centre) ** 2)
+    rmse = rmse_curves(best_of, families, scales, _V_ALPHAS, seeds=seeds, jitter=jitter,
+                       rng_seed=1)
     summary = toy.summarize(rmse, _V_ALPHAS, scales, families, n_boot=5)
     entry = {"rmse": rmse.tolist(), "summary": summary,
              "regret": {f: {"theory": [0.01, None, 0.03]} for f in families}}

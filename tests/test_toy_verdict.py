@@ -14,16 +14,24 @@ SCALES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 ALPHAS = tuple(np.geomspace(0.01, 30.0, 40).tolist())
 
 
-def payload(best_of, *, seeds=8, jitter=0.0, method="exact", rng_seed=0):
-    """Results whose RMSE curve per (family, scale) is minimal at ``best_of(family, scale)``."""
+def rmse_curves(best_of, families, scales, alphas, *, seeds, jitter, rng_seed):
+    """RMSE curves (family, scale, seed, alpha), each a parabola in log alpha whose minimum is
+    at ``best_of(family, scale)``, moved by ``jitter`` (log units, normal) per seed."""
     rng = np.random.default_rng(rng_seed)
-    la = np.log(ALPHAS)
-    rmse = np.empty((len(FAMILIES), len(SCALES), seeds, len(ALPHAS)))
-    for fi, fam in enumerate(FAMILIES):
-        for si, s in enumerate(SCALES):
+    la = np.log(alphas)
+    rmse = np.empty((len(families), len(scales), seeds, len(alphas)))
+    for fi, fam in enumerate(families):
+        for si, s in enumerate(scales):
             for k in range(seeds):
                 centre = math.log(best_of(fam, s)) + jitter * rng.standard_normal()
                 rmse[fi, si, k] = s * (1.0 + 0.05 * (la - centre) ** 2)
+    return rmse
+
+
+def payload(best_of, *, seeds=8, jitter=0.0, method="exact", rng_seed=0):
+    """Results whose RMSE curve per (family, scale) is minimal at ``best_of(family, scale)``."""
+    rmse = rmse_curves(best_of, FAMILIES, SCALES, ALPHAS, seeds=seeds, jitter=jitter,
+                       rng_seed=rng_seed)
     summary = toy.summarize(rmse, ALPHAS, SCALES, FAMILIES, n_boot=20)
     entry = {"rmse": rmse.tolist(), "summary": summary,
              "regret": {f: {"theory": [0.01, 0.02], "alpha_1": [0.1]} for f in FAMILIES}}
