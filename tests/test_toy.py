@@ -385,6 +385,26 @@ def test_asymptotic_variance_laplace_closed_form() -> None:
     assert toy.asymptotic_variance("cauchy", 1e-4) == pytest.approx(math.pi**2 / 4, rel=1e-3)
 
 
+@pytest.mark.parametrize("a", [1e-9, 1e-6, 1e-3, 0.1, 1.0, 3.0, 30.0])
+def test_asymptotic_variance_laplace_against_mpmath_far_below_the_noise_scale(a: float) -> None:
+    # V(a) = 2 (1 - (1 + a) e^-a) / (1 - e^-a)^2 for unit Laplace noise, evaluated at 50 digits:
+    # both the numerator and the denominator cancel in float64 when a << 1
+    import mpmath
+
+    with mpmath.workdps(50):
+        x = mpmath.mpf(a)
+        closed = float(2 * (1 - (1 + x) * mpmath.exp(-x)) / (-mpmath.expm1(-x)) ** 2)
+    assert toy.asymptotic_variance("laplace", a) == pytest.approx(closed, rel=1e-9)
+
+
+def test_optimal_alpha_constant_finds_the_l1_limit_from_a_tiny_lower_end() -> None:
+    # V(a) -> 1 / (4 f(0)^2) = 1 from above as a -> 0 for Laplace noise: the median is best,
+    # however small the search starts
+    res = toy.optimal_alpha_constant("laplace", lo=1e-8)
+    assert (res["c"], res["boundary"]) == (0.0, "lower")
+    assert res["v_min"] == pytest.approx(1.0, rel=1e-6)
+
+
 def test_asymptotic_variance_kl_matches_direct_integration() -> None:
     a = 0.8
     d = stats.logistic()

@@ -59,12 +59,27 @@ def asymptotic_variance(family: str, alpha: float, scale: float = 1.0, loss: str
     a, d = float(alpha), _scipy_dist(family, scale)
     if name == "huber":
         e2 = 2 * integrate.quad(lambda e: e * e * d.pdf(e), 0, a, limit=200)[0] + 2 * a * a * d.sf(a)
-        ep = 2 * (d.cdf(a) - 0.5)
+        ep = _central_mass(d, a)
     else:
         e2 = 2 * integrate.quad(lambda e: (a * math.expm1(-e / a)) ** 2 * d.pdf(e), 0, np.inf,
                                 limit=400)[0]
         ep = 2 * integrate.quad(lambda e: math.exp(-e / a) * d.pdf(e), 0, np.inf, limit=400)[0]
     return float(e2 / ep**2)
+
+
+def _central_mass(d: Any, a: float) -> float:
+    """:math:`P(|\\epsilon| < a)` for a symmetric ``d``, accurate for every ``a`` > 0.
+
+    ``2 * (cdf(a) - 0.5)`` cancels when ``a`` is far below the noise scale (it lost all digits
+    at ``a = 1e-8``), so below the upper quartile the density is integrated instead; above it,
+    ``1 - 2 * sf(a)`` has no cancellation.
+    """
+    from scipy import integrate
+
+    tail = float(d.sf(a))
+    if tail > 0.25:
+        return 2 * integrate.quad(d.pdf, 0, a, epsabs=0.0, epsrel=1e-13, limit=200)[0]
+    return 1 - 2 * tail
 
 
 @functools.lru_cache(maxsize=65536)
