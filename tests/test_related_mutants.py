@@ -67,7 +67,17 @@ def test_scalar_loss_of_the_quadrature_matches_rho_in_every_branch(x, a):
     assert B._rho_scalar(x, a) == pytest.approx(want, rel=1e-14, abs=0)
 
 
-@pytest.mark.parametrize(("x", "a"), [(40.0, math.inf), (40.0, 1e6)])
+@pytest.mark.parametrize(("x", "a"), [(1e200, 0.5), (-1e200, 0.3), (1e200, 1.0), (1e160, 1.5),
+                                      (1e300, 1.0)])
+def test_scalar_loss_stays_finite_where_only_x_squared_overflows(x, a):
+    """|x| > 1.3e154 overflows x*x, but rho grows like |x|^a and is finite for a < 2."""
+    want = float(_rho_mp(x, a))
+    assert math.isfinite(want)
+    assert B._rho_scalar(x, a) == pytest.approx(want, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize(("x", "a"), [(40.0, math.inf), (40.0, 1e6), (1e200, 2.0),
+                                      (1e200, 2.5)])
 def test_scalar_loss_is_inf_where_rho_overflows(x, a):
     assert not math.isfinite(float(_rho_mp(x, a)))  # the true value exceeds float64
     assert B._rho_scalar(x, a) == math.inf
@@ -342,6 +352,9 @@ def test_adaptive_loss_accepts_the_largest_finite_value_of_its_dtype():
      r"need 0 <= alpha_lo <= alpha_hi < inf"),
     ({"alpha_init": 0.001}, ValueError, r"alpha_init must be in \(alpha_lo, alpha_hi\)"),
     ({"alpha_init": 1.999}, ValueError, r"alpha_init must be in \(alpha_lo, alpha_hi\)"),
+    # adjacent floats: no midpoint exists, and no alpha_init was given to blame
+    ({"alpha_lo": 1.0, "alpha_hi": math.nextafter(1.0, 2.0)}, ValueError,
+     r"alpha_lo and alpha_hi must be equal \(alpha fixed\) or leave room"),
     ({"num_dims": True}, TypeError, r"num_dims must be a positive int"),
     ({"num_dims": 2.5}, TypeError, r"num_dims must be a positive int"),
     ({"alpha_hi": 1e39, "dtype": torch.float32}, ValueError,

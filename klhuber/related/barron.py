@@ -499,15 +499,22 @@ def _rho_scalar(x: float, a: float) -> float:
     if a == math.inf:
         return math.expm1(0.5 * z) if z < 1400 else math.inf
     b = abs(a - 2)
-    if a < 1:
+    if z < math.inf:
         ell = math.log1p(z / b)
+    else:  # |x| > 1.3e154 overflows x*x; log1p(z/b) = log z - log b to rounding there
+        log_z = 2 * math.log(abs(x))
+        ell = log_z - math.log(b)
+    if a < 1:
         u = 0.5 * a * ell
         if abs(u) < 1e-4:
             return 0.5 * b * ell * (1 + u * (0.5 + u * (1 / 6 + u / 24)))
         return b * math.expm1(u) / a if u < 700 else math.inf
-    v = 0.5 * (a - 2) * math.log1p(z / b)
+    v = 0.5 * (a - 2) * ell
     if v > 700:
         return math.inf
+    if z == math.inf:  # z e^v = exp(log z + v) may be finite; b expm1(v) is negligible beside it
+        t = log_z + v
+        return math.exp(t) / a if t < 709 else math.inf
     return (z * math.exp(v) + b * math.expm1(v)) / a
 
 
@@ -767,6 +774,10 @@ class AdaptiveLoss(nn.Module):
         if midpoint:
             alpha_init = alpha_lo + (alpha_hi - alpha_lo) / 2
         if alpha_lo < alpha_hi and not alpha_lo < alpha_init < alpha_hi:
+            if midpoint:  # no float lies strictly between the ends
+                raise ValueError(f"alpha_lo and alpha_hi must be equal (alpha fixed) or leave "
+                                 f"room for an alpha_init strictly between them; got "
+                                 f"alpha_lo={alpha_lo!r}, alpha_hi={alpha_hi!r}, adjacent floats")
             raise ValueError(f"alpha_init must be in (alpha_lo, alpha_hi) = ({alpha_lo}, "
                              f"{alpha_hi}); got {alpha_init}")
         if not scale_lo > 0:
