@@ -271,9 +271,8 @@ _RMSE = np.array([[[1.1, 1.9, 3.0, 1.3, 2.3], [1.4, 2.7, 1.3, 2.1, 1.9]],
 def _line_of_best_alpha(rmse: np.ndarray, seeds: list[int]) -> tuple[float, float]:
     """Slope and R^2 (numpy) of the best alpha of the MSE curve averaged over ``seeds``."""
     sq = rmse[:, seeds, :] ** 2
-    count = np.isfinite(sq).sum(axis=1)  # seeds that did not diverge
-    mse = np.where(count > 0, np.nansum(sq, axis=1) / np.maximum(count, 1), np.inf)
-    best = _ALPHAS[np.argmin(mse, axis=-1)]
+    mse = np.where(np.isfinite(sq).all(axis=1), sq.mean(axis=1), np.inf)  # a diverged seed rules
+    best = _ALPHAS[np.argmin(mse, axis=-1)]                                 # its alpha out
     return np.polyfit(_SCALES, best, 1)[0], np.corrcoef(_SCALES, best)[0, 1] ** 2
 
 
@@ -296,14 +295,42 @@ def test_bootstrap_growth_fits_the_seed_averaged_mse_curve_of_each_resample() ->
     _assert_each_resample_is_one_of(slopes, r2s, _RMSE)
 
 
-def test_bootstrap_growth_never_picks_an_alpha_where_every_resampled_seed_diverged() -> None:
+def test_bootstrap_growth_never_picks_an_alpha_where_a_resampled_seed_diverged() -> None:
+    # as the point estimate (summarize's curve_best): averaging only the seeds that converged
+    # would pick the smallest alpha at the first two scales whenever seed 1 is in the resample
     rmse = _RMSE.copy()
     rmse[:, 0, 0] = np.nan  # seed 0 diverged at the smallest alpha, at every scale
-    rmse[:, 1, 0] = 9.0  # where seed 1 is far from its best
+    rmse[:2, 1, 0] = 0.1  # where seed 1 is at its best by far
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # all-diverged slices are expected, and silent
+        warnings.simplefilter("error")  # diverged seeds are expected, and silent
         slopes, r2s = _bootstrap_growth(rmse, _ALPHAS, _SCALES, 60, np.random.default_rng(3))
     _assert_each_resample_is_one_of(slopes, r2s, rmse)
+    summary = toy.summarize(rmse[None], _ALPHAS, _SCALES, ["logistic"], n_boot=5)["logistic"]
+    point = _line_of_best_alpha(rmse, [0, 1])
+    assert summary["curve_fit"]["slope"] == pytest.approx(point[0], rel=1e-12)
+    assert summary["curve_fit"]["r2"] == pytest.approx(point[1], rel=1e-12)
+
+
+def test_bootstrap_growth_leaves_out_a_scale_where_every_alpha_lost_a_seed() -> None:
+    rmse = _RMSE.copy()
+    rmse[0, 0, :] = np.nan  # seed 0 diverged at every alpha of the smallest scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        slopes, r2s = _bootstrap_growth(rmse, _ALPHAS, _SCALES, 60, np.random.default_rng(3))
+    picks = np.random.default_rng(3).integers(0, 2, (60, 2))
+    with_seed_0 = (picks == 0).any(axis=1)
+    assert with_seed_0.any() and not with_seed_0.all()
+    # resamples with seed 0 fit the other three scales, as linear_fit does for the point estimate
+    mse = (rmse[1:, :, :] ** 2).mean(axis=1)
+    fit = toy.linear_fit(_SCALES[1:], _ALPHAS[np.argmin(mse, axis=-1)])
+    both = (np.sort(picks, axis=1) == [0, 1]).all(axis=1)
+    np.testing.assert_allclose(slopes[both], fit["slope"], rtol=1e-12)
+    np.testing.assert_allclose(r2s[both], fit["r2"], rtol=1e-12)
+    # and with only two scales and one of them gone, no line is left
+    two = _RMSE[:2].copy()
+    two[0, :, :] = np.nan
+    slopes, r2s = _bootstrap_growth(two, _ALPHAS, _SCALES[:2], 8, np.random.default_rng(0))
+    assert np.isnan(slopes).all() and np.isnan(r2s).all()
 
 
 def test_bootstrap_growth_of_a_best_alpha_that_does_not_move_has_zero_slope_and_r2() -> None:

@@ -3,7 +3,6 @@ and the committed full-profile results (:func:`committed_results`)."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 
 from klhuber.toy._common import _check_positive_int
 from klhuber.toy.data import _FAMILY_TITLE, PAPER_FAMILIES
-from klhuber.toy.summary import _finite_or_none
+from klhuber.toy.summary import _finite_or_none, best_alpha
 
 __all__ = ["COMMITTED_FILES", "FIG2_R2_THRESHOLD", "FamilyVerdict", "Figure2Verdict",
            "committed_results", "figure2_verdict"]
@@ -109,23 +108,30 @@ def _fmt_num(v: float | None, spec: str = ".3g") -> str:
 def _bootstrap_growth(rmse: np.ndarray, alphas: np.ndarray, scales: np.ndarray, n_boot: int,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Slopes and R² of the line through the best α of the seed-averaged MSE curve per scale,
-    for ``n_boot`` resamples of the seeds of ``rmse`` (S, seeds, A)."""
+    for ``n_boot`` resamples of the seeds of ``rmse`` (S, seeds, A).
+
+    Each resample goes through the point estimate's own steps (:func:`summarize`'s
+    ``curve_best`` and ``curve_fit``): an α where a resampled seed diverged (NaN) is not a
+    candidate, a scale with no candidate left is left out of the line, and a resample with
+    fewer than two scales left has a NaN slope and R².  R² is 0 for a flat line."""
     n_seeds = rmse.shape[1]
     sq = np.where(np.isfinite(rmse), rmse, np.nan) ** 2
     picks = rng.integers(0, n_seeds, (n_boot, n_seeds))
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (all diverged) slices
-        curve = np.nanmean(sq[:, picks], axis=2)  # (S, B, A)
-    curve = np.where(np.isfinite(curve), curve, np.inf)
-    best = alphas[np.argmin(curve, axis=-1)]  # (S, B)
-    x = scales - scales.mean()
-    yc = best - best.mean(axis=0)
-    slopes = (x @ yc) / (x @ x)
-    ss_tot = np.sum(yc**2, axis=0)
-    ss_res = np.sum((yc - slopes[None, :] * x[:, None]) ** 2, axis=0)
+    curve = sq[:, picks].mean(axis=2)  # (S, B, A): NaN where a resampled seed diverged
+    best, _ = best_alpha(np.sqrt(curve), alphas)  # (S, B), NaN where no alpha is left
+    used = np.isfinite(best)
+    n = used.sum(axis=0)
+    x = np.where(used, scales[:, None], 0.0)
+    y = np.where(used, best, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
+        xc = np.where(used, x - x.sum(axis=0) / n, 0.0)
+        yc = np.where(used, y - y.sum(axis=0) / n, 0.0)
+        slopes = (xc * yc).sum(axis=0) / (xc * xc).sum(axis=0)
+        ss_tot = np.sum(yc**2, axis=0)
+        ss_res = np.sum((yc - slopes * xc) ** 2, axis=0)
         r2s = np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 0.0)
-    return slopes, r2s
+    few = n < 2
+    return np.where(few, np.nan, slopes), np.where(few, np.nan, r2s)
 
 
 def figure2_verdict(results: dict[str, Any], *, source: str = "", n_boot: int = 1000,
