@@ -17,9 +17,9 @@ scale, with a small backbone:
   levels ``SWEEP_NOISE``, each with 3 seeds.  Runs of one seed share their initial weights
   and data order across presets (a paired design; :mod:`klhuber.detection.report`).  Run it
   with ``klhuber detect experiment --profile cpu --jobs 2`` (one thread per job).  One run
-  alone with two threads (``--jobs 1 --overrides '{"threads": 2}'``), measured at ``2d46c80``
-  beside a mutation-testing job: Faster R-CNN 637 s, RetinaNet 371 s, data set already made
-  (``results/detection/timing/``);
+  alone with two threads (``--jobs 1 --overrides '{"threads": 2}'``), data set already made
+  (``results/detection/timing/``): Faster R-CNN 610 s on otherwise idle cores at ``25c5cdf``
+  (637 s at ``2d46c80`` beside a mutation-testing job), RetinaNet 371 s beside that job;
 * ``full``: one GPU (about 15 minutes for the whole grid): 128-px images, thousands of
   training images, every preset for both architectures at two label-noise levels.
 
