@@ -315,6 +315,19 @@ def test_arch_stage_overrides_hold_the_losses_the_retinanet_head_uses():
     torch.testing.assert_close(stock(pred, target), F.l1_loss(pred, target, reduction="sum"))
 
 
+def test_arch_stage_overrides_rebuilds_the_same_losses_when_called_again(monkeypatch):
+    """The import-time table, rebuilt by calling its builder into an empty dict (so that a
+    change to the builder shows, which the import-time call alone would hide)."""
+    rebuilt: dict = {}
+    monkeypatch.setattr(bl, "ARCH_STAGE_OVERRIDES", rebuilt)
+    bl._arch_stage_overrides()
+    want = {(name, "retinanet") for name, config in PRESETS.items() if config.retinanet is not None}
+    assert want and set(rebuilt) == want
+    for name, arch in want:
+        assert rebuilt[(name, arch)] == bl.BoxRegressionLoss.from_stage(PRESETS[name].retinanet)
+        assert rebuilt[(name, arch)] is not None
+
+
 # ---------------------------------------------------------------------------------------------
 # The detector modules against torchvision's own: tiny modules (a one-layer backbone) and
 # hand-built float64 batches; the torchvision preset must give torchvision's losses

@@ -552,3 +552,57 @@ def test_adaptive_loss_fixed_parameters_are_buffers_of_the_requested_dtype(fixed
     assert latent.dtype == dtype and latent.shape == (3,)
     assert f"latent_{fixed}" in dict(loss.named_buffers())
     assert f"latent_{fixed}" not in dict(loss.named_parameters())
+
+
+@pytest.mark.parametrize("w", [-2.5, -1.999, -1.5, -1.0, -0.3, 0.0, 0.4, 1.0, 1.5, 1.999, 2.5])
+def test_exprel_derivative_matches_mpmath_on_both_sides_of_its_series_switch(w):
+    """E'(w) = ((w - 1) e^w + 1) / w^2 (1/2 at w = 0), series for |w| < 2, closed form beyond."""
+    with mp.workdps(40):
+        wm = mp.mpf(w)
+        want = float(mp.mpf(1) / 2 if w == 0 else ((wm - 1) * mp.exp(wm) + 1) / wm**2)
+    got = B._exprel_d(torch.tensor([w], dtype=F64)).item()
+    assert got == pytest.approx(want, rel=1e-14, abs=0)
+
+
+#: (x, alpha) where L = log1p(z/b) > 2 (outside the quadrature) and u = alpha L / 2 is small or
+#: moderate: the plain closed form of d rho / d alpha, with E'(u) near the series switch |u| = 2,
+#: and L in the hundreds with |u| <= 20
+PLAIN_FORM_POINTS = [(10.0, 1e-4), (10.0, -1e-4), (65.9, -0.4), (30.0, 0.3), (1e100, 0.05),
+                     (-1e100, -0.05), (500.0, -0.3), (1e100, 0.0065), (-1e100, 0.008),
+                     (14.35, -16.4), (-14.0, -16.9), (1e100, -0.09), (30.0, 1e-3)]
+
+
+@pytest.mark.parametrize(("x", "a"), PLAIN_FORM_POINTS)
+def test_alpha_gradient_matches_mpmath_in_the_plain_closed_form(x, a):
+    want = _rho_and_partials_mp(x, a, 1.0)[2]
+    xt = torch.tensor([x], dtype=F64)
+    at = torch.tensor([a], dtype=F64, requires_grad=True)
+    (ga,) = torch.autograd.grad(B.general_loss(xt, at, 1.0).sum(), (at,))
+    assert ga.item() == pytest.approx(want, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize(("a", "u"), [(a, s * m) for a, s in ((1e-3, 1), (2e-4, 1), (-1e-3, -1))
+                                      for m in (0.999e-4, 0.99e-4, 0.9e-4)])
+@pytest.mark.parametrize("tensor_alpha", [False, True])
+def test_loss_at_the_series_switch_of_the_low_branch_matches_mpmath(a, u, tensor_alpha):
+    """rho = 1/2 b L exprel(u) for |u| < 1e-4: its cubic term is visible at 1e-14."""
+    x = _x_for_u(a, u)
+    want = float(_rho_mp(x, a))
+    alpha = torch.tensor([a], dtype=F64) if tensor_alpha else a
+    got = B.general_loss(torch.tensor([x, -x], dtype=F64), alpha, 1.0)
+    torch.testing.assert_close(got, torch.tensor([want, want], dtype=F64), rtol=1e-14, atol=0)
+
+
+def test_scalar_loss_is_finite_and_exact_at_alpha_1_up_to_1e305():
+    """At alpha = 1 rho(x) = sqrt(1 + x^2) - 1 is finite for every finite x: the path for
+    |x| > 1.3e154 (x*x overflows) keeps it, where the alpha < 1 formula would give inf."""
+    for x in (1e305, -1e305, 1e250):
+        assert B._rho_scalar(x, 1.0) == pytest.approx(float(_rho_mp(x, 1.0)), rel=1e-12, abs=0)
+
+
+def test_scalar_loss_never_raises_where_it_overflows():
+    """Around exp(log z + v) = max float (alpha = 1.5, |x| ~ 4e205) the scalar loss is either
+    rho to 1e-12 or inf, never an OverflowError from math.exp."""
+    for x in np.geomspace(3e205, 5e205, 200).tolist():
+        r = B._rho_scalar(x, 1.5)
+        assert r == math.inf or r == pytest.approx(float(_rho_mp(x, 1.5)), rel=1e-12, abs=0)
