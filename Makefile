@@ -22,7 +22,7 @@ help:
 	@echo "make book [PROFILE=quick|full] [DEVICE=cpu|cuda]  execute notebooks + render book/_build/html"
 	@echo "make test                                       ruff + pytest (whole suite, incl. a book build)"
 	@echo "make html                                       re-render the HTML without executing notebooks"
-	@echo "make mutants [MODULES='symbolic ...']           mutation testing per module (mutmut, ~1 h on 2 cores)"
+	@echo "make mutants [MODULES='symbolic ...']           mutation testing per module (mutmut; target: 1 h on 2 cores)"
 	@echo "make mutants-resume [MODULES=...]               continue a stopped run (only the unchecked mutants)"
 	@echo "make mutants-recheck [MODULES=...]              re-run only the survivors and timeouts against the current tests"
 	@echo "make clean                                      remove the build folder (keeps .venv)"

@@ -49,6 +49,85 @@ def test_the_mutated_modules_cover_the_issue():
     assert 0.9 <= CONFIG["target"] <= 1
 
 
+MUTANTS_FILE = """\
+def x_f__mutmut_orig(a):
+    return a + 1
+
+
+def x_f__mutmut_1(a):
+    return a - 1
+
+
+class Loss:
+    def xǁLossǁforward__mutmut_2(self, x,
+                                 y):
+        z = x * y
+
+        return z + 2
+
+    def xǁLossǁforward__mutmut_3(self, x, y):
+        return x
+"""
+
+
+def _workspace_with_mutants(tmp_path, monkeypatch, text=MUTANTS_FILE):
+    driver = _driver()
+    monkeypatch.setattr(driver, "WORK", tmp_path)
+    path = tmp_path / "mod" / "mutants" / "pkg" / "sub.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(text, encoding="utf-8")
+    return driver
+
+
+def test_mutant_source_is_the_whole_mutated_function_with_its_number_hidden(tmp_path,
+                                                                           monkeypatch):
+    driver = _workspace_with_mutants(tmp_path, monkeypatch)
+    assert driver.mutant_source("mod", "pkg.sub.x_f__mutmut_1") == (
+        "def x_f__mutmut_N(a):\n    return a - 1")
+    assert driver.mutant_source("mod", "pkg.sub.xǁLossǁforward__mutmut_2") == (
+        "    def xǁLossǁforward__mutmut_N(self, x,\n                                 y):\n"
+        "        z = x * y\n\n        return z + 2")
+    assert driver.mutant_source("mod", "pkg.sub.x_f__mutmut_9") is None
+    assert driver.mutant_source("mod", "pkg.other.x_f__mutmut_1") is None
+    assert driver.mutant_source("other", "pkg.sub.x_f__mutmut_1") is None
+
+
+def test_an_equivalent_entry_lapses_when_the_mutants_code_changes(tmp_path, monkeypatch):
+    driver = _workspace_with_mutants(tmp_path, monkeypatch)
+    mutant = "pkg.sub.xǁLossǁforward__mutmut_3"
+    print_ = driver.fingerprint("mod", mutant)
+    assert re.fullmatch(r"[0-9a-f]{12}", print_)
+    assert print_ != driver.fingerprint("mod", "pkg.sub.xǁLossǁforward__mutmut_2")
+    monkeypatch.setattr(driver, "statuses", lambda name, module: {mutant: "survived"})
+    monkeypatch.setattr(driver, "load_rechecked", lambda name, module: {})
+    listed = {mutant: {"reason": "returns x either way", "fingerprint": print_}}
+    report = driver.score("mod", {}, listed)
+    assert (report["equivalent"], report["survived"]) == (1, 0)
+    # the function was edited: mutmut renumbered its mutants, and _3 is now another change
+    _workspace_with_mutants(tmp_path / "edited", monkeypatch, MUTANTS_FILE.replace(
+        "        return x\n", "        return y\n"))
+    monkeypatch.setattr(driver, "WORK", tmp_path / "edited")
+    report = driver.score("mod", {}, listed)
+    assert (report["equivalent"], report["survived"]) == (0, 1)
+    assert "listed as equivalent for other code" in report["survivors"][0]
+    assert driver.fingerprint("mod", mutant) in report["survivors"][0]
+    # an entry for a mutant the run no longer has is reported, for the module that owns its file
+    listed["pkg.sub.x_gone__mutmut_1"] = {"reason": "code removed", "fingerprint": "0" * 12}
+    report = driver.score("mod", {"mutate": ["pkg/*.py"]}, listed)
+    assert report["unmatched_equivalents"] == ["pkg.sub.x_gone__mutmut_1"]
+    assert driver.score("mod", {"mutate": ["other/*.py"]}, listed)["unmatched_equivalents"] == []
+
+
+def test_fingerprint_option_prints_what_an_entry_needs(tmp_path, monkeypatch, capsys):
+    driver = _workspace_with_mutants(tmp_path, monkeypatch)
+    monkeypatch.setattr(driver, "load_config", lambda: {"modules": {"mod": {}}})
+    mutant = "pkg.sub.x_f__mutmut_1"
+    assert driver.main(["mod", "--fingerprint", mutant, "pkg.sub.x_f__mutmut_7"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{mutant}: {driver.fingerprint('mod', mutant)}",
+                   "pkg.sub.x_f__mutmut_7: not found in any workspace"]
+
+
 def test_every_equivalent_mutant_has_a_reason_and_a_mutated_module():
     modules = [p.removesuffix(".py").replace("/", ".") for m in CONFIG["modules"].values()
                for p in m["mutate"]]
@@ -56,6 +135,7 @@ def test_every_equivalent_mutant_has_a_reason_and_a_mutated_module():
     assert len(names) == len(set(names))
     for entry in CONFIG.get("equivalent", []):
         assert len(entry["reason"]) > 20, entry
+        assert re.fullmatch(r"[0-9a-f]{12}", entry.get("fingerprint", "")), entry
         assert re.search(r"__mutmut_\d+$", entry["mutant"]), entry
         prefix = entry["mutant"].rsplit(".", 1)[0]
         assert any(Path(prefix.replace(".", "/")).match(m.replace(".", "/")) for m in modules), entry
@@ -110,12 +190,14 @@ def test_a_recheck_counts_only_while_the_tests_are_unchanged(tmp_path, monkeypat
     (tmp_path / "mod" / "rechecked.json").write_text(json.dumps({
         "tests_digest": driver.tests_digest(module),
         "status": {"m.x_f__mutmut_2": "killed", "m.x_f__mutmut_3": "survived"}}))
-    report = driver.score("mod", module, {"m.x_f__mutmut_4": "equivalent because"})
+    monkeypatch.setattr(driver, "fingerprint", lambda name, mutant: "0123456789ab")
+    listed = {"m.x_f__mutmut_4": {"reason": "equivalent because", "fingerprint": "0123456789ab"}}
+    report = driver.score("mod", module, listed)
     assert (report["killed"], report["killed_by_recheck"], report["survived"],
             report["equivalent"]) == (2, 1, 1, 1)
     assert report["survivors"] == ["m.x_f__mutmut_3 (survived)"]
     test_file.write_text("def test_x():\n    assert True\n")  # the tests changed since
-    report = driver.score("mod", module, {"m.x_f__mutmut_4": "equivalent because"})
+    report = driver.score("mod", module, listed)
     assert (report["killed"], report["killed_by_recheck"], report["survived"]) == (1, 0, 2)
 
 
@@ -289,3 +371,44 @@ def test_a_recheck_refuses_when_the_tests_fail_without_a_mutant(tmp_path, monkey
     (tmp_path / "tests" / "test_x.py").write_text("def test_x():\n    assert True\n")
     found = driver.recheck_module("mod", {"tests": ["tests/test_x.py"]}, {})
     assert found == {"m.x_f__mutmut_1": "survived"}  # passes with the (absent) mutant too
+
+
+def test_a_full_run_names_every_mutant_but_the_listed_equivalents(tmp_path, monkeypatch):
+    driver = _workspace_with_mutants(tmp_path, monkeypatch)
+    monkeypatch.setattr(driver, "prepare_workspace", lambda name, module: tmp_path / name)
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", f"AssertionError: {driver.NOTHING_MATCHES}")
+
+    class FakePopen:
+        def __init__(self, cmd, **kwargs):
+            calls.append(cmd)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(driver.subprocess, "run", fake_run)
+    monkeypatch.setattr(driver.subprocess, "Popen", FakePopen)
+    names = ["pkg.sub.x_f__mutmut_1", "pkg.sub.xǁLossǁforward__mutmut_2",
+             "pkg.sub.xǁLossǁforward__mutmut_3"]
+    monkeypatch.setattr(driver, "statuses", lambda name, module: dict.fromkeys(names, "killed"))
+    listed = {names[2]: {"reason": "returns x either way",
+                         "fingerprint": driver.fingerprint("mod", names[2])},
+              names[0]: {"reason": "written for other code", "fingerprint": "0" * 12}}
+    assert driver.run_module("mod", {}, 2, equivalent=listed) == 0
+    generate, run = calls
+    assert generate[-1] == driver.GENERATE_ONLY
+    assert run[:4] == [driver._mutmut(), "run", "--max-children", "2"]
+    assert run[4:] == names[:2]  # the stale entry's mutant runs
+    cost = json.loads((tmp_path / "mod" / "cost.json").read_text())[-1]
+    assert cost["checked"] == 2
+
+
+def test_generation_stops_the_run_if_mutmut_does_not_stop_by_itself(tmp_path, monkeypatch):
+    driver = _driver()
+    monkeypatch.setattr(driver.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 0, "ran 12 mutants", ""))
+    with pytest.raises(SystemExit, match="did not stop after generating"):
+        driver.generate_mutants("mod", tmp_path, 2)

@@ -5,7 +5,10 @@ a ``pyproject.toml`` whose ``[tool.mutmut]`` mutates only that module's files an
 matching fast test files, plus links to the package, the tests and the data they read.  mutmut
 then applies each mutant in a forked process and runs the tests that cover the mutated function.
 Mutants listed under ``[[equivalent]]`` in ``mutation.toml`` (with the reason) do not count as
-survivors.  The score per module is printed and written to ``build/mutants/scores.json``; the
+survivors, but only while the mutated function is the one the reason was written for: each entry
+carries the ``fingerprint`` of the mutant's code (:func:`fingerprint`), and an entry whose
+mutant's code has changed since (an edit of the function renumbers its mutants) counts as a
+survivor until its reason is checked again and its fingerprint updated (``--fingerprint``).  The score per module is printed and written to ``build/mutants/scores.json``; the
 exit status is 1 when a module that ran scores below the target.
 
 ``--recheck`` re-runs only the last run's survivors and timeouts, each against the module's
@@ -19,7 +22,8 @@ left unchecked.
 Usage::
 
     python tests/mutation/mutants.py [MODULE ...] [--max-children N]
-                                     [--report-only | --recheck | --resume]
+                                     [--report-only | --recheck | --resume |
+                                      --fingerprint MUTANT ...]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -112,26 +117,55 @@ def _mutmut() -> str:
     return str(Path(sys.executable).with_name("mutmut"))
 
 
-def run_module(name: str, module: dict, max_children: int, resume: bool = False) -> int:
+#: a mutant name that matches nothing: mutmut generates the mutants and collects its test
+#: statistics, then stops (an AssertionError with NOTHING_MATCHES) before running any
+GENERATE_ONLY = "klhuber.__generate_only__"
+NOTHING_MATCHES = "Filtered for specific mutants, but nothing matches"
+
+
+def generate_mutants(name: str, work: Path, max_children: int) -> None:
+    """Let mutmut write the module's mutants and test statistics without running any."""
+    done = subprocess.run([_mutmut(), "run", "--max-children", str(max_children), GENERATE_ONLY],
+                          cwd=work, env=_child_env(), text=True, capture_output=True, check=False)
+    if NOTHING_MATCHES not in done.stdout + done.stderr:
+        raise SystemExit(f"== {name}: mutmut did not stop after generating the mutants "
+                         f"(exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def run_module(name: str, module: dict, max_children: int, resume: bool = False,
+               equivalent: dict[str, dict] | None = None) -> int:
     """Run mutmut for one module in its workspace; returns mutmut's exit status.
 
+    A full run first lets mutmut generate the mutants, then runs all of them but the ones
+    listed as equivalent for their current code (:func:`is_listed_equivalent`): they are left
+    out of the score anyway, and each would run every test that covers its function.
     ``resume``: run only the mutants the last run left unchecked (it was stopped), named one
     by one, so mutmut keeps the verdicts it already has.  Mutants whose function changed since
     are reset by mutmut and stay "not run" in the score until a full run."""
     work = prepare_workspace(name, module)
     env = _child_env()
+    cpu0, wall0 = _children_cpu_s(), time.monotonic()
     selection = module.get("functions", [])
     before = statuses(name, module) if resume else {}
+    skipped = 0
     if resume:
-        selection = [m for m, status in before.items() if status == "not checked"]
+        selection = [m for m, status in before.items() if status == "not checked"
+                     and not is_listed_equivalent(name, m, equivalent or {})]
         if not selection:
             print(f"== {name}: nothing left to resume", flush=True)
             return 0
+    elif equivalent:
+        generate_mutants(name, work, max_children)
+        found = list(statuses(name, module))
+        selection = [m for m in found if not is_listed_equivalent(name, m, equivalent)]
+        skipped = len(found) - len(selection)
     cmd = [_mutmut(), "run", "--max-children", str(max_children), *selection]
-    shown = f"{len(selection)} unchecked mutants" if resume else " ".join(selection)
+    shown = (f"{len(selection)} unchecked mutants" if resume else
+             f"{len(selection)} mutants ({skipped} listed as equivalent not run)" if equivalent
+             else " ".join(selection))
     print(f"== {name}: mutmut run {shown} (in {os.path.relpath(work, REPO)})", flush=True)
     checked_before = sum(s != "not checked" for s in before.values())
-    cpu0, wall0 = _children_cpu_s(), time.monotonic()
+    named = set(selection)  # (mutmut keeps the old verdicts of the equivalents it did not run)
     # a stop (SIGTERM, as at a session's end, or Ctrl-C) ends mutmut cleanly and still records
     # what the run cost and checked, so that resumed runs add up to the whole
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -146,8 +180,9 @@ def run_module(name: str, module: dict, max_children: int, resume: bool = False)
     cost = {"mode": "resume" if resume else "full", "max_children": max_children,
             "wall_s": round(time.monotonic() - wall0, 1),
             "cpu_s": round(_children_cpu_s() - cpu0, 1),
-            "checked": sum(s != "not checked" for s in statuses(name, module).values())
-            - checked_before, "exit_code": code}
+            "checked": sum(s != "not checked" and (resume or not equivalent or m in named)
+                           for m, s in statuses(name, module).items()) - checked_before,
+            "exit_code": code}
     record_cost(name, cost, fresh=not resume)
     if code == -signal.SIGTERM:
         raise SystemExit(f"== {name}: stopped; `--resume` continues it")
@@ -221,6 +256,46 @@ def statuses(name: str, module: dict) -> dict[str, str]:
     return found
 
 
+def mutant_source(name: str, mutant: str) -> str | None:
+    """The code of ``mutant`` as mutmut wrote it in module ``name``'s workspace, with its number
+    replaced by ``N``; ``None`` when the workspace has no such mutant.
+
+    ``mutant`` is mutmut's name, e.g. ``klhuber.related.barron.x__rho_scalar__mutmut_13``: the
+    function ``x__rho_scalar__mutmut_13`` of ``mutants/klhuber/related/barron.py`` (a method's
+    mutants are indented in their class)."""
+    dotted, _, function = mutant.rpartition(".")
+    path = WORK / name / "mutants" / Path(*dotted.split(".")).with_suffix(".py")
+    if not path.is_file():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = re.compile(rf"^(\s*)def {re.escape(function)}\(")
+    for i, line in enumerate(lines):
+        found = start.match(line)
+        if found:
+            indent = len(found.group(1))
+            end = i + 1
+            while end < len(lines) and (not lines[end].strip() or
+                                        len(lines[end]) - len(lines[end].lstrip()) > indent):
+                end += 1
+            body = "\n".join(lines[i:end]).rstrip()
+            return body.replace(function, re.sub(r"\d+$", "N", function))
+    return None
+
+
+def fingerprint(name: str, mutant: str) -> str | None:
+    """First 12 hex digits of the SHA-256 of :func:`mutant_source`: it changes whenever the
+    mutated function's code or the mutation changes, so an ``[[equivalent]]`` entry written for
+    other code no longer matches."""
+    source = mutant_source(name, mutant)
+    return None if source is None else hashlib.sha256(source.encode()).hexdigest()[:12]
+
+
+def is_listed_equivalent(name: str, mutant: str, equivalent: dict[str, dict]) -> bool:
+    """``mutant`` is listed as equivalent, for the code it has now."""
+    entry = equivalent.get(mutant)
+    return entry is not None and entry.get("fingerprint") == fingerprint(name, mutant)
+
+
 def tests_digest(module: dict) -> str:
     """SHA-256 of the module's test files (and the shared conftest), as they are now."""
     digest = hashlib.sha256()
@@ -251,7 +326,7 @@ def recheck_cpu_limit_s(name: str) -> int:
     return int(3 * total + 30)
 
 
-def recheck_module(name: str, module: dict, equivalent: dict[str, str],
+def recheck_module(name: str, module: dict, equivalent: dict[str, dict],
                    max_children: int = 1) -> dict[str, str]:
     """Run each survivor and each timeout of the last run against the module's current tests;
     returns statuses.
@@ -269,7 +344,7 @@ def recheck_module(name: str, module: dict, equivalent: dict[str, str],
         shutil.copyfile(plugin, work / "mutants" / plugin.name)
     survivors = [m for m, status in statuses(name, module).items()
                  if status in ("survived", "no tests", "suspicious", "timeout")
-                 and m not in equivalent]
+                 and not is_listed_equivalent(name, m, equivalent)]
     env = _child_env()
     # newest test files first: a survivor passed the older ones, so a kill usually comes early
     tests = sorted(module["tests"], key=lambda t: (REPO / t).stat().st_mtime, reverse=True)
@@ -318,20 +393,21 @@ def recheck_module(name: str, module: dict, equivalent: dict[str, str],
     return found
 
 
-def score(name: str, module: dict, equivalent: dict[str, str]) -> dict:
+def score(name: str, module: dict, equivalent: dict[str, dict]) -> dict:
     """Counts for one module: killed, survived, equivalent, not run; score of the rest.
 
     A survivor of the last mutmut run that a recheck against the current tests killed counts
     as killed (``killed_by_recheck`` says how many).  mutmut's timeouts count as killed
     (``timeouts``) unless a recheck found that the tests pass within its CPU limit; then they
-    are survivors (``timeouts_confirmed``: how many a recheck confirmed)."""
+    are survivors (``timeouts_confirmed``: how many a recheck confirmed).  A survivor listed as
+    equivalent for other code (its fingerprint differs) stays a survivor, and says so."""
     found = statuses(name, module)
     rechecked = load_rechecked(name, module)
     counts = {"killed": 0, "survived": 0, "equivalent": 0, "not run": 0}
     by_recheck = timeouts = confirmed = 0
     survivors = []
     for mutant, status in sorted(found.items()):
-        if mutant in equivalent:
+        if status not in KILLED and is_listed_equivalent(name, mutant, equivalent):
             counts["equivalent"] += 1
         elif status == "timeout" and rechecked.get(mutant) == "survived":
             counts["survived"] += 1
@@ -347,13 +423,24 @@ def score(name: str, module: dict, equivalent: dict[str, str]) -> dict:
             by_recheck += 1
         elif status in ("survived", "no tests", "suspicious"):
             counts["survived"] += 1
-            survivors.append(f"{mutant} ({status})")
+            stale = (f"; listed as equivalent for other code: check the reason, then set its "
+                     f"fingerprint to {fingerprint(name, mutant)}" if mutant in equivalent else "")
+            survivors.append(f"{mutant} ({status}{stale})")
         else:
             counts["not run"] += 1
     tested = counts["killed"] + counts["survived"]
+    # entries of this module's files that name no mutant of the last run: renamed or removed code
+    unmatched = sorted(m for m in equivalent if m not in found and _in_files(m, module))
     return {**counts, "killed_by_recheck": by_recheck, "timeouts": timeouts,
             "timeouts_confirmed": confirmed,
-            "score": counts["killed"] / tested if tested else None, "survivors": survivors}
+            "score": counts["killed"] / tested if tested else None, "survivors": survivors,
+            "unmatched_equivalents": unmatched if found else []}
+
+
+def _in_files(mutant: str, module: dict) -> bool:
+    """``mutant`` (a mutmut name) belongs to one of the files ``module`` mutates."""
+    path = Path(mutant.rpartition(".")[0].replace(".", "/") + ".py")
+    return any(path.match(pattern) for pattern in module.get("mutate", []))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="re-run the last runs' survivors and timeouts against the current tests only")
     mode.add_argument("--resume", action="store_true",
                       help="run only the mutants a stopped run left unchecked")
+    mode.add_argument("--fingerprint", nargs="+", metavar="MUTANT",
+                      help="print the fingerprint of each mutant (for its [[equivalent]] entry), "
+                           "from the workspace of the module(s) given")
     args = parser.parse_args(argv)
     config = load_config()
     modules = config["modules"]
@@ -374,7 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in modules]
     if unknown:
         parser.error(f"unknown module(s) {unknown}; valid: {list(modules)}")
-    equivalent = {e["mutant"]: e["reason"] for e in config.get("equivalent", [])}
+    equivalent = {e["mutant"]: e for e in config.get("equivalent", [])}
+    if args.fingerprint:
+        for mutant in args.fingerprint:
+            prints = {fingerprint(name, mutant) for name in names} - {None}
+            print(f"{mutant}: {', '.join(sorted(prints)) or 'not found in any workspace'}")
+        return 0
     if shutil.which(_mutmut()) is None:
         print("mutmut is not installed: pip install -e '.[dev]'", file=sys.stderr)
         return 2
@@ -383,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             recheck_module(name, modules[name], equivalent, args.max_children)
     elif not args.report_only:
         for name in names:
-            run_module(name, modules[name], args.max_children, resume=args.resume)
+            run_module(name, modules[name], args.max_children, resume=args.resume,
+                       equivalent=equivalent)
             if not args.resume:
                 _rechecked_path(name).unlink(missing_ok=True)  # the full run supersedes it
     target = float(config.get("target", 0.95))
@@ -406,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({r['timeouts_confirmed']} confirmed by a CPU-limited recheck)")
         for survivor in r["survivors"]:
             print(f"    survived: {survivor}")
+        for entry in r["unmatched_equivalents"]:
+            print(f"    listed as equivalent, but no such mutant: {entry} (remove the entry)")
         if r["score"] is not None and r["score"] < target:
             failed.append(name)
     cpu = sum(r["cost"]["cpu_s"] for r in report.values())
