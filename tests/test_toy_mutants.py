@@ -326,7 +326,13 @@ def test_bootstrap_growth_leaves_out_a_scale_where_every_alpha_lost_a_seed() -> 
     both = (np.sort(picks, axis=1) == [0, 1]).all(axis=1)
     np.testing.assert_allclose(slopes[both], fit["slope"], rtol=1e-12)
     np.testing.assert_allclose(r2s[both], fit["r2"], rtol=1e-12)
-    # and with only two scales and one of them gone, no line is left
+    # two scales are enough for a line (R^2 1) ...
+    slopes, r2s = _bootstrap_growth(_RMSE[:2], _ALPHAS, _SCALES[:2], 8, np.random.default_rng(0))
+    assert np.isfinite(slopes).all() and (r2s[slopes != 0] == 1.0).all()
+    for slope, pick in zip(slopes, np.random.default_rng(0).integers(0, 2, (8, 2)), strict=True):
+        best = _ALPHAS[np.argmin((_RMSE[:2][:, pick, :] ** 2).mean(axis=1), axis=-1)]
+        assert slope == pytest.approx((best[1] - best[0]) / (_SCALES[1] - _SCALES[0]), rel=1e-12)
+    # ... and with only two scales and one of them gone, no line is left
     two = _RMSE[:2].copy()
     two[0, :, :] = np.nan
     slopes, r2s = _bootstrap_growth(two, _ALPHAS, _SCALES[:2], 8, np.random.default_rng(0))
