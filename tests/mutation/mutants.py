@@ -8,8 +8,9 @@ Mutants listed under ``[[equivalent]]`` in ``mutation.toml`` (with the reason) d
 survivors, but only while the mutated function is the one the reason was written for: each entry
 carries the ``fingerprint`` of the mutant's code (:func:`fingerprint`), and an entry whose
 mutant's code has changed since (an edit of the function renumbers its mutants) counts as a
-survivor until its reason is checked again and its fingerprint updated (``--fingerprint``).  The score per module is printed and written to ``build/mutants/scores.json``; the
-exit status is 1 when a module that ran scores below the target.
+survivor until its reason is checked again and its fingerprint updated (``--fingerprint``).
+The score per module is printed and written to ``build/mutants/scores.json``; the exit status
+is 1 when a module that ran scores below the target.
 
 ``--recheck`` re-runs only the last run's survivors and timeouts, each against the module's
 test files as they are now (with mutmut's ``MUTANT_UNDER_TEST`` switch) under a CPU-time limit,
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import hashlib
 import json
 import os
@@ -263,11 +265,11 @@ def mutant_source(name: str, mutant: str) -> str | None:
     ``mutant`` is mutmut's name, e.g. ``klhuber.related.barron.x__rho_scalar__mutmut_13``: the
     function ``x__rho_scalar__mutmut_13`` of ``mutants/klhuber/related/barron.py`` (a method's
     mutants are indented in their class)."""
-    dotted, _, function = mutant.rpartition(".")
-    path = WORK / name / "mutants" / Path(*dotted.split(".")).with_suffix(".py")
+    function = mutant.rpartition(".")[2]
+    path = WORK / name / "mutants" / _source_file(mutant)
     if not path.is_file():
         return None
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _lines(path, path.stat().st_mtime_ns)
     start = re.compile(rf"^(\s*)def {re.escape(function)}\(")
     for i, line in enumerate(lines):
         found = start.match(line)
@@ -280,6 +282,19 @@ def mutant_source(name: str, mutant: str) -> str | None:
             body = "\n".join(lines[i:end]).rstrip()
             return body.replace(function, re.sub(r"\d+$", "N", function))
     return None
+
+
+def _source_file(mutant: str) -> Path:
+    """The file, relative to the repository (or to a workspace's ``mutants/``), that holds
+    ``mutant`` (a mutmut name such as ``klhuber.related.barron.x__rho_scalar__mutmut_13``)."""
+    return Path(*mutant.rpartition(".")[0].split(".")).with_suffix(".py")
+
+
+@functools.lru_cache(maxsize=16)
+def _lines(path: Path, mtime_ns: int) -> tuple[str, ...]:
+    """The lines of a mutants file, read once per version (``mtime_ns``): a report looks up
+    every listed equivalent of a module in the same file of tens of thousands of lines."""
+    return tuple(path.read_text(encoding="utf-8").splitlines())
 
 
 def fingerprint(name: str, mutant: str) -> str | None:
@@ -439,8 +454,7 @@ def score(name: str, module: dict, equivalent: dict[str, dict]) -> dict:
 
 def _in_files(mutant: str, module: dict) -> bool:
     """``mutant`` (a mutmut name) belongs to one of the files ``module`` mutates."""
-    path = Path(mutant.rpartition(".")[0].replace(".", "/") + ".py")
-    return any(path.match(pattern) for pattern in module.get("mutate", []))
+    return any(_source_file(mutant).match(pattern) for pattern in module.get("mutate", []))
 
 
 def main(argv: list[str] | None = None) -> int:
