@@ -18,8 +18,9 @@ scale, with a small backbone:
   and data order across presets (a paired design; :mod:`klhuber.detection.report`).  Run it
   with ``klhuber detect experiment --profile cpu --jobs 2`` (one thread per job).  One run
   alone with two threads (``--jobs 1 --overrides '{"threads": 2}'``), data set already made
-  (``results/detection/timing/``): Faster R-CNN 610 s on otherwise idle cores at ``25c5cdf``
-  (637 s at ``2d46c80`` beside a mutation-testing job), RetinaNet 371 s beside that job;
+  (``results/detection/timing/``): Faster R-CNN 399 s on otherwise idle cores at ``ef32119``
+  (610 s before it halved the box head's proposal sample to 32), RetinaNet 371 s beside a
+  mutation-testing job;
 * ``full``: one GPU (about 15 minutes for the whole grid): 128-px images, thousands of
   training images, every preset for both architectures at two label-noise levels.
 
