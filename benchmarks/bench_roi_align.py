@@ -33,6 +33,7 @@ from bench_detection import batch  # noqa: E402
 
 from klhuber.detection import roi_align as ra  # noqa: E402
 from klhuber.detection.engine import TrainConfig, build_detector  # noqa: E402
+from klhuber.detection.experiments import get_profile  # noqa: E402
 
 
 def interleaved(functions: dict[str, callable], repeats: int, warmup: int) -> dict[str, float]:
@@ -68,8 +69,7 @@ def op_functions() -> dict[str, callable]:
 
 def step_functions() -> dict[str, callable]:
     # the cpu profile's Faster R-CNN settings (klhuber.detection.experiments, profile "cpu")
-    kwargs = {"rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 150,
-              "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 64}
+    kwargs = dict(get_profile("cpu").train["fasterrcnn"]["model_kwargs"])
     torch.manual_seed(0)
     cfg = TrainConfig(arch="fasterrcnn", backbone="convnet4_fpn", min_size=64, max_size=64,
                       box_loss="implementation", device="cpu", model_kwargs=kwargs)

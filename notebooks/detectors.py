@@ -165,7 +165,10 @@ display(Markdown(md_table(["", "this chapter's evidence"], [
              f"{spec['num_val']} validation images, 5 classes"],
     ["training-label noise", f"Laplace edge offsets of scale {noise_t:g} × box side (tables); "
                              f"{' and '.join(f'{n:g}' for n in ex.SWEEP_NOISE)} (α sweep)"],
-    ["detectors", "Faster R-CNN and RetinaNet (torchvision), ConvNet-4-FPN from scratch"],
+    ["detectors", "Faster R-CNN and RetinaNet (torchvision), ConvNet-4-FPN from scratch; "
+                  "Faster R-CNN's box head samples "
+                  f"{cpu_profile.train['fasterrcnn']['model_kwargs']['box_batch_size_per_image']}"
+                  " proposals per image"],
     ["schedule", cpu_profile.schedule_note],
     ["seeds", f"{seed_list(runs) if runs else 'none'} committed; the `{EVIDENCE}` profile "
               f"plans seeds {', '.join(map(str, cpu_profile.seeds))}"],
