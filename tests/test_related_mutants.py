@@ -606,3 +606,108 @@ def test_scalar_loss_never_raises_where_it_overflows():
     for x in np.geomspace(3e205, 5e205, 200).tolist():
         r = B._rho_scalar(x, 1.5)
         assert r == math.inf or r == pytest.approx(float(_rho_mp(x, 1.5)), rel=1e-12, abs=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Barron: switch points of d rho / d alpha, the series of the low branch, the log Z tables
+# --------------------------------------------------------------------------------------------
+def test_alpha_gradient_on_meta_tensors_builds_its_quadrature_nodes_on_the_input_device():
+    """Shape-only tracing of the alpha-gradient (meta tensors; test_meta_tensors_give_shapes_...
+    covers the forward): the Gauss-Legendre nodes of d rho / d alpha are made on the input's
+    device, as they must be for CUDA inputs (CPU nodes would mix devices)."""
+    x = torch.empty(2, 3, dtype=F64, device="meta", requires_grad=True)
+    alpha = torch.empty(3, dtype=F64, device="meta", requires_grad=True)
+    scale = torch.empty((), dtype=F64, device="meta", requires_grad=True)
+    gx, ga, gc = torch.autograd.grad(B.general_loss(x, alpha, scale).sum(), (x, alpha, scale))
+    assert [(g.device.type, tuple(g.shape)) for g in (gx, ga, gc)] == [
+        ("meta", (2, 3)), ("meta", (3,)), ("meta", ())]
+
+
+def _x_at_u(a: float, u: float) -> float:
+    """The x (scale 1) at which u = a/2 log1p(x^2/|a - 2|), evaluated in float64 as the
+    alpha-gradient evaluates it, is exactly u (searched among the floats next to the exact
+    solution)."""
+    x0 = _x_for_u(a, u)
+    lo = hi = x0
+    for _ in range(3000):
+        for x in (lo, hi):
+            t = torch.tensor(x, dtype=F64)
+            if (0.5 * torch.tensor(a, dtype=F64) * torch.log1p(t * t / abs(a - 2))).item() == u:
+                return x
+        lo, hi = math.nextafter(lo, 0.0), math.nextafter(hi, math.inf)
+    raise AssertionError(f"no float x gives u = {u} at alpha = {a}")
+
+
+#: (u, L) with u = alpha L / 2 <= -20 and small L = log1p(x^2/|alpha - 2|), i.e. alpha in the
+#: hundreds or thousands below 0: u = -20 exactly (the last point of the quadrature) and just
+#: beyond it (the Laplace-transform form K_neg)
+NEG_SWITCH_POINTS = [(-20.0, 0.1), (-20.0, 0.01), (-20.0, 0.001), (-20.3, 0.01), (-20.7, 0.1),
+                     (-20.7, 0.01), (-21.0, 0.01), (-21.0, 0.001)]
+
+
+@pytest.mark.parametrize(("u", "ell"), NEG_SWITCH_POINTS)
+def test_alpha_gradient_at_the_negative_switch_u_minus_20_with_small_L_matches_mpmath(u, ell):
+    """Around u = -20 with L << 1 the plain closed form E(u - L) - E(u) + L E'(u) would lose
+    digits to cancellation (terms ~1/20 for K ~ L^2/(2|u|^3): 1e-10 relative at L = 0.01);
+    the quadrature (|u| <= 20) and K_neg (u < -20) keep d rho / d alpha within the 1e-12 of
+    the other region tests (mpmath, closed-form derivative at 50 digits via mp.diff)."""
+    a = 2 * u / ell
+    x = _x_at_u(a, u) if u in (-20.0, -21.0) else _x_for_u(a, u)
+    want = _rho_and_partials_mp(x, a, 1.0)[2]
+    at = torch.tensor([a], dtype=F64, requires_grad=True)
+    (ga,) = torch.autograd.grad(B.general_loss(torch.tensor([x], dtype=F64), at, 1.0).sum(), at)
+    assert ga.item() == pytest.approx(want, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("a", [1e-3, 0.01, 0.3, 0.9, -1e-3, -0.01, -0.5, -3.0])
+@pytest.mark.parametrize("m", [0.999e-4, 0.95e-4, 0.9e-4])
+@pytest.mark.parametrize("tensor_alpha", [False, True])
+def test_series_of_the_low_branch_is_rho_to_2_ulp_just_below_its_switch(a, m, tensor_alpha):
+    """rho = 1/2 b L (1 + u/2 + u^2/6 + u^3/24) for |u| < 1e-4: the truncation error
+    (u^4/120 < 1e-18) is far below rounding, so rho is within 2 ulp of mpmath (the tolerance of
+    the exprel test), where its cubic term u^3/24 is 7 ulp at |u| = 1e-4."""
+    x = _x_for_u(a, math.copysign(m, a))
+    want = float(_rho_mp(x, a))
+    alpha = torch.tensor([a], dtype=F64) if tensor_alpha else a
+    got = B.general_loss(torch.tensor([x], dtype=F64), alpha, 1.0).item()
+    assert got == pytest.approx(want, rel=4.5e-16, abs=0)
+
+
+def _dlog_z_mp(a: float) -> float:
+    """d log Z / d alpha = -E[d rho / d alpha] under e^{-rho(x, alpha, 1)} / Z (mpmath
+    quadrature, 20 digits, closed-form d rho / d alpha; alpha > 0, alpha != 2)."""
+    with mp.workdps(20):
+        am = mp.mpf(a)
+        s, b = (1 if am > 2 else -1), abs(am - 2)
+
+        def rho_and_d(x: mp.mpf) -> tuple[mp.mpf, mp.mpf]:
+            z = x * x
+            y = 1 + z / b
+            ya = y ** (am / 2)
+            d = 2 * s / am**2 * (ya - 1) + b / am * ya * (mp.log(y) / 2 - am * z * s / (2 * b**2 * y))
+            return b / am * (ya - 1), d
+
+        def weighted(x: mp.mpf) -> mp.mpf:
+            r, d = rho_and_d(x)
+            return mp.exp(-r) * d
+
+        pts = [0, 1, 2, 4, 8, mp.inf]
+        return float(-mp.quad(weighted, pts) / mp.quad(lambda x: mp.exp(-rho_and_d(x)[0]), pts))
+
+
+def test_log_partition_at_the_table_split_is_the_end_knot_of_the_alpha_table():
+    """log_partition documents its tables as "in alpha on [0, 3], in 1/alpha above": at
+    alpha = 3 exactly the spline is at the alpha table's end knot, so log Z is the tabulated
+    quadrature value and its gradient the knot's tangent plus d/dalpha of the singular term
+    (alpha - 2) log|alpha - 2| / 4 (= 1/4 at 3), to the spline's rounding. (The 1/alpha table
+    gives a gradient 3.3e-6 away there, its own end tangent.) Both tables' end tangents agree
+    with mpmath's -E[d rho / d alpha] to 1e-4 (measured 3.0e-5 and 5.3e-5)."""
+    table = B.partition_table()
+    assert table.alpha[-1] == B._TABLE_SPLIT == 3.0
+    a = torch.tensor(3.0, dtype=F64, requires_grad=True)
+    value = B.log_partition(a)
+    (g,) = torch.autograd.grad(value, a)
+    assert value.item() == table.log_z[-1]
+    assert g.item() == pytest.approx(table.tangent[-1] + 0.25, rel=0, abs=1e-10)
+    assert g.item() == pytest.approx(_dlog_z_mp(3.0), rel=1e-4, abs=0)
+
