@@ -711,3 +711,19 @@ def test_log_partition_at_the_table_split_is_the_end_knot_of_the_alpha_table():
     assert g.item() == pytest.approx(table.tangent[-1] + 0.25, rel=0, abs=1e-10)
     assert g.item() == pytest.approx(_dlog_z_mp(3.0), rel=1e-4, abs=0)
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_log_partition_of_low_precision_alpha_is_the_float64_spline_rounded_once(dtype):
+    """A float32 or half alpha is evaluated on the float64 spline and rounded once (like the
+    general loss): log Z and its gradient between the knots equal the float64 ones at the
+    same alpha to the output dtype's rounding. (In float32 arithmetic the gradient lost up to
+    2.4e-3 relative at alpha = 2.82.)"""
+    alphas = torch.cat([torch.linspace(0.01, 3.5, 701), torch.tensor([5.0, 40.0, 1e3])]).to(dtype)
+    a = alphas.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(B.log_partition(a).sum(), a)
+    a64 = alphas.to(F64).requires_grad_(True)
+    v64 = B.log_partition(a64)
+    (g64,) = torch.autograd.grad(v64.sum(), a64)
+    assert B.log_partition(alphas).dtype == g.dtype == dtype
+    assert torch.equal(B.log_partition(alphas), v64.detach().to(dtype))
+    assert torch.equal(g, g64.to(dtype))
