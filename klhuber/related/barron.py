@@ -42,6 +42,10 @@ Measured against 40/50-digit mpmath on 3,000 points (:math:`\alpha \in [-16, 3] 
 :math:`[10^{-4}, 10^4]`): the largest relative errors of :math:`\rho`, :math:`\partial_x`,
 :math:`\partial_c`, :math:`\partial_\alpha` are :math:`1.4\cdot10^{-14}` in float64 and
 :math:`6\cdot10^{-8}` in float32 (``tests/test_numerics_edges.py`` asserts 1e-13 and 1e-6).
+Beyond that range, for :math:`\alpha` in the thousands (:math:`u = \alpha L/2 > 20` with
+:math:`L < 0.1`), :math:`\partial_\alpha` in float64 loses digits to cancellation in its scaled
+closed form (relative error :math:`2.8\cdot10^{-12}` at :math:`L = 0.01`,
+:math:`5\cdot10^{-10}` at :math:`L = 10^{-3}`, i.e. :math:`\alpha = 4\cdot10^4`).
 
 :math:`\rho` is continuous in :math:`\alpha` everywhere, and smooth except at :math:`\alpha = 2`,
 where :math:`\partial\rho/\partial\alpha` diverges like :math:`\tfrac{z}{4}\log\frac{1}{|\alpha-2|}`
