@@ -20,7 +20,8 @@ scale, with a small backbone:
   alone with two threads (``--jobs 1 --overrides '{"threads": 2}'``), data set already made
   (``results/detection/timing/``): Faster R-CNN 399 s on otherwise idle cores at ``ef32119``
   (610 s before it halved the box head's proposal sample to 32), RetinaNet 371 s beside a
-  mutation-testing job;
+  mutation-testing job; two at a time with one thread each, as the grid runs, a RetinaNet pair
+  takes about 590 s and the whole grid about 5 hours;
 * ``full``: one GPU (about 15 minutes for the whole grid): 128-px images, thousands of
   training images, every preset for both architectures at two label-noise levels.
 
