@@ -6,6 +6,7 @@ Loss* (CVPR 2021).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import mpmath
@@ -88,10 +89,10 @@ def _mp_reference(x: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> tuple[n
     return val, der
 
 
-@pytest.fixture(scope="module")
-def accuracy_points() -> dict[torch.dtype, dict[str, np.ndarray]]:
+@functools.cache
+def _accuracy_reference() -> dict[torch.dtype, dict[str, np.ndarray]]:
     """|x|/alpha log-uniform in [1e-30, 1e6], several alpha and beta, both signs; the reference
-    is evaluated at the inputs rounded to each dtype."""
+    is evaluated at the inputs rounded to each dtype (3 s of mpmath; read-only)."""
     rng = np.random.default_rng(1234)
     u = 10.0 ** rng.uniform(-30, 6, N_ACC)
     u[:4] = (1e-30, 1e6, 0.5, 1.0)
@@ -105,6 +106,17 @@ def accuracy_points() -> dict[torch.dtype, dict[str, np.ndarray]]:
         val, der = _mp_reference(xs, al, be)
         out[dtype] = {"x": xs, "alpha": al, "beta": be, "value": val, "deriv": der}
     return out
+
+
+#: computed once in the fork server of ``make mutants`` (tests/mutation/fastest_first.py),
+#: not once per mutant: mpmath and numpy only, no klhuber code, so no mutant could change it
+MUTATION_WARMUP = (_accuracy_reference,)
+
+
+@pytest.fixture(scope="module")
+def accuracy_points() -> dict[torch.dtype, dict[str, np.ndarray]]:
+    """The mpmath reference points of :func:`_accuracy_reference`."""
+    return _accuracy_reference()
 
 
 def _max_ulps(ours: np.ndarray, ref: np.ndarray, dtype: torch.dtype) -> float:
