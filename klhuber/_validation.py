@@ -16,13 +16,23 @@ ParamLike = float | int | Tensor
 
 
 IMPLS = ("default", "fused", "compiled", "autograd")
+#: the floating-point dtypes the losses compute in (float8 has no arithmetic on most devices)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_tensor_kind(t: Tensor, name: str) -> None:
+    """A dense tensor of a dtype in :data:`FLOAT_DTYPES`, or a TypeError naming ``name``."""
+    if t.dtype not in FLOAT_DTYPES:
+        kind = "a floating-point" if not t.is_floating_point() else "float16, bfloat16, float32 or float64"
+        raise TypeError(f"{name} must have {kind} dtype, got {t.dtype}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}")
 
 
 def check_input(x: Any, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
+    _check_tensor_kind(x, name)
     return x
 
 
@@ -40,8 +50,7 @@ def check_param(value: Any, name: str, x: Tensor, *, allow_zero: bool) -> ParamL
             raise ValueError(f"{name} must be in {rng} ({bound}), got {value!r}")
         return v
     if isinstance(value, Tensor):
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+        _check_tensor_kind(value, name)
         try:
             shape = torch.broadcast_shapes(x.shape, value.shape)
         except RuntimeError:
@@ -50,7 +59,8 @@ def check_param(value: Any, name: str, x: Tensor, *, allow_zero: bool) -> ParamL
             raise ValueError(
                 f"{name} of shape {tuple(value.shape)} does not broadcast to the input's shape "
                 f"{tuple(x.shape)}")
-        if value.device != x.device and value.dim() > 0:
+        # torch lets a 0-d CPU tensor meet a tensor on any device, nothing else
+        if value.device != x.device and (value.dim() > 0 or value.device.type != "cpu"):
             raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
         if _can_inspect(value) and value.numel() > 0:
             bad = (value < 0) | value.isnan() if allow_zero else ~(value > 0)

@@ -654,3 +654,36 @@ def test_adaptive_loss_rejects_a_zero_initial_scale_with_the_open_interval():
         with pytest.raises(ValueError, match=rf"^{name} must be in \(0, inf\) \({name} > 0\), "
                                              r"got 0\.0$"):
             losses.AdaptiveKLHuberLoss(**{name: 0.0})
+
+
+# ------------------------------------------------- tensor kinds the losses cannot compute in
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: losses.huber(X, torch.ones(5, dtype=torch.float8_e4m3fn)), TypeError,
+     "alpha must have float16, bfloat16, float32 or float64 dtype, got torch.float8_e4m3fn"),
+    (lambda: losses.kl_huber(X, 1.0, torch.ones((), dtype=torch.float8_e5m2)), TypeError,
+     "beta must have float16, bfloat16, float32 or float64 dtype, got torch.float8_e5m2"),
+    (lambda: losses.kl_huber(X.to(torch.float8_e4m3fn), 1.0, 1.0), TypeError,
+     "x must have float16, bfloat16, float32 or float64 dtype, got torch.float8_e4m3fn"),
+    (lambda: losses.smooth_l1(X, torch.ones(5, dtype=torch.float64).to_sparse()), TypeError,
+     "beta must be a dense (strided) tensor, got layout torch.sparse_coo"),
+    (lambda: losses.huber(X.to_sparse(), 1.0), TypeError,
+     "x must be a dense (strided) tensor, got layout torch.sparse_coo"),
+    (lambda: losses.huber(X, torch.tensor(1.0, device="meta")), ValueError,
+     "alpha is on meta but the input is on cpu"),
+    (lambda: losses.huber(X, torch.zeros(5, dtype=torch.int32)), TypeError,
+     "alpha must have a floating-point dtype, got torch.int32"),
+])
+def test_float8_sparse_and_misplaced_0d_scales_are_named(call, error, message):
+    """float8 and sparse tensors have no arithmetic the losses could use: they are named with
+    the allowed kinds instead of torch's internal NotImplementedError; a 0-d scale may only be
+    on another device than the input if it is on the CPU (as torch allows)."""
+    with pytest.raises(error, match=re.escape(message)):
+        call()
+
+
+def test_an_empty_float32_scale_and_a_0d_cpu_scale_with_a_meta_input_are_accepted():
+    assert losses.huber(torch.empty(0), torch.empty(0)).shape == (0,)
+    out = losses.kl_huber(torch.ones(3, device="meta"), torch.tensor(0.5), torch.tensor(2.0))
+    assert out.shape == (3,) and out.device.type == "meta"
