@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from klhuber import losses
 
@@ -687,3 +689,109 @@ def test_an_empty_float32_scale_and_a_0d_cpu_scale_with_a_meta_input_are_accepte
     assert losses.huber(torch.empty(0), torch.empty(0)).shape == (0,)
     out = losses.kl_huber(torch.ones(3, device="meta"), torch.tensor(0.5), torch.tensor(2.0))
     assert out.shape == (3,) and out.device.type == "meta"
+
+
+# --------------------------------------- argument checks (losses survivors, session 12, helper-31)
+
+ZERO = torch.zeros_like(X)
+
+
+# kills klhuber._validation.x_check_pair__mutmut_13 (the target is named "XXtargetXX")
+@pytest.mark.parametrize("call", [
+    lambda t: losses.huber_loss(X, t),
+    lambda t: losses.kl_huber_loss(X, t, 0.5, 2.0),
+    lambda t: losses.HuberLoss()(X, t),
+    lambda t: losses.KLHuberLoss()(X, t),
+])
+def test_a_bad_target_is_named_target(call):
+    with pytest.raises(TypeError, match=re.escape("target must be a torch.Tensor, got list")):
+        call([0.5, -1.0, 0.2, 0.3, -0.6])
+    with pytest.raises(TypeError, match=re.escape(
+            "target must have a floating-point dtype, got torch.int64")):
+        call(torch.arange(5))
+
+
+# kills klhuber._validation.x_check_param__mutmut_25, _26, _27 (an int 0 scale where 0 is
+# allowed is rejected), _27 (every int scale where 0 is not allowed is rejected) and _26 (a
+# NumPy scale in (0, 1) is rejected); the references are torch's own losses and the closed form
+# D_{0,beta}(x) = |x|/beta (the L1 limit of eq. 16, exact)
+@pytest.mark.parametrize(("call", "reference"), [
+    (lambda: losses.smooth_l1(X, 0), lambda: F.smooth_l1_loss(X, ZERO, beta=0.0, reduction="none")),
+    (lambda: losses.smooth_l1(X, np.float64(0.0)), lambda: X.abs()),
+    (lambda: losses.smooth_l1(X, np.float64(0.5)),
+     lambda: F.smooth_l1_loss(X, ZERO, beta=0.5, reduction="none")),
+    (lambda: losses.smooth_l1(X, 2), lambda: F.smooth_l1_loss(X, ZERO, beta=2.0, reduction="none")),
+    (lambda: losses.huber(X, 2), lambda: F.huber_loss(X, ZERO, delta=2.0, reduction="none")),
+    (lambda: losses.huber(X, np.float64(0.5)),
+     lambda: F.huber_loss(X, ZERO, delta=0.5, reduction="none")),
+    (lambda: losses.huber(X, np.float32(0.25)),
+     lambda: F.huber_loss(X, ZERO, delta=0.25, reduction="none")),
+    (lambda: losses.huber_loss(X, T, 3), lambda: F.huber_loss(X, T, delta=3.0)),
+    (lambda: losses.kl_huber(X, 0, 2), lambda: X.abs() / 2),
+    (lambda: losses.kl_huber(X, np.int64(0), np.float64(0.5)), lambda: X.abs() / 0.5),
+    (lambda: losses.kl_huber_loss(X, T, 0, 4, reduction="none"), lambda: (X - T).abs() / 4),
+    (lambda: losses.HuberLoss(alpha=2)(X, T), lambda: F.huber_loss(X, T, delta=2.0)),
+    (lambda: losses.KLHuberLoss(alpha=0, beta=2, reduction="sum")(X, T),
+     lambda: ((X - T).abs() / 2).sum()),
+])
+def test_int_and_numpy_scales_are_accepted(call, reference):
+    torch.testing.assert_close(call(), reference(), rtol=1e-15, atol=0.0)
+
+
+# kills klhuber._validation.x_check_param__mutmut_46 (one-element tensor scales, 0-d or of
+# shape (1,), are no longer checked, and a negative, zero or NaN scale gives a silent value)
+@pytest.mark.parametrize("shape", [(), (1,)])
+@pytest.mark.parametrize(("call", "param", "zero_ok"), [
+    (lambda s: losses.huber(X, s), "alpha", False),
+    (lambda s: losses.smooth_l1(X, s), "beta", True),
+    (lambda s: losses.kl_huber(X, s, 1.0), "alpha", True),
+    (lambda s: losses.kl_huber(X, 1.0, s), "beta", False),
+    (lambda s: losses.huber_loss(X, T, s), "alpha", False),
+    (lambda s: losses.kl_huber_loss(X, T, 1.0, s), "beta", False),
+])
+def test_one_element_tensor_scales_are_range_checked(shape, call, param, zero_ok):
+    bound, rng = (f"{param} >= 0", "[0, inf)") if zero_ok else (f"{param} > 0", "(0, inf)")
+    message = re.escape(f"{param} must be in {rng} ({bound}) everywhere")
+    bads = (-1.0, float("nan")) + (() if zero_ok else (0.0, -0.0))
+    for bad in bads:
+        for dtype in (torch.float64, torch.float32):
+            with pytest.raises(ValueError, match=message):
+                call(torch.full(shape, bad, dtype=dtype))
+    with pytest.raises(ValueError, match=message):
+        call(torch.full(shape, -1.0, dtype=torch.float64, requires_grad=True))
+
+
+# kills klhuber._validation.x_check_param__mutmut_41 (a 0-d scale on CPU with an input on
+# another device, here meta, is rejected); the expected result is what torch's own ops give on
+# meta: a meta tensor of the input's shape and dtype
+@pytest.mark.parametrize(("call", "n_out"), [
+    (lambda x, s: losses.huber(x, s), 1),
+    (lambda x, s: losses.smooth_l1(x, s), 1),
+    (lambda x, s: losses.kl_huber(x, s, s), 1),
+    (lambda x, s: losses.huber_bounds(x, s), 2),
+    (lambda x, s: losses.kl_huber_loss(x, x, s, s, reduction="none"), 1),
+])
+def test_a_0d_cpu_scale_goes_with_a_meta_input(call, n_out):
+    x = torch.empty(2, 3, dtype=torch.float64, device="meta")
+    out = call(x, torch.tensor(0.5, dtype=torch.float64))
+    outs = out if n_out > 1 else (out,)
+    assert len(outs) == n_out
+    reference = torch.nn.functional.huber_loss(x, x, reduction="none")  # torch's meta result
+    for o in outs:
+        assert (o.device, o.shape, o.dtype) == (reference.device, reference.shape, reference.dtype)
+
+
+# kills klhuber._validation.x_check_param__mutmut_42 (a 1-d scale on another device than the
+# input passes the check and fails later inside torch with a RuntimeError)
+@pytest.mark.parametrize(("call", "param"), [
+    (lambda s: losses.huber(X, s), "alpha"),
+    (lambda s: losses.smooth_l1(X, s), "beta"),
+    (lambda s: losses.kl_huber(X, s, 1.0), "alpha"),
+    (lambda s: losses.kl_huber(X, 1.0, s), "beta"),
+    (lambda s: losses.kl_huber_loss(X, T, 1.0, s), "beta"),
+])
+@pytest.mark.parametrize("shape", [(5,), (1,)])
+def test_a_scale_on_another_device_is_named(call, param, shape):
+    scale = torch.ones(shape, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match=re.escape(f"{param} is on meta but the input is on cpu")):
+        call(scale)
