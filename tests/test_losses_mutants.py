@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -795,3 +796,254 @@ def test_a_scale_on_another_device_is_named(call, param, shape):
     scale = torch.ones(shape, dtype=torch.float64, device="meta")
     with pytest.raises(ValueError, match=re.escape(f"{param} is on meta but the input is on cpu")):
         call(scale)
+
+
+# ------------- defaults, double backward, the plain path at extremes (losses survivors, helper-30)
+
+
+def _eq16(x: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """Eq. 16 written directly (accurate enough away from x = 0 for these tolerances)."""
+    a = x.abs()
+    return (alpha * torch.exp(-a / alpha) + a - alpha) / beta
+
+
+# kills klhuber.losses.x_kl_huber_loss__mutmut_1 and _2 (default alpha or beta 2.0)
+def test_kl_huber_loss_defaults_to_alpha_one_and_beta_one():
+    want = _eq16(X - T, 1.0, 1.0)
+    torch.testing.assert_close(losses.kl_huber_loss(X, T, reduction="none"), want,
+                               rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(losses.kl_huber_loss(X, T), want.mean(), rtol=1e-13, atol=1e-15)
+
+
+# kills klhuber.losses.x_smooth_l1__mutmut_50 (z <= beta: the quadratic branch at |x| = beta,
+# where 0.5 * z * z overflows)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_smooth_l1_with_a_tensor_beta_at_the_switch_point_is_torchs(dtype):
+    big = 1e200 if dtype == torch.float64 else 3e38
+    x = torch.tensor([big, -big, 2.0, -0.5, 3.0], dtype=dtype)
+    beta = torch.tensor([big, big, 2.0, 0.5, 1.0], dtype=dtype)
+    got = losses.smooth_l1(x, beta)
+    want = torch.stack([torch.nn.functional.smooth_l1_loss(xi, torch.zeros_like(xi),
+                                                           beta=float(bi), reduction="none")
+                        for xi, bi in zip(x, beta)])
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# kills klhuber.losses.xǁAdaptiveKLHuberLossǁ__init____mutmut_13 and _14 (objective="d" no
+# longer accepted with include_constants=False)
+def test_adaptive_module_without_constants_accepts_objective_d():
+    module = losses.AdaptiveKLHuberLoss(alpha=0.5, beta=2.0, include_constants=False,
+                                        objective="d", reduction="none")
+    assert module.objective == "d"
+    x, t = X.float(), T.float()
+    alpha, beta = float(module.alpha.detach()), float(module.beta.detach())
+    torch.testing.assert_close(module(x, t), _eq16(x - t, alpha, beta), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=re.escape(
+            "include_constants=False means objective='d'; got objective='kl'")):
+        losses.AdaptiveKLHuberLoss(include_constants=False, objective="kl")
+
+
+# kills klhuber.losses.xǁAdaptiveKLHuberLossǁ__init____mutmut_34 (the scale checked against
+# None: AttributeError for a tensor scale)
+def test_adaptive_module_takes_a_zero_dim_tensor_scale_and_refuses_a_vector():
+    module = losses.AdaptiveKLHuberLoss(alpha=torch.tensor(0.5), beta=torch.tensor(2.0))
+    torch.testing.assert_close(module.alpha, torch.tensor(0.5), rtol=1e-6, atol=0)
+    torch.testing.assert_close(module.beta, torch.tensor(2.0), rtol=1e-6, atol=0)
+    for name in ("alpha", "beta"):
+        with pytest.raises(ValueError, match=re.escape(f"{name} of shape (2,) does not broadcast")):
+            losses.AdaptiveKLHuberLoss(**{name: torch.tensor([1.0, 2.0])})
+
+
+# kills klhuber.losses.x_kl_huber__mutmut_40 (impl=None: tensor scales go to torch.compile,
+# whose backward does not support double backward)
+def test_kl_huber_with_a_tensor_alpha_has_the_second_derivative_of_appendix_b():
+    x = X.clone().requires_grad_(True)
+    alpha = torch.tensor(0.7, dtype=torch.float64)
+    g, = torch.autograd.grad(losses.kl_huber(x, alpha, 1.5).sum(), x, create_graph=True)
+    h, = torch.autograd.grad(g.sum(), x)
+    torch.testing.assert_close(h, torch.exp(-X.abs() / 0.7) / (0.7 * 1.5), rtol=1e-13, atol=0)
+
+
+# kills klhuber.losses.x_laplace_kl__mutmut_95, _105, _106 (impl None / "XXdefaultXX" /
+# "DEFAULT": torch.compile, no double backward)
+def test_laplace_kl_has_the_second_derivative_of_eq_15_in_the_location():
+    loc = X.clone().requires_grad_(True)
+    g, = torch.autograd.grad(losses.laplace_kl(loc, 0.7, 0.25, 1.9).sum(), loc,
+                             create_graph=True)
+    h, = torch.autograd.grad(g.sum(), loc)
+    d = (X - 0.25).abs()
+    torch.testing.assert_close(h, torch.exp(-d / 0.7) / (0.7 * 1.9), rtol=1e-13, atol=0)
+
+
+# kills klhuber._kernels.x_kl_huber_plain__mutmut_88 (tensor scales with an overflowing
+# alpha/beta) and _133 (number scales with an overflowing alpha/beta): inf / inf = NaN at
+# x = +-inf, where D = inf
+@pytest.mark.parametrize("tensors", [True, False])
+def test_plain_path_is_infinite_at_infinite_x_with_an_overflowing_scale_ratio(tensors):
+    x = torch.tensor([math.inf, -math.inf, 0.0], dtype=torch.float64)
+    alpha, beta = 1e300, 1e-300
+    if tensors:
+        alpha = torch.tensor(alpha, dtype=torch.float64)
+        beta = torch.tensor(beta, dtype=torch.float64)
+    got = losses.kl_huber(x, alpha, beta, impl="autograd")
+    assert got.tolist() == [math.inf, math.inf, 0.0]
+
+
+# kills klhuber._kernels.x_kl_huber_plain__mutmut_124 (alpha * beta for alpha / beta with a
+# subnormal alpha)
+@pytest.mark.parametrize(("dtype", "alpha"), [(torch.float64, 1e-310), (torch.float32, 1e-40)])
+def test_plain_path_with_a_subnormal_alpha_is_eq_16(dtype, alpha):
+    u = torch.tensor([3.0, -3.0, 1.0, 10.0], dtype=torch.float64)
+    alpha = float(torch.tensor(alpha, dtype=dtype))  # the number the dtype holds
+    x = (u * alpha).to(dtype)
+    u = x.double() / alpha  # exactly the x given, in units of alpha
+    want = alpha * (torch.exp(-u.abs()) - 1 + u.abs()) / 4.0  # alpha g(u) / beta
+    got = losses.kl_huber(x, alpha, 4.0, impl="autograd")
+    rtol = 1e-10 if dtype == torch.float64 else 1e-3  # subnormal results: few digits
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=0)
+
+
+# kills klhuber._kernels.x_kl_huber_plain__mutmut_171 (+alpha/beta), _178 (a >= 0),
+# _179 (a > 1), _180 (alpha * beta): at alpha = 0 the value is |x|/beta and the
+# alpha-gradient the one-sided limit -1/beta for x != 0 (0 at x = 0), as
+# dD/dalpha = -(1 - (1 + u) e^{-u})/beta gives as alpha -> 0+
+def test_plain_path_at_a_zero_tensor_alpha_is_l1_with_the_one_sided_alpha_gradient():
+    x = torch.tensor([1.0, -2.0, 0.0, 0.5, -0.25, 3.0], dtype=torch.float64)
+    beta = torch.tensor([2.0, 2.0, 2.0, 2.0, 0.5, math.inf], dtype=torch.float64)
+    alpha = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    val = losses.kl_huber(x, alpha, beta, impl="autograd")
+    torch.testing.assert_close(val, x.abs() / beta, rtol=0, atol=0)
+    g, = torch.autograd.grad(val.sum(), alpha)
+    want = torch.where(x != 0, -1.0 / beta, torch.zeros_like(x))
+    torch.testing.assert_close(g, want, rtol=0, atol=0)
+
+
+# ------------------ the kernel's outputs, dtypes, devices and extreme scales (losses survivors,
+# helper-28)
+F64, F32 = torch.float64, torch.float32
+INF = math.inf
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, rtol: float, atol: float) -> None:
+    """|got - want| <= atol + rtol |want| elementwise, same shape (torch.testing.assert_close's
+    rule, without its first-call import cost)."""
+    assert got.shape == want.shape, (got.shape, want.shape)
+    g, w = got.double(), want.double()
+    bad = ~((g - w).abs() <= atol + rtol * w.abs())
+    assert not bool(bad.any()), (g[bad].tolist(), w[bad].tolist())
+
+
+def _mp_d(x: float, alpha: float, beta: float) -> float:
+    """D_{alpha,beta}(x) (eq. 16) with mpmath (expm1: no cancellation), rounded to float."""
+    with mpmath.workdps(60):
+        X, A, B = mpmath.mpf(x), mpmath.mpf(alpha), mpmath.mpf(beta)
+        u = abs(X) / A
+        return float(A * (mpmath.expm1(-u) + u) / B)
+
+
+# kills klhuber._kernels.x_kernel__mutmut_1 (dalpha computed by default)
+def test_kernel_returns_only_the_requested_quantities():
+    from klhuber._kernels import kernel
+
+    x = torch.tensor([-2.0, 0.3, 5.0], dtype=F64)
+    assert set(kernel(x, 0.7, 1.3, value=True, deriv=False)) == {"value"}
+    assert set(kernel(x, 0.7, 1.3, value=False, deriv=True)) == {"deriv"}
+    assert set(kernel(x, 0.7, 1.3, value=False, deriv=False, dalpha=True)) == {"dalpha"}
+
+
+def _dalpha_ref(x: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """dD/dalpha = -(1 - (1 + u) e^{-u}) / beta in float64."""
+    u = x.double().abs() / alpha
+    return -(-torch.expm1(-u) - u * torch.exp(-u)) / beta
+
+
+# kills klhuber._kernels.x_kernel__mutmut_156, _159 (the u >= 1e4 zero made in the default
+# dtype: a 0-dim float32 input gives a float64 dD/dalpha) and _157, _160 (the zero made on the
+# default device)
+def test_kernel_dalpha_keeps_the_inputs_dtype_and_device_whatever_the_defaults():
+    from klhuber._kernels import kernel
+
+    alpha, beta = 0.7, 1.3
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for v in (3.0, 2e4 * alpha):
+            x = torch.tensor(v, dtype=F32)  # 0-dim: a 0-dim float64 zero would promote
+            got = kernel(x, alpha, beta, value=False, deriv=False, dalpha=True)["dalpha"]
+            assert got.dtype == F32 and got.shape == ()
+            _close(got, _dalpha_ref(x, alpha, beta), rtol=5e-7, atol=0)
+    finally:
+        torch.set_default_dtype(old)
+    x = torch.tensor([0.5, 3.0, -2e4 * alpha], dtype=F64)
+    with torch.device("meta"):  # a default device other than the input's
+        got = kernel(x, alpha, beta, value=False, deriv=False, dalpha=True)["dalpha"]
+    assert got.device == x.device and got.dtype == F64
+    _close(got, _dalpha_ref(x, alpha, beta), rtol=1e-14, atol=0)
+
+
+# kills klhuber._kernels.x_kernel__mutmut_169 (u^2 - (1 + u) g(u), which cancels, used up to
+# u = 3 instead of 2: 11 eps in float32)
+def test_alpha_gradient_has_no_cancellation_for_u_between_2_and_3():
+    # the kernel's backward (tensor alpha, no graph) against the closed form in float64,
+    # within the float32 tolerance of tests/test_losses.py (5e-7); measured: 1.4 eps = 1.7e-7
+    for alpha in (0.7, 1.0, 3.3, 1e-3, 1e3):
+        u = torch.linspace(2.0, 3.0, 401, dtype=F64)[:-1]
+        x = (u * alpha).to(F32)
+        a = torch.full(x.shape, alpha, dtype=F32, requires_grad=True)
+        (ga,) = torch.autograd.grad(losses.kl_huber(x, a, 1.0).sum(), a)
+        ref = _dalpha_ref(x, float(a[0]), 1.0)
+        rel = ((ga.double() - ref).abs() / ref.abs()).max().item()
+        assert rel <= 5e-7, (alpha, rel)
+
+
+# kills klhuber._kernels.x_kernel__mutmut_67 (ratio / g instead of ratio * g where a tensor
+# alpha/beta overflows: inf / inf = NaN at |x| = inf)
+@pytest.mark.parametrize(("dtype", "alpha", "beta"), [(F64, 1e300, 1e-300), (F32, 1e30, 1e-30)])
+def test_tensor_scales_with_an_overflowing_ratio_give_inf_at_infinite_x(dtype, alpha, beta):
+    x = torch.tensor([INF, -INF, 2.0], dtype=dtype)
+    a, b = torch.tensor(alpha, dtype=dtype), torch.tensor(beta, dtype=dtype)
+    got = losses.kl_huber(x, a, b)
+    assert got[:2].tolist() == [INF, INF]
+    # x = 2: quadratic, x^2/(2 alpha beta) (u = 2/alpha < 1e-29: the next term, -u/3, is
+    # far below rounding)
+    want = 4.0 / (2.0 * float(a) * float(b))
+    _close(got[2:], torch.tensor([want], dtype=F64), rtol=1e-6, atol=0)
+
+
+# kills klhuber._kernels.x_kernel__mutmut_77 (|x|/beta + (alpha/beta)(1 - e^{-u}) in the
+# branch of extreme scalar scales with a finite ratio)
+def test_extreme_scalar_scales_with_a_finite_ratio_match_the_closed_form():
+    x = torch.tensor([1e308, 5e307, -1e308, 1.5e308], dtype=F64)
+    got = losses.kl_huber(x, 1e308, 1.0)  # 1e308 > max/16: not moderate
+    want = torch.tensor([_mp_d(v, 1e308, 1.0) for v in x.tolist()], dtype=F64)
+    _close(got, want, rtol=1e-14, atol=0)
+    # a subnormal alpha (float64): u = 10 and 3
+    x = torch.tensor([1e-309, -3e-310], dtype=F64)
+    got = losses.kl_huber(x, 1e-310, 1.0)
+    want = torch.tensor([_mp_d(v, 1e-310, 1.0) for v in x.tolist()], dtype=F64)
+    _close(got, want, rtol=0, atol=4 * 5e-324)
+
+
+# kills klhuber._kernels.x_kernel__mutmut_82 (ratio / g: inf / inf = NaN at |x| = inf),
+# _83 (g - 2 e^{-u}) and _86 (u - 2 + e^{-u}): both < 0 for u in [0.5, 1.2), giving -inf
+@pytest.mark.parametrize(("dtype", "alpha", "beta", "xs"), [
+    (F64, 1e300, 1e-300, [INF, -INF, 1e300, 6e299, -1.2e300, 5e300]),  # alpha/beta = inf
+    (F32, 1e30, 1e-10, [INF, -INF, 1e31, 2e30]),  # alpha/beta = 1e40 > float32's max
+])
+def test_extreme_scalar_scales_with_an_overflowing_ratio_give_plus_inf(dtype, alpha, beta, xs):
+    # D = (alpha/beta) g(|x|/alpha) with g > 0 for x != 0: it overflows to +inf
+    got = losses.kl_huber(torch.tensor(xs, dtype=dtype), alpha, beta)
+    assert got.tolist() == [INF] * len(xs)
+
+
+# kills klhuber._recip_normal mutants klhuber._kernels.x_recip_normal__mutmut_4 (checks p
+# instead of 1/p) and _5 (2/p): a beta whose reciprocal is subnormal in float32 must be divided
+# by in float64, not multiplied by its float32-rounded reciprocal
+def test_an_extreme_beta_is_divided_by_exactly():
+    beta = 1.5e38  # normal in float32, 1/beta = 6.7e-39 subnormal
+    x = torch.tensor([1e10, -3e10, 7.123e12, 12345.678, 2.5e20], dtype=F32)
+    # alpha = 1e-30: u >= 1e34, D = |x|/beta - alpha/beta (1 - e^{-u}) = |x|/beta to 1e-40
+    got = losses.kl_huber(x, 1e-30, beta)
+    assert got.dtype == F32
+    assert torch.equal(got, (x.double().abs() / beta).float()), got - (x.double().abs() / beta).float()
