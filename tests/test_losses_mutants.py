@@ -1047,3 +1047,166 @@ def test_an_extreme_beta_is_divided_by_exactly():
     got = losses.kl_huber(x, 1e-30, beta)
     assert got.dtype == F32
     assert torch.equal(got, (x.double().abs() / beta).float()), got - (x.double().abs() / beta).float()
+
+
+# --------------- the fused kernel's scale bounds, alpha = 0 and dtypes under a float64 default
+# (losses survivors, helper-29)
+@pytest.fixture
+def default_float64():
+    """torch's default dtype set to float64 for the test (restored afterwards)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+# kills klhuber._kernels.x_moderate__mutmut_6 (hi = max * 16 admits alpha/beta = inf) and
+# x_moderate__mutmut_11 (alpha * beta instead of alpha / beta): both send alpha/beta = 1e310
+# (inf in float64) to the fused kernel, where |x|/beta - (alpha/beta)(1 - e^{-u}) is inf - inf.
+def test_overflowing_ratio_gives_inf_not_nan():
+    alpha, beta = 1e300, 1e-10
+    x = torch.tensor([1e301, -1e299, 1e290], dtype=torch.float64)
+    got = losses.kl_huber(x, alpha, beta)
+    # closed form (alpha/beta) g(u), g(u) = u - 1 + e^{-u}: 1e310 * g(10) and 1e310 * g(0.1)
+    # overflow; the last, u = 1e-10, is alpha g(u) / beta with the Taylor series of g
+    assert math.isinf(got[0].item()) and got[0].item() > 0
+    assert math.isinf(got[1].item()) and got[1].item() > 0
+    u = 1e-10
+    g = u * u / 2 - u**3 / 6 + u**4 / 24
+    assert got[2].item() == pytest.approx(alpha * g / beta, rel=1e-14, abs=0)
+
+
+# kills klhuber._kernels.x_neg_u__mutmut_23 (the L1 limit of a tensor alpha = 0 taken at
+# |x| == 1 instead of x == 0 gives D = 0 at |x| = 1)
+def test_tensor_alpha_zero_is_l1_at_unit_distance():
+    x = torch.tensor([-1.0, 1.0, 2.0, 0.0], dtype=torch.float64)
+    got = losses.kl_huber(x, torch.tensor(0.0, dtype=torch.float64), 2.0)
+    torch.testing.assert_close(got, x.abs() / 2.0, rtol=0, atol=0)
+
+
+# kills klhuber._kernels.x_neg_u__mutmut_62 (alpha = 0 as a number: the -inf/0 constant built in
+# the default dtype leaks float64 into a float32 result)
+def test_scalar_alpha_zero_keeps_float32_under_float64_default(default_float64):
+    x = torch.tensor([-1.5, 0.0, 2.0], dtype=torch.float32)
+    got = losses.kl_huber(x, 0.0, 2.0)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, x.abs() / 2.0, rtol=0, atol=0)
+
+
+# kills klhuber._kernels.x_neg_u__mutmut_15 (the same for a tensor alpha with zeros)
+def test_tensor_alpha_zero_keeps_float32_under_float64_default(default_float64):
+    x = torch.tensor([-1.5, 0.0, 2.0], dtype=torch.float32)
+    alpha = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float32)
+    got = losses.kl_huber(x, alpha, 2.0)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, torch.tensor([0.75, 0.0, 1.0], dtype=torch.float32), rtol=0,
+                               atol=0)
+
+
+# kills klhuber._kernels.x_second_derivative_plain__mutmut_67 (D'' of the L1 limit alpha = 0
+# built in the default dtype: the forward-mode tangent of D' becomes float64 for float32 x)
+def test_jvp_of_derivative_at_alpha_zero_keeps_float32(default_float64):
+    x = torch.tensor([-1.5, 0.0, 2.0], dtype=torch.float32)
+    t = torch.ones(3, dtype=torch.float32)
+    _, tangent = torch.func.jvp(lambda z: losses.kl_huber_derivative(z, 0.0, 2.0), (x,), (t,))
+    assert tangent.dtype == torch.float32
+    # D'' of the L1 limit: 0 for x != 0, +inf at x = 0
+    assert tangent.tolist() == [0.0, math.inf, 0.0]
+
+
+# kills klhuber._kernels.x_small_branch__mutmut_40 (the float64 guard of the quadratic branch
+# for tensor beta not cast back: impl="autograd" returns float64 for float32 input)
+def test_autograd_impl_tensor_beta_keeps_float32():
+    x = torch.tensor([-1.5, 0.25, 2.0], dtype=torch.float32)
+    got = losses.kl_huber(x, 1.0, torch.tensor(2.0), impl="autograd")
+    assert got.dtype == torch.float32
+    xd = x.double().abs()
+    ref = (xd - 1.0 + torch.exp(-xd)) / 2.0  # (alpha/beta) g(|x|/alpha), alpha = 1, beta = 2
+    torch.testing.assert_close(got.double(), ref, rtol=2e-7, atol=0)
+
+
+F32_INFO = torch.finfo(torch.float32)
+LO32, HI32 = 16 * F32_INFO.smallest_normal, F32_INFO.max / 16  # the bounds of klhuber's "moderate" scales
+
+
+def _d_closed_form(x: torch.Tensor, alpha: float, beta: float) -> list[float]:
+    """D_{alpha,beta}(x) = (|x| - alpha(1 - e^{-|x|/alpha}))/beta in float64 (Python floats;
+    no cancellation for the |x| >> alpha used below)."""
+    return [(v - alpha * -math.expm1(-v / alpha)) / beta for v in x.double().abs().tolist()]
+
+
+# The fused C++ kernel, which serves Python-number scales on the "moderate" side of the bounds
+# 16 * smallest_normal and max/16 (inclusive) for scales and alpha/beta, accumulates the
+# reduction in float64: the mean of float32 losses near float32's max is finite.  Each case
+# sits exactly on (or just inside) one bound; a mutant that moves it sends the call to the
+# general path, whose float32 sum overflows to inf.
+# kills klhuber._kernels.x_moderate__mutmut_5 (lo = 17 * smallest_normal), _7 (hi = max/17),
+# _13 (alpha/beta only for beta > 1), _18 (lo < alpha), _19 (alpha < hi), _20 (lo < beta),
+# _28 (lo < alpha/beta), _29 (alpha/beta < hi)
+@pytest.mark.parametrize(("alpha", "beta", "xs"), [
+    pytest.param(16.5 * F32_INFO.smallest_normal, 1.0, [3e38, -3e38], id="alpha-16.5-smallest-normal"),
+    pytest.param(LO32, 1.0, [3e38, -3e38], id="alpha-at-lo"),
+    pytest.param(F32_INFO.max / 16.5, 1.0, [3e38, -3e38], id="alpha-max-over-16.5"),
+    pytest.param(HI32, 1.0, [3e38, -3e38], id="alpha-at-hi"),
+    pytest.param(1.0, LO32, [57.0, -57.0], id="beta-at-lo"),
+    pytest.param(2 * LO32, 2.0, [3e38, -3e38, 3e38, -3e38], id="ratio-at-lo"),
+    pytest.param(HI32 / 2, 0.5, [1.5e38, -1.5e38], id="ratio-at-hi"),
+    pytest.param(1.0, 1.0, [3e38, -3e38], id="unit-scales"),
+])
+def test_fused_mean_near_float32_max_is_finite(alpha, beta, xs):
+    from klhuber import _fused
+    if _fused.cpu_kernel() is None:
+        pytest.skip("no C++ kernel: the eager fused path sums in float32")
+    x = torch.tensor(xs, dtype=torch.float32)
+    got = losses.kl_huber_loss(x, torch.zeros_like(x), alpha, beta, reduction="mean")
+    ref = math.fsum(_d_closed_form(x, alpha, beta)) / len(xs)
+    assert got.dtype == torch.float32
+    assert math.isfinite(got.item())
+    assert got.item() == pytest.approx(ref, rel=2 * F32_INFO.eps, abs=0)
+
+
+# kills klhuber._kernels.x_moderate__mutmut_21 (beta < hi: beta = max/16 leaves the fused kernel,
+# whose float32 sum is accumulated in float64; the general path's float32 sum loses the 1023
+# small terms next to the large one, about 8 eps here, against 1 eps)
+def test_fused_sum_at_largest_moderate_beta_is_accumulated_in_float64():
+    from klhuber import _fused
+    if _fused.cpu_kernel() is None:
+        pytest.skip("no C++ kernel: the eager fused path sums in float32")
+    alpha, beta = 8.0, HI32  # alpha/beta = 2**-121, inside the moderate range
+    x = torch.tensor([2.0**124] + [2.0**100] * 1023, dtype=torch.float32)
+    got = losses.kl_huber_loss(x, torch.zeros_like(x), alpha, beta, reduction="sum")
+    ref = math.fsum(_d_closed_form(x, alpha, beta))
+    assert got.item() == pytest.approx(ref, rel=3 * F32_INFO.eps, abs=0)
+
+
+def _mp_second_derivatives(x: float, alpha: float) -> tuple[float, float]:
+    """d2D/dalpha2 and d2D/(dalpha dx) of D_{alpha,1}(x) with mpmath (50 digits):
+    dD/dalpha = -(1 - (1 + u) e^{-u}), u = |x|/alpha."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        u = mpmath.mpf(abs(x)) / alpha
+        daa = u * u * mpmath.exp(-u) / alpha
+        dax = -mpmath.sign(x) * u * mpmath.exp(-u) / alpha
+        return float(daa), float(dax)
+
+
+# kills klhuber._kernels.x_dalpha_plain__mutmut_9 (u <= t instead of u < t: at u = t exactly the
+# polynomial branch of dD/dalpha is differentiated at its end point, 6-7 eps off in float64
+# against 0.4 eps for the direct branch)
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 0.25])
+def test_second_alpha_derivatives_at_the_switch_point(alpha):
+    t = 0.5  # the float64 switch point of phi (klhuber._phi)
+    x0 = t * alpha  # exact: u = |x|/alpha = t
+    x = torch.tensor([x0, -x0], dtype=torch.float64, requires_grad=True)
+    a = torch.tensor(alpha, dtype=torch.float64, requires_grad=True)
+    loss = losses.kl_huber_loss(x, torch.zeros_like(x), a, 1.0, reduction="sum")
+    (ga,) = torch.autograd.grad(loss, a, create_graph=True)
+    hx, ha = torch.autograd.grad(ga, (x, a))
+    daa, dax = _mp_second_derivatives(x0, alpha)
+    eps = torch.finfo(torch.float64).eps
+    assert ha.item() == pytest.approx(2 * daa, rel=2 * eps, abs=0)
+    assert hx[0].item() == pytest.approx(dax, rel=2 * eps, abs=0)
+    assert hx[1].item() == pytest.approx(-dax, rel=2 * eps, abs=0)
