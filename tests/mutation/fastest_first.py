@@ -3,7 +3,10 @@ compute the test modules' expensive references once, before the mutants run.
 
 mutmut runs a mutant's tests with ``-x``, so a mutant is killed by the first test that fails.
 Ordered by the durations mutmut measured (``mutmut-stats.json`` in the working directory), a
-killing test that takes milliseconds no longer waits behind one that takes seconds.  Tests are
+killing test that takes milliseconds no longer waits behind one that takes seconds.  Before
+them come the tests that killed earlier mutants of the same function (``mutmut-killers.tsv``,
+written by this plugin): mutants of one function run one after another, and a test that killed
+one of them usually kills the next, where the fastest tests may all pass first.  Tests are
 independent, so the order changes no verdict: mutmut's clean run of the same order checks that.
 
 mutmut forks every mutant's test process from a fork server that has collected the tests once
@@ -17,6 +20,7 @@ there could not see a mutant.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 # the Hypothesis profile "mutation" (no shrinking) registers itself on import; it is imported
@@ -24,13 +28,55 @@ from pathlib import Path
 # arguments change
 import no_shrink  # noqa: F401
 
+#: the tests that killed earlier mutants, one ``function<TAB>test node id`` line per kill, in
+#: the working directory (``mutants/``); appended to by every forked test process
+KILLERS = Path("mutmut-killers.tsv")
+_durations: dict[str, float] | None = None
+
+
+def _mutant() -> str:
+    """The mutant this process tests ('' outside a mutant's run: the stats and clean runs)."""
+    name = os.environ.get("MUTANT_UNDER_TEST", "")
+    return name if "__mutmut_" in name else ""
+
+
+def _function(mutant: str) -> str:
+    return mutant.rsplit("__mutmut_", 1)[0]
+
+
+def _test_durations() -> dict[str, float]:
+    """mutmut's measured test durations, read once (in the fork server's warm-up, so that the
+    forked processes inherit them)."""
+    global _durations
+    if _durations is None:
+        stats = Path("mutmut-stats.json")
+        if not stats.exists():  # the first (stats) run: no durations yet
+            return {}
+        _durations = json.loads(stats.read_text(encoding="utf-8")).get("duration_by_test", {})
+    return _durations
+
+
+def _killers(function: str) -> set[str]:
+    if not function or not KILLERS.exists():
+        return set()
+    lines = KILLERS.read_text(encoding="utf-8").splitlines()
+    return {node for f, _, node in (line.partition("\t") for line in lines) if f == function}
+
 
 def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ARG001 (hook signature)
-    stats = Path("mutmut-stats.json")
-    if not stats.exists():  # the first (stats) run: no durations yet
-        return
-    durations = json.loads(stats.read_text(encoding="utf-8")).get("duration_by_test", {})
-    items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
+    """Tests that killed another mutant of the same function first, then fastest first."""
+    durations = _test_durations()
+    killers = _killers(_function(_mutant()))
+    items.sort(key=lambda item: (item.nodeid not in killers, durations.get(item.nodeid, 0.0)))
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Record the test that killed this mutant, for the next mutants of its function."""
+    mutant = _mutant()
+    if mutant and report.failed:
+        # one short line in append mode: concurrent writers do not interleave
+        with KILLERS.open("a", encoding="utf-8") as out:
+            out.write(f"{_function(mutant)}\t{report.nodeid}\n")
 
 
 def pytest_collection_finish(session) -> None:
