@@ -35,11 +35,14 @@ give no NaN: where :math:`1/\alpha` or :math:`1/\beta` is not a normal number of
 kernels divide (in float64) instead of multiplying by the reciprocal, and they return the limits:
 :math:`D = 0` at :math:`x = 0` for every scale, :math:`D \to 0` as :math:`\alpha \to \infty` or
 :math:`\beta \to \infty`, the L1 limit for an :math:`\alpha` that rounds to 0, and ``inf`` where
-the value overflows.  The quadratic branch is formed as :math:`(|x|/\beta)\,u\varphi(u)`, so where
-:math:`|x|/\beta` itself exceeds the dtype's largest number the result may be ``inf`` although
-:math:`D` is representable (e.g. :math:`x = 10^{30}`, :math:`\alpha = 10^{36}`,
-:math:`\beta = 10^{-10}` in float32, where :math:`D = 5 \cdot 10^{33}`); it is never NaN.  Moderate
-scalar scales keep the fast paths unchanged.
+the value overflows.  Both branches are formed from :math:`|x|/\beta` (the quadratic one as
+:math:`(|x|/\beta)\,u\varphi(u)`), so where :math:`|x|/\beta` itself exceeds the dtype's largest
+number the result may be ``inf`` although :math:`D` is representable (e.g. :math:`x = 10^{30}`,
+:math:`\alpha = 10^{36}`, :math:`\beta = 10^{-10}` in float32, where :math:`D = 5 \cdot 10^{33}`;
+or :math:`x = 2 \cdot 10^{38}`, :math:`\alpha = 10^{38}`, :math:`\beta = 0.5`, where
+:math:`D = 2.27 \cdot 10^{38}`); values are never NaN.  Known limitation: with
+``impl="autograd"``, the gradient is NaN where :math:`\alpha/\beta` overflows the dtype (the
+default path gives the limit there).  Moderate scalar scales keep the fast paths unchanged.
 
 .. rubric:: Implementations (``impl=``)
 
