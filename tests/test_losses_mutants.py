@@ -1210,3 +1210,14 @@ def test_second_alpha_derivatives_at_the_switch_point(alpha):
     assert ha.item() == pytest.approx(2 * daa, rel=2 * eps, abs=0)
     assert hx[0].item() == pytest.approx(dax, rel=2 * eps, abs=0)
     assert hx[1].item() == pytest.approx(-dax, rel=2 * eps, abs=0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, s: losses.huber(x, s),
+    lambda x, s: losses.kl_huber(x, 1.0, s),
+])
+def test_a_1d_cpu_scale_with_a_meta_input_is_named(call):
+    """Only a 0-d CPU scale may meet an input on another device (torch's rule); a 1-d one is
+    named with both devices."""
+    with pytest.raises(ValueError, match=re.escape("is on cpu but the input is on meta")):
+        call(torch.ones(3, device="meta"), torch.ones(3))
