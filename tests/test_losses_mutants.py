@@ -801,15 +801,9 @@ def test_a_scale_on_another_device_is_named(call, param, shape):
 # ------------- defaults, double backward, the plain path at extremes (losses survivors, helper-30)
 
 
-def _eq16(x: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    """Eq. 16 written directly (accurate enough away from x = 0 for these tolerances)."""
-    a = x.abs()
-    return (alpha * torch.exp(-a / alpha) + a - alpha) / beta
-
-
 # kills klhuber.losses.x_kl_huber_loss__mutmut_1 and _2 (default alpha or beta 2.0)
 def test_kl_huber_loss_defaults_to_alpha_one_and_beta_one():
-    want = _eq16(X - T, 1.0, 1.0)
+    want = _d(X - T, 1.0, 1.0)
     torch.testing.assert_close(losses.kl_huber_loss(X, T, reduction="none"), want,
                                rtol=1e-13, atol=1e-15)
     torch.testing.assert_close(losses.kl_huber_loss(X, T), want.mean(), rtol=1e-13, atol=1e-15)
@@ -838,7 +832,7 @@ def test_adaptive_module_without_constants_accepts_objective_d():
     assert module.objective == "d"
     x, t = X.float(), T.float()
     alpha, beta = float(module.alpha.detach()), float(module.beta.detach())
-    torch.testing.assert_close(module(x, t), _eq16(x - t, alpha, beta), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(module(x, t), _d(x - t, alpha, beta), rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match=re.escape(
             "include_constants=False means objective='d'; got objective='kl'")):
         losses.AdaptiveKLHuberLoss(include_constants=False, objective="kl")
