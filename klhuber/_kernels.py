@@ -221,13 +221,28 @@ def small_branch(a: Tensor, ab: Tensor, m: Tensor, beta: ParamLike) -> Tensor:
 
 
 def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
-    """Eq. 16 with plain tensor operations, safe for autograd in every branch."""
-    t, coeffs = PHI[x.dtype]
-    a = x.abs()
+    """Eq. 16 with plain tensor operations, safe for autograd in every branch.
+
+    A float32 ``x`` is evaluated in float64 and the result rounded back: no product of
+    float32 numbers overflows there (:math:`|x|/\beta` and :math:`\alpha/\beta` are below
+    :math:`10^{84}`), so the value is ``inf`` only where :math:`D` itself exceeds float32, and
+    the gradient is finite wherever the derivative is.  In float32 a masked branch with an
+    overflowing :math:`\alpha/\beta` gave NaN gradients (``0 * inf`` in the backward of the
+    branch not taken, and ``inf - inf`` in that of :math:`u + e^{-u} - 1`).  A Python-number
+    ``alpha`` below float32's smallest subnormal is still the L1 limit, as on the other paths."""
     if not isinstance(alpha, Tensor):
         alpha = effective_scalar(alpha, x.dtype)
-        if alpha == 0:
-            return div_exact(a, beta)
+    if x.dtype == torch.float32:
+        wide = lambda p: p.double() if isinstance(p, Tensor) else p  # noqa: E731
+        return _kl_huber_plain(x.double(), wide(alpha), wide(beta)).to(x.dtype)
+    return _kl_huber_plain(x, alpha, beta)
+
+
+def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
+    t, coeffs = PHI[x.dtype]
+    a = x.abs()
+    if not isinstance(alpha, Tensor) and alpha == 0:
+        return div_exact(a, beta)
     if isinstance(alpha, Tensor):
         pos = alpha > 0
         safe_alpha = torch.where(pos, alpha, torch.ones_like(alpha))

@@ -40,9 +40,12 @@ the value overflows.  Both branches are formed from :math:`|x|/\beta` (the quadr
 number the result may be ``inf`` although :math:`D` is representable (e.g. :math:`x = 10^{30}`,
 :math:`\alpha = 10^{36}`, :math:`\beta = 10^{-10}` in float32, where :math:`D = 5 \cdot 10^{33}`;
 or :math:`x = 2 \cdot 10^{38}`, :math:`\alpha = 10^{38}`, :math:`\beta = 0.5`, where
-:math:`D = 2.27 \cdot 10^{38}`); values are never NaN.  Known limitation: with
-``impl="autograd"``, the gradient is NaN where :math:`\alpha/\beta` overflows the dtype (the
-default path gives the limit there).  Moderate scalar scales keep the fast paths unchanged.
+:math:`D = 2.27 \cdot 10^{38}`); values are never NaN.  ``impl="autograd"`` evaluates float32
+in float64, so there the value is ``inf`` only where :math:`D` exceeds float32 and the gradients
+in :math:`x`, :math:`\alpha` and :math:`\beta` are finite wherever the derivatives are.  Known
+limitation: with ``impl="autograd"`` in float64, the gradient is NaN where :math:`\alpha/\beta`
+exceeds float64's largest number (:math:`1.8 \cdot 10^{308}`; the default path gives the
+derivative there).  Moderate scalar scales keep the fast paths unchanged.
 
 .. rubric:: Implementations (``impl=``)
 
@@ -87,7 +90,8 @@ default path gives the limit there).  Moderate scalar scales keep the fast paths
     the compiled forward (``KLHUBER_NO_COMPILE=1``, no Triton on CUDA, an earlier failed
     compilation: warned once).
 ``"autograd"``
-    The same formulas as plain differentiable tensor operations (a reference).
+    The same formulas as plain differentiable tensor operations (a reference; float32 is
+    evaluated in float64 and rounded back).
 
 Every path meets the mpmath tolerances above (``tests/test_losses.py``).
 """

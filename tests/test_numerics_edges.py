@@ -320,6 +320,49 @@ def test_kl_huber_no_nan_at_extremes(x, alpha, beta, dtype, tensors, impl):
         assert (d[1] == 0).all() if order == 1 else (d >= 0).all()
 
 
+def _d_and_grads_ref(x: float, alpha: float, beta: float) -> tuple[float, float, float, float]:
+    """Eq. 16 and its derivatives in x, alpha and beta, in mpmath (50 digits)."""
+    with mp.workdps(50):
+        x_, a_, b_ = mp.mpf(x), mp.mpf(alpha), mp.mpf(beta)
+        u = abs(x_) / a_
+        d = (a_ * mp.exp(-u) + abs(x_) - a_) / b_
+        dx = mp.sign(x_) * (1 - mp.exp(-u)) / b_
+        da = (mp.exp(-u) * (1 + u) - 1) / b_
+        return float(d), float(dx), float(da), float(-d / b_)
+
+
+def _as_float32(v: float) -> float:
+    """v rounded to float32: inf beyond its largest number."""
+    return float(np.float32(v)) if abs(v) < 3.4028235e38 else math.copysign(math.inf, v)
+
+
+# alpha/beta overflows float32 (or nearly): the masked branches of the plain-operations path
+# used to give NaN gradients in x, alpha and beta (0 * inf, inf - inf in the backward)
+@pytest.mark.parametrize("x, alpha, beta", [(2e38, 1e38, 0.5), (1e38, 1e38, 0.5),
+                                            (5e37, 1e38, 0.1), (-5e37, 1e38, 0.1),
+                                            (1e30, 1e38, 1e-3), (3e38, 3e38, 1e-30),
+                                            (1.0, 3e38, 1e-3)])
+@pytest.mark.parametrize("tensors", [False, True], ids=["numbers", "tensors"])
+def test_autograd_path_in_float32_where_alpha_over_beta_overflows(x, alpha, beta, tensors):
+    """impl='autograd' in float32: the value is D rounded to float32 (inf only where D exceeds
+    float32, e.g. not at x = 2e38, alpha = 1e38, beta = 0.5, where D = 2.27e38), and the
+    gradients in x, alpha and beta are the derivatives rounded to float32, never NaN."""
+    xt = torch.tensor([x], dtype=F32, requires_grad=True)
+    a = torch.tensor(alpha, dtype=F32, requires_grad=True) if tensors else alpha
+    b = torch.tensor(beta, dtype=F32, requires_grad=True) if tensors else beta
+    v = kl_huber(xt, a, b, impl="autograd")
+    grads = torch.autograd.grad(v.sum(), [xt, a, b] if tensors else [xt])
+    a32, b32 = float(np.float32(alpha)), float(np.float32(beta))
+    want = [_as_float32(r) for r in _d_and_grads_ref(float(np.float32(x)), a32, b32)]
+    got = [v.item()] + [g.item() for g in grads]
+    for name, g, w in zip(["D", "dD/dx", "dD/dalpha", "dD/dbeta"], got, want, strict=False):
+        assert not math.isnan(g), (name, got, want)
+        if math.isinf(w) or w == 0:
+            assert g == w or abs(g) < 1e-30, (name, got, want)
+        else:
+            assert g == pytest.approx(w, rel=2e-6), (name, got, want)
+
+
 @settings(max_examples=200, deadline=None)
 @given(x=xs_, alpha=scales, dtype=st.sampled_from([F32, F64]), tensors=st.booleans())
 def test_huber_bounds_no_nan_at_extremes(x, alpha, dtype, tensors):
