@@ -205,23 +205,8 @@ def div_exact(t: Tensor, p: ParamLike) -> Tensor:
     return t / p
 
 
-def small_branch(a: Tensor, ab: Tensor, m: Tensor, beta: ParamLike) -> Tensor:
-    """:math:`(|x|/\\beta)\\,u\\varphi(u)` (``ab * m``) of the quadratic branch, also where
-    ``|x|/beta`` overflows in ``a``'s dtype while ``m`` underflows (``inf * 0``): there the
-    product is formed in float64 as ``|x| m / beta``.  The guard costs nothing for float64 and
-    for moderate Python-number ``beta``; masked branches keep the gradient finite."""
-    if a.dtype == torch.float64 or (not isinstance(beta, Tensor)
-                                    and recip_normal(beta, a.dtype)):
-        return ab * m
-    over = ~torch.isfinite(ab)
-    v = torch.where(over, torch.zeros_like(ab), ab) * m
-    b64 = beta.double() if isinstance(beta, Tensor) else beta
-    y = torch.where(over, a, torch.zeros_like(a)).double() * m.double()
-    return torch.where(over, (y / b64).to(a.dtype), v)
-
-
 def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
-    """Eq. 16 with plain tensor operations, safe for autograd in every branch.
+    r"""Eq. 16 with plain tensor operations, safe for autograd in every branch.
 
     A float32 ``x`` is evaluated in float64 and the result rounded back: no product of
     float32 numbers overflows there (:math:`|x|/\beta` and :math:`\alpha/\beta` are below
@@ -239,6 +224,10 @@ def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
 
 
 def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
+    """:func:`kl_huber_plain` for a float64 ``x``.  The quadratic branch is the product
+    ``(|x|/beta) u phi(u)``: in float64 ``|x|/beta`` overflows only where ``u phi(u)`` does not
+    underflow to 0 (``u = |x|/alpha`` would need ``alpha`` beyond float64's range), except for
+    ``alpha = inf``, where ``u = 0`` and the product is set to 0."""
     t, coeffs = PHI[x.dtype]
     a = x.abs()
     if not isinstance(alpha, Tensor) and alpha == 0:
@@ -254,15 +243,14 @@ def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     ul = torch.where(small, torch.full_like(u, t), u)
     ab = div_exact(a, beta)
     m = us * horner(-us, coeffs)
-    val_small = small_branch(a, ab, m, beta)  # alpha u^2 phi(u) / beta
+    val_small = ab * m  # alpha u^2 phi(u) / beta
     tensors = isinstance(alpha, Tensor) or isinstance(beta, Tensor)
     if tensors:
         ratio = safe_alpha / beta
         ok = torch.isfinite(ratio)
         val_large = torch.where(ok, ab + ratio * torch.expm1(-ul), ratio * (ul + torch.expm1(-ul)))
         # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
-        ab_s = torch.where(us == 0, torch.zeros_like(ab), ab)
-        val_small = small_branch(a, ab_s, m, beta)
+        val_small = torch.where(us == 0, torch.zeros_like(ab), ab) * m
     elif moderate(alpha, beta, x.dtype):
         val_large = ab + (safe_alpha / beta) * torch.expm1(-ul)
     else:  # extreme scalars: no inf - inf, no 0 * inf; alpha = inf gives the limit 0
@@ -272,8 +260,7 @@ def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
         else:  # (alpha/beta) g(u), inf where alpha/beta overflows
             val_large = ratio * (ul + torch.expm1(-ul))
         # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
-        ab_s = torch.where(us == 0, torch.zeros_like(ab), ab)
-        val_small = small_branch(a, ab_s, m, beta)
+        val_small = torch.where(us == 0, torch.zeros_like(ab), ab) * m
     val = torch.where(small, val_small, val_large)
     if pos is not None:
         # alpha = 0: the L1 limit |x|/beta, written as (|x| - alpha)/beta for x != 0 so that

@@ -1110,8 +1110,8 @@ def test_jvp_of_derivative_at_alpha_zero_keeps_float32(default_float64):
     assert tangent.tolist() == [0.0, math.inf, 0.0]
 
 
-# kills klhuber._kernels.x_small_branch__mutmut_40 (the float64 guard of the quadratic branch
-# for tensor beta not cast back: impl="autograd" returns float64 for float32 input)
+# impl="autograd" evaluates float32 in float64: the result is cast back to float32 (first
+# written to kill a mutant of the float64 guard that the quadratic branch had before)
 def test_autograd_impl_tensor_beta_keeps_float32():
     x = torch.tensor([-1.5, 0.25, 2.0], dtype=torch.float32)
     got = losses.kl_huber(x, 1.0, torch.tensor(2.0), impl="autograd")
