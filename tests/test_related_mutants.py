@@ -727,3 +727,22 @@ def test_log_partition_of_low_precision_alpha_is_the_float64_spline_rounded_once
     assert B.log_partition(alphas).dtype == g.dtype == dtype
     assert torch.equal(B.log_partition(alphas), v64.detach().to(dtype))
     assert torch.equal(g, g64.to(dtype))
+
+
+# kills klhuber.related.barron.x__hermite__mutmut_8 and _9 (searchsorted right=True -> left):
+# at a knot the left interval's end is used, whose derivative carries the rounding of t = 1
+# (up to 3e-7 relative) instead of the tangent itself
+@pytest.mark.parametrize("table", ["alpha", "1/alpha"])
+def test_log_partition_spline_has_the_tabulated_value_and_tangent_at_every_knot(table):
+    """The cubic Hermite spline interpolates the table: at every knot its value is the
+    tabulated value exactly and its derivative the tabulated tangent (float64; a few ulp on
+    the interior knots, whose right-hand piece starts there; the last knot is the end of the
+    last piece, where the rounding of t = 1 enters)."""
+    grid, g, m, wgrid, wg, wm = B._table_tensors(torch.float64, torch.device("cpu"))
+    knots, values, tangents = (grid, g, m) if table == "alpha" else (wgrid, wg, wm)
+    at = knots.clone().requires_grad_(True)
+    spline = B._hermite(knots, values, tangents, at)
+    (slope,) = torch.autograd.grad(spline.sum(), at)
+    assert torch.equal(spline.detach(), values)
+    torch.testing.assert_close(slope[:-1], tangents[:-1], rtol=1e-15, atol=0)
+    torch.testing.assert_close(slope[-1:], tangents[-1:], rtol=1e-11, atol=0)
