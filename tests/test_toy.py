@@ -397,6 +397,85 @@ def test_asymptotic_variance_laplace_against_mpmath_far_below_the_noise_scale(a:
     assert toy.asymptotic_variance("laplace", a) == pytest.approx(closed, rel=1e-9)
 
 
+RATIOS = [1e-200, 1e-30, 1e-8, 1e-3, 0.7, 3.0, 1e3, 1e6, 1e30, 1e100]
+
+
+def _closed_form_variance(family: str, loss: str, r: float) -> float:
+    """V(r) at unit scale in closed form, in mpmath: Laplace (both losses), Normal and
+    Cauchy (Huber), from E[psi^2] and E[psi'] written with erf/atan and exp."""
+    import mpmath
+
+    # the moments cancel to O(r^3) for small r: 40 digits plus three per decade below 1
+    with mpmath.workdps(40 + 3 * max(0, -math.floor(math.log10(r)))):
+        x = mpmath.mpf(r)
+        if family == "laplace" and loss == "kl_lower":  # E[e^{-k|e|}] = 1/(1+k)
+            return float(2 * (x + 1) / (x + 2))
+        if family == "laplace":
+            return float(2 * (1 - (1 + x) * mpmath.exp(-x)) / (-mpmath.expm1(-x)) ** 2)
+        if family == "normal":
+            ep = mpmath.erf(x / mpmath.sqrt(2))
+            e2 = ep - 2 * x * mpmath.npdf(x) + x * x * mpmath.erfc(x / mpmath.sqrt(2))
+        else:  # cauchy
+            ep = 2 * mpmath.atan(x) / mpmath.pi
+            e2 = 2 * (x - mpmath.atan(x)) / mpmath.pi + x * x * 2 * mpmath.acot(x) / mpmath.pi
+        return float(e2 / ep**2)
+
+
+@pytest.mark.parametrize("r", RATIOS)
+@pytest.mark.parametrize("family, loss", [("laplace", "huber"), ("laplace", "kl_lower"),
+                                          ("normal", "huber"), ("cauchy", "huber")])
+def test_asymptotic_variance_closed_forms_for_every_ratio(family: str, loss: str, r: float) -> None:
+    """From 1e-200 to 1e100 times the noise scale: the integrals used to underflow (0/0 below
+    1e-154), miss the density's bulk (V = 0 for Normal noise at alpha = 1e6) or the peak of
+    e^{-e/alpha} (a ZeroDivisionError for the KL bound at alpha = 1e-8)."""
+    want = _closed_form_variance(family, loss, r)
+    assert toy.asymptotic_variance(family, r, 1.0, loss) == pytest.approx(want, rel=1e-12)
+    # V(alpha; s) = s^2 V(alpha/s; 1)
+    assert toy.asymptotic_variance(family, 4 * r, 4.0, loss) == pytest.approx(16 * want,
+                                                                             rel=1e-12)
+
+
+@pytest.mark.parametrize("family", ["laplace", "logistic", "cauchy", "normal", "student_t"])
+@pytest.mark.parametrize("loss", ["huber", "kl_lower"])
+def test_asymptotic_variance_limits_and_mpmath_for_every_family(family: str, loss: str) -> None:
+    """V -> 1/(4 f(0)^2) (L1) as alpha/s -> 0 and the noise variance (L2) as alpha/s -> inf;
+    in between, mpmath's quadrature of E[psi^2] / E[psi']^2."""
+    import mpmath
+
+    res = toy.optimal_alpha_constant(family, loss, lo=0.5, hi=2.0)  # (only for v_l1, v_l2)
+    assert toy.asymptotic_variance(family, 1e-200, 1.0, loss) == pytest.approx(res["v_l1"],
+                                                                              rel=1e-12)
+    if math.isfinite(res["v_l2"]):
+        assert toy.asymptotic_variance(family, 1e100, 1.0, loss) == pytest.approx(
+            res["v_l2"], rel=1e-12)
+    pdf = {"normal": lambda e: mpmath.npdf(e),
+           "logistic": lambda e: mpmath.exp(-e) / (1 + mpmath.exp(-e)) ** 2,
+           "cauchy": lambda e: 1 / (mpmath.pi * (1 + e * e)),
+           "laplace": lambda e: mpmath.exp(-e) / 2,
+           "student_t": lambda e: 2 / (mpmath.sqrt(3) * mpmath.pi) * (1 + e * e / 3) ** -2}[family]
+    for r in (1e-3, 0.7, 30.0, 1e3):
+        with mpmath.workdps(25):
+            x = mpmath.mpf(r)
+            pts = sorted({mpmath.mpf(0), x, mpmath.mpf(1), 40 * x}) + [mpmath.inf]
+            if loss == "huber":
+                below = [p for p in pts if p <= x]
+                e2 = (2 * mpmath.quad(lambda e: e * e * pdf(e), below)
+                      + 2 * x * x * mpmath.quad(pdf, [x] + [p for p in pts if p > x]))
+                ep = 2 * mpmath.quad(pdf, below)
+            else:
+                e2 = 2 * mpmath.quad(lambda e, x=x: (x * mpmath.expm1(-e / x)) ** 2 * pdf(e), pts)
+                ep = 2 * mpmath.quad(lambda e, x=x: mpmath.exp(-e / x) * pdf(e), pts)
+            want = float(e2 / ep**2)
+        assert toy.asymptotic_variance(family, r, 1.0, loss) == pytest.approx(want, rel=1e-12), r
+
+
+def test_asymptotic_variance_rejects_a_ratio_above_1e100() -> None:
+    with pytest.raises(ValueError, match=r"alpha/scale must be at most 1e\+100"):
+        toy.asymptotic_variance("normal", 1e101)
+    with pytest.raises(ValueError, match="alpha=1.0, scale=1e-101"):
+        toy.asymptotic_variance("normal", 1.0, 1e-101)
+
+
 def test_optimal_alpha_constant_finds_the_l1_limit_from_a_tiny_lower_end() -> None:
     # V(a) -> 1 / (4 f(0)^2) = 1 from above as a -> 0 for Laplace noise: the median is best,
     # however small the search starts

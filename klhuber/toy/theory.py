@@ -48,23 +48,93 @@ def asymptotic_variance(family: str, alpha: float, scale: float = 1.0, loss: str
     For a linear model with features of Gram matrix :math:`G`, the M-estimator is asymptotically
     normal with covariance :math:`V(\\alpha) G^{-1} / N`, so the expected squared test error is
     about :math:`V(\\alpha) K / N` with orthonormal features (:func:`theory_rmse`).
-    """
-    from scipy import integrate
 
+    Computed at unit scale, :math:`V(\\alpha; s) = s^2 V(\\alpha/s; 1)`, for every ratio
+    :math:`r = \\alpha/s` that is a positive float: below :math:`r = 1` both moments are
+    divided by their leading power of :math:`r` and integrated in :math:`v = \\epsilon/r` (so
+    nothing underflows and no narrow peak is missed), above it the integrals are split where
+    the density and :math:`\\psi` change (:func:`_huber_moments`, :func:`_kl_moments`).  The
+    limits are the L1 variance :math:`1/(4f(0)^2)` as :math:`r \\to 0` and the noise variance
+    as :math:`r \\to \\infty` (checked against mpmath from :math:`r = 10^{-200}` to
+    :math:`10^{100}`); :math:`r` above :data:`MAX_ALPHA_OVER_SCALE` raises ``ValueError``.
+    """
     _check_positive_grid(alpha, "alpha")
     _check_positive_grid(scale, "scale")
     name = LOSS_ALIASES.get(loss, loss) if isinstance(loss, str) else loss
     if name not in ALPHA_LOSSES:
         raise ValueError(f"loss must be one of {ALPHA_LOSSES}, got {loss!r}")
-    a, d = float(alpha), _scipy_dist(family, scale)
-    if name == "huber":
-        e2 = 2 * integrate.quad(lambda e: e * e * d.pdf(e), 0, a, limit=200)[0] + 2 * a * a * d.sf(a)
-        ep = _central_mass(d, a)
-    else:
-        e2 = 2 * integrate.quad(lambda e: (a * math.expm1(-e / a)) ** 2 * d.pdf(e), 0, np.inf,
-                                limit=400)[0]
-        ep = 2 * integrate.quad(lambda e: math.exp(-e / a) * d.pdf(e), 0, np.inf, limit=400)[0]
-    return float(e2 / ep**2)
+    s = float(scale)
+    r, d = float(alpha) / s, _scipy_dist(family)
+    if not r <= MAX_ALPHA_OVER_SCALE:
+        raise ValueError(f"alpha/scale must be at most {MAX_ALPHA_OVER_SCALE:g} (V is then the "
+                         f"noise variance, or grows like alpha for Cauchy noise), got "
+                         f"alpha={alpha!r}, scale={scale!r}")
+    e2, ep = (_huber_moments if name == "huber" else _kl_moments)(d, r)
+    return float(s * s * (e2 / (ep * ep)))
+
+
+#: the largest alpha/scale :func:`asymptotic_variance` accepts (beyond it the products of the
+#: integrands overflow)
+MAX_ALPHA_OVER_SCALE = 1e100
+#: where a unit-scale density's integrals are split: its upper quantiles of these tail masses
+_SPLIT_MASSES = (0.25, 1e-2, 1e-4, 1e-8, 1e-12, 1e-16, 1e-30, 1e-60, 1e-100, 1e-200, 1e-300)
+
+
+def _quad(g: Any, lo: float, hi: float, points: Any = ()) -> float:
+    """``quad`` of ``g`` on [lo, hi] (finite), split at the ``points`` inside it."""
+    from scipy import integrate
+
+    inner = sorted(float(p) for p in points if lo < p < hi)
+    return integrate.quad(g, lo, hi, points=inner or None, limit=200, epsabs=0.0,
+                          epsrel=1e-12)[0]
+
+
+def _integral(g: Any, hi: float, marks: Any) -> float:
+    """:math:`\\int_0^{hi} g(e)\\,de` for an integrand with features at unit scale (the
+    density's bulk) and at the ``marks`` above it: [0, 1] as it is, [1, hi] in
+    :math:`t = \\log e`, split at the marks, so that a feature far out (a tail quantile,
+    :math:`\\alpha`) is not missed by a rule spread over a long interval."""
+    head = _quad(g, 0.0, min(hi, 1.0), marks)
+    if hi <= 1.0:
+        return head
+    logs = [math.log(m) for m in marks if 1.0 < m < hi]
+    return head + _quad(lambda t: g(math.exp(t)) * math.exp(t), 0.0, math.log(hi), logs)
+
+
+def _huber_moments(d: Any, r: float) -> tuple[float, float]:
+    """Huber's :math:`E[\\psi^2] = E[\\min(\\epsilon^2, r^2)]` and :math:`E[\\psi'] = P(|\\epsilon| < r)`
+    at unit scale, both divided by :math:`r^2` and :math:`r` when :math:`r < 1` (their ratio
+    is the same)."""
+    if r < 1:  # in v = e/r on [0, 1]: 2 r int v^2 f(rv) dv + 2 sf(r), and 2 int f(rv) dv
+        e2 = 2 * r * _quad(lambda v: v * v * d.pdf(r * v), 0.0, 1.0) + 2 * float(d.sf(r))
+        return e2, 2 * _quad(lambda v: d.pdf(r * v), 0.0, 1.0)
+    sf = float(d.sf(r))
+    tail = 0.0 if sf == 0 else 2 * r * (r * sf)  # r (r sf): no r^2 overflow (Cauchy: ~ r/pi)
+    e2 = 2 * _integral(lambda e: e * e * d.pdf(e), r, d.isf(_SPLIT_MASSES)) + tail
+    return e2, _central_mass(d, r)
+
+
+def _kl_moments(d: Any, r: float) -> tuple[float, float]:
+    """The lower KL bound's :math:`E[\\psi^2] = E[r^2 (1 - e^{-|\\epsilon|/r})^2]` and
+    :math:`E[\\psi'] = E[e^{-|\\epsilon|/r}]` at unit scale, divided by :math:`r^2` and
+    :math:`r` when :math:`r < 1`."""
+    if r < 1:
+        # e2/r^2 = 2 int (1 - e^{-e/r})^2 f(e) de: in v = e/r up to 40 (the rest is sf(40 r)
+        # to within e^{-40}); ep/r = 2 int e^{-v} f(rv) dv, cut where e^{-v} underflows
+        e2 = 2 * (r * _quad(lambda v: math.expm1(-v) ** 2 * d.pdf(r * v), 0.0, 40.0)
+                  + float(d.sf(40 * r)))
+        return e2, 2 * _quad(lambda v: math.exp(-v) * d.pdf(r * v), 0.0, 746.0, (1, 10, 40))
+
+    # psi = e k(e/r), k(z) = (1 - e^{-z})/z in (0, 1]; up to 1e20 times the last feature,
+    # beyond which the rest is below 1e-20 of either moment (psi^2 <= r^2, e^{-e/r} <= 1)
+    def k(z: float) -> float:
+        return -math.expm1(-z) / z if z > 0 else 1.0
+
+    marks = [*d.isf(_SPLIT_MASSES), r, 40 * r]
+    hi = 1e20 * max(r, float(d.isf(1e-12)))
+    e2 = 2 * _integral(lambda e: (e * k(e / r)) ** 2 * d.pdf(e), hi, marks)
+    ep = 2 * _integral(lambda e: math.exp(-e / r) * d.pdf(e), hi, marks)
+    return e2, ep
 
 
 def _central_mass(d: Any, a: float) -> float:
@@ -74,11 +144,9 @@ def _central_mass(d: Any, a: float) -> float:
     at ``a = 1e-8``), so below the upper quartile the density is integrated instead; above it,
     ``1 - 2 * sf(a)`` has no cancellation.
     """
-    from scipy import integrate
-
     tail = float(d.sf(a))
     if tail > 0.25:
-        return 2 * integrate.quad(d.pdf, 0, a, epsabs=0.0, epsrel=1e-13, limit=200)[0]
+        return 2 * _quad(d.pdf, 0.0, a)
     return 1 - 2 * tail
 
 
