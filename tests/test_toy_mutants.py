@@ -463,3 +463,27 @@ def test_verdict_rejects_bad_arguments_naming_them() -> None:
             toy.figure2_verdict(results, level=level)
     with pytest.raises(ValueError, match=r"^n_boot must be an integer >= 1"):
         toy.figure2_verdict(results, n_boot=0)
+
+
+# kills klhuber.toy.theory.x_optimal_alpha_constant__mutmut_77 (or -> and), _79 (lo / 1.01),
+# _80 (lo * 2.01), _84 (v_l1 * 2), _92 (hi * 1.01), _93 (hi / 2.01), _102 and _103 (the key
+# "family" renamed): the documented reading of a search interval, one case per clause. A
+# minimum at an end (within 1 %) is that end's limit even when it beats L1 (Cauchy on
+# [0.5, 10], where V(0.5) = 2.288 < V_L1 = 2.467) or L2 (Logistic on [1e-3, 1]); a minimum
+# 1.5 times inside either end is interior; and where V is flat to the last bit (Laplace on
+# [1e-300, 1e-290], V = V_L1 = 1; Normal on [1e90, 1e100], V = V_L2 = 1), the minimiser
+# stops anywhere and only "no better than the limit" names the boundary.
+@pytest.mark.parametrize("family, lo, hi, boundary", [
+    ("cauchy", 0.5, 10.0, "lower"), ("cauchy", 0.26, 10.0, None),
+    ("logistic", 1e-3, 1.0, "upper"), ("logistic", 1e-3, 3.0, None),
+    ("laplace", 1e-300, 1e-290, "lower"), ("normal", 1e90, 1e100, "upper")])
+def test_optimal_alpha_constant_names_the_boundary_of_each_search_interval(family, lo, hi,
+                                                                          boundary) -> None:
+    res = toy.optimal_alpha_constant(family, lo=lo, hi=hi)
+    assert (res["family"], res["loss"], res["boundary"]) == (family, "huber", boundary)
+    want = {"lower": 0.0, "upper": math.inf}.get(boundary)
+    if want is None:  # interior: the root of V'(alpha)
+        dist = {"cauchy": stats.cauchy(), "logistic": stats.logistic()}[family]
+        assert res["c"] == pytest.approx(_huber_c_by_root(dist), rel=1e-5)
+    else:
+        assert res["c"] == want
