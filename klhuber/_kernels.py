@@ -97,6 +97,8 @@ def kernel(x: Tensor, alpha: ParamLike, beta: ParamLike, *, value: bool, deriv: 
     """
     t, coeffs = PHI[x.dtype]
     a = x.abs()
+    if not isinstance(alpha, Tensor):  # below the dtype's smallest subnormal: the L1 limit,
+        alpha = effective_scalar(alpha, x.dtype)  # in the value as in u (and the derivatives)
     nu = neg_u(a, alpha)
     small = nu > -t
     e = torch.exp(nu)

@@ -1215,3 +1215,67 @@ def test_a_1d_cpu_scale_with_a_meta_input_is_named(call):
     named with both devices."""
     with pytest.raises(ValueError, match=re.escape("is on cpu but the input is on meta")):
         call(torch.ones(3, device="meta"), torch.ones(3))
+
+
+# kills klhuber._kernels.x__kl_huber_plain__mutmut_90 and _127 (the alpha = inf guard of the
+# quadratic branch tests us == 1 instead of us == 0, for tensor and for extreme number scales):
+# in float64, |x|/beta overflows for x = 1e300, beta = 1e-10, and u phi(u) is 0 at alpha = inf,
+# so the product must be the limit 0, not inf * 0
+@pytest.mark.parametrize("alpha_tensor", [False, True], ids=["number-alpha", "tensor-alpha"])
+@pytest.mark.parametrize("beta_tensor", [False, True], ids=["number-beta", "tensor-beta"])
+@pytest.mark.parametrize("impl", ["default", "autograd"])
+def test_infinite_alpha_is_the_zero_limit_where_x_over_beta_overflows(alpha_tensor, beta_tensor,
+                                                                       impl):
+    f64 = torch.float64
+    x = torch.tensor([1e300, -1e300, 0.0, 1.0], dtype=f64, requires_grad=True)
+    alpha = torch.tensor(math.inf, dtype=f64) if alpha_tensor else math.inf
+    beta = torch.tensor(1e-10, dtype=f64) if beta_tensor else 1e-10
+    value = losses.kl_huber(x, alpha, beta, impl=impl)
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    assert value.tolist() == [0.0] * 4
+    assert grad.abs().tolist() == [0.0] * 4
+
+
+# kills klhuber.losses.x_laplace_kl__mutmut_95, _105, _106, x_kl_huber__mutmut_40 and
+# x_kl_huber_loss__mutmut_43 (the impl passed on as None or a misspelt "default"): dispatch
+# then falls through to torch.compile, which costs seconds per new shape and dtype; the
+# default call of each public function never compiles on the CPU
+@pytest.mark.parametrize("call", ["kl_huber", "kl_huber_loss", "laplace_kl", "kl_huber_module"])
+def test_the_default_call_never_compiles_on_the_cpu(call, monkeypatch):
+    from klhuber import _dispatch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the default call reached torch.compile")
+
+    monkeypatch.setattr(_dispatch, "run_compiled", refuse)
+    x = torch.tensor([-2.0, -0.1, 0.0, 0.3, 4.0], requires_grad=True)
+    alpha = torch.tensor(0.7, requires_grad=True)  # the tensor-scale path as well
+    for a in (0.7, alpha):
+        if call == "kl_huber":
+            out = losses.kl_huber(x, a, 1.5)
+        elif call == "kl_huber_loss":
+            out = losses.kl_huber_loss(x, torch.zeros(5), a, 1.5)
+        elif call == "laplace_kl":
+            out = losses.laplace_kl(x, a, torch.zeros(5), 1.5)
+        else:
+            out = losses.KLHuberLoss(alpha=a, beta=1.5)(x, torch.zeros(5))
+        out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+# kills klhuber._kernels.x_effective_scalar__mutmut_2 and _12 (the rounding test never true):
+# a Python-number alpha below float32's smallest subnormal (1e-46) is the documented L1 limit
+# alpha = 0, not a positive alpha; at x = +-1.4e-45 the difference shows (u would be 14)
+@pytest.mark.parametrize("impl", ["default", "autograd"])
+def test_an_alpha_that_rounds_to_zero_in_float32_is_the_l1_limit(impl):
+    x = torch.tensor([1.4e-45, -1.4e-45, 0.0, 2.0], requires_grad=True)
+    beta = 1e-30
+    value = losses.kl_huber(x, 1e-46, beta, impl=impl)
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    l1 = losses.kl_huber(x.detach(), 0.0, beta, impl=impl)
+    assert value.tolist() == l1.tolist()  # |x|/beta
+    assert grad[[0, 1, 3]].tolist() == (torch.sign(x.detach()) / beta)[[0, 1, 3]].tolist()
+    first = losses.kl_huber_derivative(x.detach(), 1e-46, beta, order=1)
+    second = losses.kl_huber_derivative(x.detach(), 1e-46, beta, order=2)
+    assert first.tolist() == losses.kl_huber_derivative(x.detach(), 0.0, beta, order=1).tolist()
+    assert second.tolist() == [0.0, 0.0, math.inf, 0.0]
