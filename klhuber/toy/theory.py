@@ -29,16 +29,15 @@ __all__ = ["asymptotic_variance", "optimal_alpha_constant", "theory_rmse"]
 
 
 
-def _scipy_dist(family: str, scale: float = 1.0) -> Any:
+def _scipy_dist(family: str) -> Any:
+    """The unit-scale noise distribution of ``family`` (scipy.stats, frozen)."""
     from scipy import stats
 
     _check_family(family)
-    return {
-        "laplace": stats.laplace,
-        "logistic": stats.logistic,
-        "cauchy": stats.cauchy,
-        "normal": stats.norm,
-    }.get(family, lambda scale: stats.t(STUDENT_T_DF, scale=scale))(scale=scale)
+    if family == "student_t":
+        return stats.t(STUDENT_T_DF)
+    return {"laplace": stats.laplace, "logistic": stats.logistic, "cauchy": stats.cauchy,
+            "normal": stats.norm}[family]()
 
 
 def asymptotic_variance(family: str, alpha: float, scale: float = 1.0, loss: str = "huber") -> float:
@@ -76,21 +75,29 @@ def asymptotic_variance(family: str, alpha: float, scale: float = 1.0, loss: str
 #: the largest alpha/scale :func:`asymptotic_variance` accepts (beyond it the products of the
 #: integrands overflow)
 MAX_ALPHA_OVER_SCALE = 1e100
-def _quad(g: Any, lo: float, hi: float) -> float:
+#: where a unit-scale density's integrals are split: its upper quantiles of these tail masses
+_SPLIT_MASSES = (0.25, 1e-2, 1e-4, 1e-8, 1e-12, 1e-16, 1e-30, 1e-60, 1e-100, 1e-200, 1e-300)
+
+
+def _quad(g: Any, lo: float, hi: float, points: Any = ()) -> float:
+    """``quad`` of ``g`` on [lo, hi] (finite), split at the ``points`` inside it."""
     from scipy import integrate
 
-    return integrate.quad(g, lo, hi)[0]
+    inner = sorted(float(p) for p in points if lo < p < hi)
+    return integrate.quad(g, lo, hi, points=inner or None, limit=200, epsabs=0.0,
+                          epsrel=1e-12)[0]
 
 
-def _integral(g: Any, hi: float) -> float:
-    """:math:`\\int_0^{hi} g(e)\\,de` for an integrand whose features lie at unit scale (the
-    density's bulk) and far above it (a heavy tail, :math:`\\alpha`): [0, 1] as it is, the
-    rest in :math:`t = \\log e`, so that a feature far out is not missed by a rule spread over
-    a long interval."""
-    head = _quad(g, 0.0, min(hi, 1.0))
+def _integral(g: Any, hi: float, marks: Any) -> float:
+    """:math:`\\int_0^{hi} g(e)\\,de` for an integrand with features at unit scale (the
+    density's bulk) and at the ``marks`` above it: [0, 1] as it is, [1, hi] in
+    :math:`t = \\log e`, split at the marks, so that a feature far out (a tail quantile,
+    :math:`\\alpha`) is not missed by a rule spread over a long interval."""
+    head = _quad(g, 0.0, min(hi, 1.0), marks)
     if hi <= 1.0:
         return head
-    return head + _quad(lambda t: g(math.exp(t)) * math.exp(t), 0.0, math.log(hi))
+    logs = [math.log(m) for m in marks if 1.0 < m < hi]
+    return head + _quad(lambda t: g(math.exp(t)) * math.exp(t), 0.0, math.log(hi), logs)
 
 
 def _huber_moments(d: Any, r: float) -> tuple[float, float]:
@@ -102,7 +109,7 @@ def _huber_moments(d: Any, r: float) -> tuple[float, float]:
         return e2, 2 * _quad(lambda v: d.pdf(r * v), 0.0, 1.0)
     sf = float(d.sf(r))  # at most 0.27 for r >= 1: 1 - 2 sf does not cancel
     tail = 2 * r * (r * sf)  # r (r sf): no r^2 overflow (Cauchy: ~ r/pi)
-    e2 = 2 * _integral(lambda e: e * e * d.pdf(e), r) + tail
+    e2 = 2 * _integral(lambda e: e * e * d.pdf(e), r, d.isf(_SPLIT_MASSES)) + tail
     return e2, 1 - 2 * sf
 
 
@@ -115,13 +122,14 @@ def _kl_moments(d: Any, r: float) -> tuple[float, float]:
         # to within e^{-40}); ep/r = 2 int e^{-v} f(rv) dv, cut where e^{-v} underflows
         e2 = 2 * (r * _quad(lambda v: math.expm1(-v) ** 2 * d.pdf(r * v), 0.0, 40.0)
                   + float(d.sf(40 * r)))
-        return e2, 2 * _quad(lambda v: math.exp(-v) * d.pdf(r * v), 0.0, 746.0)
+        return e2, 2 * _quad(lambda v: math.exp(-v) * d.pdf(r * v), 0.0, 746.0, (1, 10, 40))
 
     # up to 1e20 times the last feature, beyond which the rest is below 1e-20 of either moment
     # (psi^2 <= r^2, e^{-e/r} <= 1); r^2 <= 1e200 does not overflow
+    marks = [*d.isf(_SPLIT_MASSES), r, 40 * r]
     hi = 1e20 * max(r, float(d.isf(1e-12)))
-    e2 = 2 * _integral(lambda e: (r * math.expm1(-e / r)) ** 2 * d.pdf(e), hi)
-    ep = 2 * _integral(lambda e: math.exp(-e / r) * d.pdf(e), hi)
+    e2 = 2 * _integral(lambda e: (r * math.expm1(-e / r)) ** 2 * d.pdf(e), hi, marks)
+    ep = 2 * _integral(lambda e: math.exp(-e / r) * d.pdf(e), hi, marks)
     return e2, ep
 
 
