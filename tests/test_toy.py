@@ -430,10 +430,10 @@ def test_asymptotic_variance_closed_forms_for_every_ratio(family: str, loss: str
     e^{-e/alpha} (a ZeroDivisionError for the KL bound at alpha = 1e-8)."""
     want = _closed_form_variance(family, loss, r)
     # (measured: at most 1.1e-14 on the dense grid below)
-    assert toy.asymptotic_variance(family, r, 1.0, loss) == pytest.approx(want, rel=3e-14)
+    assert toy.asymptotic_variance(family, r, 1.0, loss) == pytest.approx(want, rel=3e-14, abs=0)
     # V(alpha; s) = s^2 V(alpha/s; 1)
     assert toy.asymptotic_variance(family, 4 * r, 4.0, loss) == pytest.approx(16 * want,
-                                                                             rel=3e-14)
+                                                                             rel=3e-14, abs=0)
 
 
 @pytest.mark.parametrize("family, loss", [("laplace", "huber"), ("laplace", "kl_lower"),
@@ -444,7 +444,7 @@ def test_asymptotic_variance_closed_forms_on_a_dense_grid(family: str, loss: str
     ratios = [*np.geomspace(1e-200, 1e100, 31), *np.geomspace(0.5, 3.0, 13), 1.0]
     for r in map(float, ratios):
         want = _closed_form_variance(family, loss, r)
-        assert toy.asymptotic_variance(family, r, 1.0, loss) == pytest.approx(want, rel=3e-14), r
+        assert toy.asymptotic_variance(family, r, 1.0, loss) == pytest.approx(want, rel=3e-14, abs=0), r
 
 
 @pytest.mark.parametrize("family", ["laplace", "logistic", "cauchy", "normal", "student_t"])
@@ -456,10 +456,10 @@ def test_asymptotic_variance_limits_and_mpmath_for_every_family(family: str, los
 
     res = toy.optimal_alpha_constant(family, loss, lo=0.5, hi=2.0)  # (only for v_l1, v_l2)
     assert toy.asymptotic_variance(family, 1e-200, 1.0, loss) == pytest.approx(res["v_l1"],
-                                                                              rel=2e-14)
+                                                                              rel=2e-14, abs=0)
     if math.isfinite(res["v_l2"]):
         assert toy.asymptotic_variance(family, 1e100, 1.0, loss) == pytest.approx(
-            res["v_l2"], rel=2e-14)
+            res["v_l2"], rel=2e-14, abs=0)
     pdf = {"normal": lambda e: mpmath.npdf(e),
            "logistic": lambda e: mpmath.exp(-e) / (1 + mpmath.exp(-e)) ** 2,
            "cauchy": lambda e: 1 / (mpmath.pi * (1 + e * e)),
@@ -480,7 +480,27 @@ def test_asymptotic_variance_limits_and_mpmath_for_every_family(family: str, los
                 e2 = 2 * mpmath.quad(lambda e, x=x: (x * mpmath.expm1(-e / x)) ** 2 * pdf(e), pts)
                 ep = 2 * mpmath.quad(lambda e, x=x: mpmath.exp(-e / x) * pdf(e), pts)
             want = float(e2 / ep**2)
-        assert toy.asymptotic_variance(family, r, 1.0, loss) == pytest.approx(want, rel=1e-14), r
+        assert toy.asymptotic_variance(family, r, 1.0, loss) == pytest.approx(want, rel=1e-14, abs=0), r
+
+
+# where quad's default tolerances were 2.7e-14 and 6.2e-14 off (Cauchy at r = 10^-0.5, Student-t
+# at 0.62), and quad without the split points 8.1e-13 (Cauchy at 1e30); the reference splits at
+# every second power of ten up to 1e58, so that no part of the heavy tail is skipped
+@pytest.mark.parametrize("family, r", [("cauchy", 0.31622776601683794),
+                                       ("student_t", 0.6199378522630605), ("cauchy", 1e30),
+                                       ("student_t", 1e30)])
+def test_asymptotic_variance_kl_for_heavy_tails_against_mpmath(family: str, r: float) -> None:
+    import mpmath
+
+    pdf = {"cauchy": lambda e: 1 / (mpmath.pi * (1 + e * e)),
+           "student_t": lambda e: 2 / (mpmath.sqrt(3) * mpmath.pi) * (1 + e * e / 3) ** -2}[family]
+    with mpmath.workdps(30):
+        x = mpmath.mpf(r)
+        pts = sorted({mpmath.mpf(0), x, 40 * x, *(mpmath.mpf(10) ** k for k in range(0, 60, 2))})
+        e2 = 2 * mpmath.quad(lambda e: (x * mpmath.expm1(-e / x)) ** 2 * pdf(e), [*pts, mpmath.inf])
+        ep = 2 * mpmath.quad(lambda e: mpmath.exp(-e / x) * pdf(e), [*pts, mpmath.inf])
+        want = float(e2 / ep**2)
+    assert toy.asymptotic_variance(family, r, 1.0, "kl_lower") == pytest.approx(want, rel=1e-14, abs=0)
 
 
 def test_asymptotic_variance_rejects_a_ratio_above_1e100() -> None:
