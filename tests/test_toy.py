@@ -436,6 +436,17 @@ def test_asymptotic_variance_closed_forms_for_every_ratio(family: str, loss: str
                                                                              rel=3e-14, abs=0)
 
 
+def _mp_pdf(family: str):
+    """The unit-scale noise density of ``family`` in mpmath, for e >= 0."""
+    import mpmath
+
+    return {"normal": lambda e: mpmath.npdf(e),
+            "logistic": lambda e: mpmath.exp(-e) / (1 + mpmath.exp(-e)) ** 2,
+            "cauchy": lambda e: 1 / (mpmath.pi * (1 + e * e)),
+            "laplace": lambda e: mpmath.exp(-e) / 2,
+            "student_t": lambda e: 2 / (mpmath.sqrt(3) * mpmath.pi) * (1 + e * e / 3) ** -2}[family]
+
+
 @pytest.mark.parametrize("family, loss", [("laplace", "huber"), ("laplace", "kl_lower"),
                                           ("normal", "huber"), ("cauchy", "huber")])
 def test_asymptotic_variance_closed_forms_on_a_dense_grid(family: str, loss: str) -> None:
@@ -460,11 +471,7 @@ def test_asymptotic_variance_limits_and_mpmath_for_every_family(family: str, los
     if math.isfinite(res["v_l2"]):
         assert toy.asymptotic_variance(family, 1e100, 1.0, loss) == pytest.approx(
             res["v_l2"], rel=2e-14, abs=0)
-    pdf = {"normal": lambda e: mpmath.npdf(e),
-           "logistic": lambda e: mpmath.exp(-e) / (1 + mpmath.exp(-e)) ** 2,
-           "cauchy": lambda e: 1 / (mpmath.pi * (1 + e * e)),
-           "laplace": lambda e: mpmath.exp(-e) / 2,
-           "student_t": lambda e: 2 / (mpmath.sqrt(3) * mpmath.pi) * (1 + e * e / 3) ** -2}[family]
+    pdf = _mp_pdf(family)
     # (1, 1.95, 1e4 and 17782.8: where quad without split points and a tight tolerance was up to
     # 2.8e-12 off for Cauchy and Student-t noise)
     for r in (1e-3, 0.7, 1.0, 1.95, 30.0, 1e3, 1e4, 17782.794100389227, 1e5):
@@ -492,8 +499,7 @@ def test_asymptotic_variance_limits_and_mpmath_for_every_family(family: str, los
 def test_asymptotic_variance_kl_for_heavy_tails_against_mpmath(family: str, r: float) -> None:
     import mpmath
 
-    pdf = {"cauchy": lambda e: 1 / (mpmath.pi * (1 + e * e)),
-           "student_t": lambda e: 2 / (mpmath.sqrt(3) * mpmath.pi) * (1 + e * e / 3) ** -2}[family]
+    pdf = _mp_pdf(family)
     with mpmath.workdps(30):
         x = mpmath.mpf(r)
         pts = sorted({mpmath.mpf(0), x, 40 * x, *(mpmath.mpf(10) ** k for k in range(0, 60, 2))})

@@ -52,9 +52,8 @@ def asymptotic_variance(family: str, alpha: float, scale: float = 1.0, loss: str
     :math:`r = \\alpha/s` that is a positive float: below :math:`r = 1` both moments are
     divided by their leading power of :math:`r` and integrated in :math:`v = \\epsilon/r` (so
     nothing underflows and no narrow peak is missed), above it the integrals are split where
-    the density and :math:`\\psi` change.  The
-    limits are the L1 variance :math:`1/(4f(0)^2)` as :math:`r \\to 0` and the noise variance
-    as :math:`r \\to \\infty`.  Relative error below :math:`3 \\cdot 10^{-14}` from
+    the density and :math:`\\psi` change.  The limits are the L1 variance :math:`1/(4f(0)^2)`
+    as :math:`r \\to 0` and the noise variance as :math:`r \\to \\infty`.  Relative error below :math:`3 \\cdot 10^{-14}` from
     :math:`r = 10^{-200}` to :math:`10^{100}` (tested against closed forms and mpmath; measured
     at most :math:`1.1 \\cdot 10^{-14}`); :math:`r` above :math:`10^{100}` raises ``ValueError``.
     """
