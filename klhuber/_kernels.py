@@ -12,6 +12,7 @@ derivatives (Appendix B) and the bounds of eq. 20, on tensors:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -112,16 +113,20 @@ def kernel(x: Tensor, alpha: ParamLike, beta: ParamLike, *, value: bool, deriv: 
         else:
             # Extreme or tensor scales (subnormal, infinite, alpha/beta overflowing): the same
             # formulas, written so that no 0 * inf or inf - inf appears.  alpha = inf or
-            # beta = inf give the limit 0; an overflowing alpha/beta gives inf.
+            # beta = inf give the limit 0.  Where |x|/beta or alpha/beta overflows, the
+            # numerator comes first, |x| - alpha (1 - e^{-u}) or |x| u phi(u), both at most
+            # |x|: inf only where D is.
             ratio = alpha / beta
+            wide = div(a - alpha * (1.0 - e), beta)
+            finite_ab = torch.isfinite(ab)
             if tensors:
-                ratio_ok = torch.isfinite(ratio)
-                large = torch.where(ratio_ok, ab - ratio * (1.0 - e), ratio * ((-nu - 1.0) + e))
-            elif math.isfinite(ratio) and ratio <= torch.finfo(x.dtype).max:
-                large = ab - ratio * (1.0 - e)
+                large = torch.where(torch.isfinite(ratio) & finite_ab, ab - ratio * (1.0 - e),
+                                    wide)
+            elif ratio <= torch.finfo(x.dtype).max:
+                large = torch.where(finite_ab, ab - ratio * (1.0 - e), wide)
             else:
-                large = ratio * ((-nu - 1.0) + e)
-            val_small = torch.where(q == 0, torch.zeros_like(q), -(ab * q))
+                large = wide
+            val_small = torch.where(finite_ab, -(ab * q), div(-(a * q), beta))
             out["value"] = torch.where(small, val_small, large)
     if deriv:
         d = torch.where(small, -nu * (1.0 + q), 1.0 - e)  # 1 - e^{-u} = u (1 - u phi(u))
@@ -226,50 +231,165 @@ def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
 
 
 def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
-    """:func:`kl_huber_plain` for a float64 ``x``.  The quadratic branch is the product
-    ``(|x|/beta) u phi(u)``: in float64 ``|x|/beta`` overflows only where ``u phi(u)`` does not
-    underflow to 0 (``u = |x|/alpha`` would need ``alpha`` beyond float64's range), except for
-    ``alpha = inf``, where ``u = 0`` and the product is set to 0."""
+    """:func:`kl_huber_plain` for a float64 ``x``: autograd through plain operations where the
+    scales are in the plain range (:func:`plain_scales`, elementwise for tensors),
+    :class:`_ExtremeScalesFn` (the same formulas with closed-form derivatives) elsewhere, where
+    autograd would multiply an overflowing (or underflowing) ``alpha/beta``, ``|x|/beta`` or
+    ``1/alpha`` into a gradient that is finite."""
     t, coeffs = PHI[x.dtype]
     a = x.abs()
-    if not isinstance(alpha, Tensor) and alpha == 0:
-        return div_exact(a, beta)
-    if isinstance(alpha, Tensor):
-        pos = alpha > 0
-        safe_alpha = torch.where(pos, alpha, torch.ones_like(alpha))
-    else:
-        pos, safe_alpha = None, alpha
-    u = a / safe_alpha
-    small = u < t
-    us = torch.where(small, u, torch.zeros_like(u))
-    ul = torch.where(small, torch.full_like(u, t), u)
-    ab = div_exact(a, beta)
-    m = us * horner(-us, coeffs)
-    val_small = ab * m  # alpha u^2 phi(u) / beta
-    tensors = isinstance(alpha, Tensor) or isinstance(beta, Tensor)
-    if tensors:
-        ratio = safe_alpha / beta
-        ok = torch.isfinite(ratio)
-        val_large = torch.where(ok, ab + ratio * torch.expm1(-ul), ratio * (ul + torch.expm1(-ul)))
-        # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
-        val_small = torch.where(us == 0, torch.zeros_like(ab), ab) * m
-    elif moderate(alpha, beta, x.dtype):
-        val_large = ab + (safe_alpha / beta) * torch.expm1(-ul)
-    else:  # extreme scalars: no inf - inf, no 0 * inf; alpha = inf gives the limit 0
+    if not (isinstance(alpha, Tensor) or isinstance(beta, Tensor)):
+        if alpha == 0:
+            return div_exact(a, beta)
+        if plain_scales(alpha, beta):
+            return _plain(a, alpha, beta, t, coeffs)
+        return _ExtremeScalesFn.apply(a, alpha, beta)
+    alpha_t = alpha if isinstance(alpha, Tensor) else a.new_tensor(alpha)
+    beta_t = beta if isinstance(beta, Tensor) else a.new_tensor(beta)
+    pos = alpha_t > 0
+    safe_alpha = torch.where(pos, alpha_t, torch.ones_like(alpha_t))
+    # Each part is formed from |x| = 0 and scales 1 where it is not taken, so that no inf
+    # meets the zero gradient of the mask (0 * inf = NaN)
+    ok = plain_scales(safe_alpha, beta_t)
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    val = torch.where(ok, _plain(torch.where(ok, a, zero),
+                                torch.where(ok, safe_alpha, one),
+                                torch.where(ok, beta_t, one), t, coeffs),
+                      _ExtremeScalesFn.apply(torch.where(ok, zero, a),
+                                             torch.where(ok, one, safe_alpha),
+                                             torch.where(ok, one, beta_t)))
+    # alpha = 0: the L1 limit |x|/beta, written as (|x| - alpha)/beta for x != 0 so that its
+    # alpha-gradient is the one-sided limit -1/beta (0 at x = 0, where D = 0 for every alpha),
+    # as the custom Functions give; the value is unchanged (alpha = 0).  Formed from |x| = 0
+    # and alpha = 0 where alpha > 0, as above
+    a_l1 = torch.where(pos, zero, a)
+    alpha_l1 = torch.where(pos, torch.zeros_like(alpha_t), alpha_t)
+    l1 = div_exact(a_l1, beta_t) - torch.where(a > 0, alpha_l1 / beta_t, zero)
+    return torch.where(pos, val, l1)
+
+
+#: impl="autograd" takes autograd through plain operations where alpha, beta and alpha/beta
+#: lie in [1/PLAIN_RANGE, PLAIN_RANGE], and :class:`_ExtremeScalesFn` elsewhere.
+PLAIN_RANGE = 1e100
+
+
+def plain_scales(alpha: ParamLike, beta: ParamLike) -> bool | Tensor:
+    """Whether (elementwise, for tensors) the scales lie in the range of :data:`PLAIN_RANGE`:
+    there no intermediate of :func:`_plain` or of its gradient overflows or underflows."""
+    lo, hi = 1 / PLAIN_RANGE, PLAIN_RANGE
+    ratio = alpha / beta
+    if isinstance(ratio, Tensor):
+        return ((alpha >= lo) & (alpha <= hi) & (beta >= lo) & (beta <= hi) & (ratio >= lo)
+                & (ratio <= hi))
+    return lo <= alpha <= hi and lo <= beta <= hi and lo <= ratio <= hi
+
+
+def _plain(a: Tensor, alpha: ParamLike, beta: ParamLike, t: float,
+           coeffs: tuple[float, ...]) -> Tensor:
+    """Eq. 16 at |x| = a for scales in the plain range: (a/beta) u phi(u) below the switch
+    point t, (a - alpha(1 - e^{-u}))/beta above (one division by beta, whose gradient is then
+    -D/beta; u capped at 1e4, where e^{-u} = 0).  The quadratic branch is formed from a = 0
+    where it is not taken, and u beyond the cap from 0: no u = inf or a/beta = inf meets the
+    zero gradient of a mask (0 * inf = NaN)."""
+    u = a / alpha
+    small, big = u < t, u > 1e4
+    zero = torch.zeros_like(a)
+    a_s = torch.where(small, a, zero)
+    us = a_s / alpha
+    ul = torch.where(small, torch.full_like(a, t),
+                     torch.where(big, torch.full_like(a, 1e4), torch.where(big, zero, a) / alpha))
+    val_small = (a_s / beta) * (us * horner(-us, coeffs))
+    val_large = (a + alpha * torch.expm1(-ul)) / beta
+    return torch.where(small, val_small, val_large)
+
+
+class _ExtremeScalesFn(torch.autograd.Function):
+    r"""Eq. 16 at :math:`a = |x|` for scales outside the plain range (:func:`plain_scales`):
+    tiny, huge or infinite, or with an extreme :math:`\alpha/\beta` (``impl="autograd"``).
+
+    The value uses the formulas of the plain path, :math:`(a/\beta)\,u\varphi(u)` below the
+    switch point (:math:`a\,u\varphi(u)/\beta` where :math:`a/\beta` overflows) and
+    :math:`(a - \alpha(1 - e^{-u}))/\beta` above, whose numerators are at most :math:`a`: the
+    value is ``inf`` only where :math:`D` is.  Autograd through them would multiply the
+    incoming gradient by an overflowing :math:`a/\beta` or :math:`\alpha/\beta` before the
+    :math:`1/\alpha` of :math:`u` (``inf``, or NaN where it meets a 0), or lose the
+    :math:`e^{-u}` term where :math:`\alpha/\beta` underflows.  The derivatives are therefore
+    the closed forms of Appendix B, written with differentiable operations (double backward,
+    forward mode and :mod:`torch.func` work as for the other Functions):
+    :math:`\partial D/\partial a = (1 - e^{-u})/\beta`,
+    :math:`\partial D/\partial\alpha = -(1 - (1 + u)e^{-u})/\beta` (:func:`dalpha_plain`) and
+    :math:`\partial D/\partial\beta = -D/\beta`."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
+        t, coeffs = PHI[a.dtype]
+        nu = neg_u(a, alpha)
+        m = -nu * horner(nu, coeffs)  # u phi(u)
+        ab = div(a, beta)  # (a/beta) m where a/beta is finite: no underflow of a m
+        finite_ab = torch.isfinite(ab)
+        small = torch.where(finite_ab, ab * m, div(a * m, beta))
+        # a/beta - (alpha/beta)(1 - e^{-u}) where both terms are normal numbers (subnormal a
+        # and alpha, as a - alpha(1 - e^{-u}) would lose them), else the numerator first
+        fi = torch.finfo(a.dtype)
         ratio = alpha / beta
-        if ratio <= torch.finfo(x.dtype).max:
-            val_large = ab + ratio * torch.expm1(-ul)
-        else:  # (alpha/beta) g(u), inf where alpha/beta overflows
-            val_large = ratio * (ul + torch.expm1(-ul))
-        # alpha = inf (u = 0) with an overflowing |x|/beta: 0, not inf * 0 (nor in the grad)
-        val_small = torch.where(us == 0, torch.zeros_like(ab), ab) * m
-    val = torch.where(small, val_small, val_large)
-    if pos is not None:
-        # alpha = 0: the L1 limit |x|/beta, written as (|x| - alpha)/beta for x != 0 so that
-        # its alpha-gradient is the one-sided limit -1/beta (0 at x = 0, where D = 0 for every
-        # alpha), as the custom Functions give; the value is unchanged (alpha = 0)
-        val = torch.where(pos, val, ab - torch.where(a > 0, alpha / beta, torch.zeros_like(a)))
-    return val
+        direct = ab + ratio * torch.expm1(nu)
+        numerator_first = div(a + alpha * torch.expm1(nu), beta)
+        if isinstance(ratio, Tensor):
+            ratio_ok = (ratio >= fi.smallest_normal) & (ratio <= fi.max)
+        else:
+            ratio_ok = fi.smallest_normal <= ratio <= fi.max
+        large = torch.where(finite_ab & ratio_ok, direct, numerator_first)
+        return torch.where(nu > -t, small, large)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        a, alpha, beta = inputs
+        ctx.alpha_t, ctx.beta_t = isinstance(alpha, Tensor), isinstance(beta, Tensor)
+        ctx.alpha = None if ctx.alpha_t else alpha
+        ctx.beta = None if ctx.beta_t else beta
+        saved = (a, alpha if ctx.alpha_t else None, beta if ctx.beta_t else None, output)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+
+    @staticmethod
+    def _saved(ctx: Any) -> tuple[Tensor, ParamLike, ParamLike, Tensor]:
+        a, alpha_s, beta_s, out = ctx.saved_tensors
+        return (a, alpha_s if ctx.alpha_t else ctx.alpha, beta_s if ctx.beta_t else ctx.beta,
+                out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        a, alpha, beta, out = _ExtremeScalesFn._saved(ctx)
+        ga = gal = gbe = None
+        if ctx.needs_input_grad[0]:
+            ga = div(grad * -torch.expm1(neg_u(a, alpha)), beta)
+        if ctx.alpha_t and ctx.needs_input_grad[1]:
+            gal = sum_to(_times(grad, dalpha_plain(a, alpha, beta)), alpha)
+        if ctx.beta_t and ctx.needs_input_grad[2]:
+            gbe = sum_to(_times(grad, -out / beta), beta)
+        return ga, gal, gbe
+
+    @staticmethod
+    def jvp(ctx: Any, t_a: Tensor | None, t_alpha: Tensor | None,
+            t_beta: Tensor | None) -> Tensor:
+        a, alpha, beta, out = _ExtremeScalesFn._saved(ctx)
+        tangent = torch.zeros_like(out)
+        if t_a is not None:
+            tangent = tangent + div(-torch.expm1(neg_u(a, alpha)) * t_a, beta)
+        if ctx.alpha_t and t_alpha is not None:
+            tangent = tangent + _times(t_alpha, dalpha_plain(a, alpha, beta))
+        if ctx.beta_t and t_beta is not None:
+            tangent = tangent + _times(t_beta, -out / beta)
+        return tangent
+
+
+def _times(factor: Tensor, partial: Tensor) -> Tensor:
+    """factor * partial, 0 where factor is 0: a zero gradient or tangent (torch.func passes
+    zeros, not None) times a partial derivative that overflowed to inf carries no change."""
+    product = factor * partial
+    return torch.where(factor == 0, torch.zeros_like(product), product)
 
 
 def huber_bounds_direct(x: Tensor, alpha: ParamLike) -> tuple[Tensor, Tensor]:

@@ -35,17 +35,21 @@ give no NaN: where :math:`1/\alpha` or :math:`1/\beta` is not a normal number of
 kernels divide (in float64) instead of multiplying by the reciprocal, and they return the limits:
 :math:`D = 0` at :math:`x = 0` for every scale, :math:`D \to 0` as :math:`\alpha \to \infty` or
 :math:`\beta \to \infty`, the L1 limit for an :math:`\alpha` that rounds to 0, and ``inf`` where
-the value overflows.  Both branches are formed from :math:`|x|/\beta` (the quadratic one as
-:math:`(|x|/\beta)\,u\varphi(u)`), so where :math:`|x|/\beta` itself exceeds the dtype's largest
-number the result may be ``inf`` although :math:`D` is representable (e.g. :math:`x = 10^{30}`,
-:math:`\alpha = 10^{36}`, :math:`\beta = 10^{-10}` in float32, where :math:`D = 5 \cdot 10^{33}`;
-or :math:`x = 2 \cdot 10^{38}`, :math:`\alpha = 10^{38}`, :math:`\beta = 0.5`, where
-:math:`D = 2.27 \cdot 10^{38}`); values are never NaN.  ``impl="autograd"`` evaluates float32
-in float64, so there the value is ``inf`` only where :math:`D` exceeds float32 and the gradients
-in :math:`x`, :math:`\alpha` and :math:`\beta` are finite wherever the derivatives are.  Known
-limitation: with ``impl="autograd"`` in float64, the gradient is NaN where :math:`\alpha/\beta`
-exceeds float64's largest number (:math:`1.8 \cdot 10^{308}`; the default path gives the
-derivative there).  Moderate scalar scales keep the fast paths unchanged.
+the value overflows.  Where :math:`|x|/\beta` or :math:`\alpha/\beta` exceeds the dtype's
+largest number, the numerator :math:`\alpha\,g(u)` (or :math:`|x|\,u\varphi(u)`, both at most
+:math:`|x|`) is formed before the division by :math:`\beta`, so the value is ``inf`` only where
+:math:`D` is (e.g. :math:`D = 2.27 \cdot 10^{38}` at :math:`x = 2 \cdot 10^{38}`,
+:math:`\alpha = 10^{38}`, :math:`\beta = 0.5` in float32).  One exception: with moderate
+number scales (the fast paths below) a :math:`D` within a factor 16/15 of the dtype's largest
+number may be ``inf``.  Values are never NaN.  ``impl="autograd"`` evaluates float32 in
+float64; it takes autograd through plain operations where :math:`\alpha`, :math:`\beta` and
+:math:`\alpha/\beta` lie in :math:`[10^{-100}, 10^{100}]` and the closed-form derivatives of
+Appendix B elsewhere (a custom Function, with double backward, forward mode and
+:mod:`torch.func`).  On both paths, in float64, the gradients in :math:`x`, :math:`\alpha` and
+:math:`\beta` agree with the exact ones (mpmath) to :math:`10^{-12}` relative, and are ``inf``
+where those overflow, wherever the scales, :math:`D` and :math:`u^2` are normal numbers
+(``tests/test_numerics_edges.py``); where a subnormal intermediate enters they lose accuracy.
+Moderate scalar scales keep the fast paths unchanged.
 
 .. rubric:: Implementations (``impl=``)
 

@@ -1063,10 +1063,14 @@ def test_overflowing_ratio_gives_inf_not_nan():
     alpha, beta = 1e300, 1e-10
     x = torch.tensor([1e301, -1e299, 1e290], dtype=torch.float64)
     got = losses.kl_huber(x, alpha, beta)
-    # closed form (alpha/beta) g(u), g(u) = u - 1 + e^{-u}: 1e310 * g(10) and 1e310 * g(0.1)
-    # overflow; the last, u = 1e-10, is alpha g(u) / beta with the Taylor series of g
+    # closed form (alpha/beta) g(u), g(u) = u - 1 + e^{-u}: 1e310 * g(10) overflows, but
+    # 1e310 * g(0.1) = 4.84e307 does not (the kernel forms alpha g(u) first); the last,
+    # u = 1e-10, is alpha g(u) / beta with the Taylor series of g
     assert math.isinf(got[0].item()) and got[0].item() > 0
-    assert math.isinf(got[1].item()) and got[1].item() > 0
+    with mpmath.workdps(40):
+        u1 = mpmath.mpf(1e299) / mpmath.mpf(alpha)
+        want = float(mpmath.mpf(alpha) * (u1 - 1 + mpmath.exp(-u1)) / mpmath.mpf(beta))
+    assert got[1].item() == pytest.approx(want, rel=1e-15, abs=0)
     u = 1e-10
     g = u * u / 2 - u**3 / 6 + u**4 / 24
     assert got[2].item() == pytest.approx(alpha * g / beta, rel=1e-14, abs=0)

@@ -363,6 +363,160 @@ def test_autograd_path_in_float32_where_alpha_over_beta_overflows(x, alpha, beta
             assert g == pytest.approx(w, rel=2e-6), (name, got, want)
 
 
+def _d_and_grads_ref_exact(x: float, alpha: float, beta: float) -> list[float]:
+    """D and its x-, alpha- and beta-derivatives in mpmath at 700 digits, enough for the
+    cancellation in u - (1 - e^{-u}) down to u = 1e-320 (_d_and_grads_ref's 50 digits give 0
+    there)."""
+    with mp.workdps(700):  # u - (1 - e^{-u}) = u^2/2 - ... for u down to 1e-320
+        x_, a_, b_ = mp.mpf(x), mp.mpf(alpha), mp.mpf(beta)
+        u = abs(x_) / a_
+        w = -mp.expm1(-u)  # 1 - e^{-u}
+        d = a_ * (u - w) / b_
+        dx = mp.sign(x_) * w / b_
+        da = -(w - u * mp.exp(-u)) / b_
+        return [float(v) for v in (d, dx, da, -d / b_)]
+
+
+def _same_float(got: float, want: float, rel: float) -> bool:
+    """Equal to rel, or both the same infinity, or both below 1e-300 in size."""
+    if math.isinf(want) or math.isinf(got):
+        return got == want
+    if abs(want) < 1e-300:
+        return abs(got) < 1e-300
+    return abs(got - want) <= rel * abs(want)
+
+
+# alpha/beta overflows float64: both paths used to return inf for a representable D (formed
+# from alpha/beta or |x|/beta), and the plain-operations path NaN gradients (the incoming
+# gradient times alpha/beta before the 1/alpha of u, and 0 * inf in masked branches)
+OVERFLOWING_RATIO = [(0.9e308, 1.7e308, 0.5), (-0.9e308, 1.7e308, 0.5), (1e300, 1e300, 1e-10),
+                     (3.0, 1e10, 1e-300), (1e11, 1e10, 1e-300), (-5e10, 1e10, 1e-300),
+                     (1e-300, 1e10, 1e-300), (6e9, 1e10, 1e-300), (-4e9, 1e10, 1e-300),
+                     (1e308, 1e300, 1e-9), (7.0, 1.0, 5e-309)]
+
+
+@pytest.mark.parametrize("x, alpha, beta", OVERFLOWING_RATIO)
+@pytest.mark.parametrize("kinds", ["numbers", "tensors", "alpha tensor", "beta tensor"])
+def test_float64_where_alpha_over_beta_overflows(x, alpha, beta, kinds):
+    """Both paths in float64 where alpha/beta exceeds float64's largest number: D and its
+    gradients in x, alpha and beta are the mpmath values rounded to float64 (inf only where the
+    exact value exceeds float64), never NaN."""
+    assert alpha / beta == math.inf
+    want = _d_and_grads_ref_exact(x, alpha, beta)
+    for impl in ("autograd", "default"):
+        xt = torch.tensor([x], dtype=F64, requires_grad=True)
+        a_t, b_t = kinds in ("tensors", "alpha tensor"), kinds in ("tensors", "beta tensor")
+        a = torch.tensor(alpha, dtype=F64, requires_grad=True) if a_t else alpha
+        b = torch.tensor(beta, dtype=F64, requires_grad=True) if b_t else beta
+        v = kl_huber(xt, a, b, impl=impl)
+        grads = torch.autograd.grad(v.sum(), [xt] + [a] * a_t + [b] * b_t)
+        got = [v.item()] + [g.item() for g in grads]
+        exp = [want[0], want[1]] + [want[2]] * a_t + [want[3]] * b_t
+        names = ["D", "dD/dx"] + ["dD/dalpha"] * a_t + ["dD/dbeta"] * b_t
+        for name, g, w in zip(names, got, exp, strict=True):
+            assert not math.isnan(g), (impl, name, got, exp)
+            assert _same_float(g, w, 4e-16 if name == "D" else TOL[F64]), (impl, name, got, exp)
+
+
+@pytest.mark.parametrize("x, alpha, beta", [(0.9e308, 1.7e308, 0.5), (6e9, 1e10, 1e-300),
+                                            (-5e10, 1e10, 1e-300)])
+def test_overflowing_ratio_branch_has_second_derivatives_and_torch_func(x, alpha, beta):
+    """The linear branch at an overflowing alpha/beta (a custom Function inside
+    impl='autograd'): double backward, torch.func.hessian (forward over reverse) and vmap give
+    D'' = e^{-u}/(alpha beta) and D' against mpmath."""
+    with mp.workdps(60):
+        x_, a_, b_ = mp.mpf(x), mp.mpf(alpha), mp.mpf(beta)
+        d1 = float(mp.sign(x_) * -mp.expm1(-abs(x_) / a_) / b_)
+        d2 = float(mp.exp(-abs(x_) / a_) / (a_ * b_))
+    xt = torch.tensor(x, dtype=F64, requires_grad=True)
+    (g,) = torch.autograd.grad(kl_huber(xt, alpha, beta, impl="autograd"), xt,
+                               create_graph=True)
+    (h,) = torch.autograd.grad(g, xt)
+    assert g.item() == pytest.approx(d1, rel=1e-15, abs=0)
+    assert h.item() == pytest.approx(d2, rel=1e-14, abs=0)
+
+    def f(z: Tensor) -> Tensor:
+        return kl_huber(z, alpha, beta, impl="autograd")
+
+    hess = torch.func.hessian(f)(torch.tensor(x, dtype=F64))
+    assert hess.item() == pytest.approx(d2, rel=1e-14, abs=0)
+    zs = torch.tensor([x, -x], dtype=F64)
+    grads = torch.func.vmap(torch.func.grad(f))(zs)
+    assert grads.tolist() == pytest.approx([d1, -d1], rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize("x, alpha, beta", [(0.9e308, 1.7e308, 0.5), (-4e9, 1e10, 1e-300),
+                                            (3.0, 1e-150, 2.0)])
+def test_extreme_scales_function_in_forward_mode_and_double_backward(x, alpha, beta):
+    """Tensor scales outside the plain range: torch.func.jacfwd (the Function's jvp) gives
+    dD/dalpha and dD/dbeta, and double backward gives d2D/(dx dalpha) = -sign(x) u e^{-u} /
+    (alpha beta), all against mpmath."""
+    with mp.workdps(60):
+        x_, a_, b_ = mp.mpf(x), mp.mpf(alpha), mp.mpf(beta)
+        u = abs(x_) / a_
+        d = a_ * (u + mp.expm1(-u)) / b_
+        want_da = float((mp.exp(-u) * (1 + u) - 1) / b_)
+        want_db = float(-d / b_)
+        want_dxda = float(-mp.sign(x_) * u * mp.exp(-u) / (a_ * b_))
+    xt = torch.tensor([x], dtype=F64)
+    a = torch.tensor(alpha, dtype=F64)
+    b = torch.tensor(beta, dtype=F64)
+    da, db = torch.func.jacfwd(lambda p, q: kl_huber(xt, p, q, impl="autograd").sum(),
+                               argnums=(0, 1))(a, b)
+    assert da.item() == pytest.approx(want_da, rel=1e-13, abs=0)
+    assert db.item() == pytest.approx(want_db, rel=1e-13, abs=0)
+    xg = xt.clone().requires_grad_(True)
+    ag = a.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(kl_huber(xg, ag, beta, impl="autograd").sum(), xg,
+                                create_graph=True)
+    (gxa,) = torch.autograd.grad(gx.sum(), ag)
+    assert gxa.item() == pytest.approx(want_dxda, rel=1e-13, abs=0)
+
+
+KINDS = ["numbers", "tensors", "alpha tensor", "beta tensor"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(x=xs_, alpha=scales, beta=scales, kinds=st.sampled_from(KINDS),
+       impl=st.sampled_from(["autograd", "default"]))
+@example(x=0.9e308, alpha=1.7e308, beta=0.5, kinds="tensors", impl="autograd")
+@example(x=1.0, alpha=1e-300, beta=1e-300, kinds="tensors", impl="autograd")  # u = 1e300
+@example(x=1e-45, alpha=1e-46, beta=1e-300, kinds="tensors", impl="autograd")  # D/beta = inf
+@example(x=0.0, alpha=5e-324, beta=5e-324, kinds="tensors", impl="autograd")
+@example(x=1e-20, alpha=1e-20, beta=1e30, kinds="numbers", impl="autograd")  # ratio 1e-50
+def test_float64_value_and_gradients_against_mpmath_at_every_scale(x, alpha, beta, kinds, impl):
+    """In float64 at every scale (tiny, subnormal, huge, infinite, extreme ratios), D and its
+    gradients in x, alpha and beta are the mpmath values rounded to float64: within 1e-12
+    where normal, the same infinity where the exact value overflows, below 1e-290 where it is
+    below 1e-300, never NaN.  Checked where the scales are normal numbers, at x = 0 and where
+    D and u^2 (u = |x|/alpha) are normal (elsewhere results rest on subnormal intermediates;
+    the no-NaN test above covers them)."""
+    a_t, b_t = kinds in ("tensors", "alpha tensor"), kinds in ("tensors", "beta tensor")
+    if math.isinf(alpha) or math.isinf(beta):
+        return  # the limits are checked by test_kl_huber_no_nan_at_extremes
+    want = _d_and_grads_ref_exact(x, alpha, beta)
+    normal = 2.3e-308  # float64's smallest normal number, rounded up
+    if min(alpha, beta) < normal or (x != 0 and not (1e-300 <= want[0]
+                                                     and abs(x) / alpha >= 1.5e-154)):
+        return  # a subnormal scale, D or u^2 (u = |x|/alpha)
+    xt = torch.tensor([x], dtype=F64, requires_grad=True)
+    a = torch.tensor(alpha, dtype=F64, requires_grad=True) if a_t else alpha
+    b = torch.tensor(beta, dtype=F64, requires_grad=True) if b_t else beta
+    v = kl_huber(xt, a, b, impl=impl)
+    got = [v.item()] + [g.item() for g in torch.autograd.grad(v.sum(), [xt] + [a] * a_t
+                                                              + [b] * b_t)]
+    exp = [want[0], want[1]] + [want[2]] * a_t + [want[3]] * b_t
+    names = ["D", "dD/dx"] + ["dD/dalpha"] * a_t + ["dD/dbeta"] * b_t
+    for name, g, w in zip(names, got, exp, strict=True):
+        assert not math.isnan(g), (name, got, exp)
+        if abs(w) < 1e-300:
+            assert abs(g) < 1e-290, (name, got, exp)
+        elif math.isinf(w) or abs(w) > 1.7976931348623157e308:
+            assert g == math.copysign(math.inf, w), (name, got, exp)
+        else:
+            assert g == pytest.approx(w, rel=1e-12, abs=0), (name, got, exp)
+
+
 @settings(max_examples=200, deadline=None)
 @given(x=xs_, alpha=scales, dtype=st.sampled_from([F32, F64]), tensors=st.booleans())
 def test_huber_bounds_no_nan_at_extremes(x, alpha, dtype, tensors):
