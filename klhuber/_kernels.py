@@ -233,39 +233,24 @@ def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
 def _kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     """:func:`kl_huber_plain` for a float64 ``x``: autograd through plain operations where the
     scales are in the plain range (:func:`plain_scales`, elementwise for tensors),
-    :class:`_ExtremeScalesFn` (the same formulas with closed-form derivatives) elsewhere, where
-    autograd would multiply an overflowing (or underflowing) ``alpha/beta``, ``|x|/beta`` or
-    ``1/alpha`` into a gradient that is finite."""
+    :class:`_ExtremeScalesFn` (the same formulas with closed-form derivatives) elsewhere,
+    including alpha = 0, where autograd would multiply an overflowing (or underflowing)
+    ``alpha/beta``, ``|x|/beta`` or ``1/alpha`` into a gradient that is finite."""
     t, coeffs = PHI[x.dtype]
     a = x.abs()
     if not (isinstance(alpha, Tensor) or isinstance(beta, Tensor)):
-        if alpha == 0:
-            return div_exact(a, beta)
         if plain_scales(alpha, beta):
             return _plain(a, alpha, beta, t, coeffs)
         return _ExtremeScalesFn.apply(a, alpha, beta)
-    alpha_t = alpha if isinstance(alpha, Tensor) else a.new_tensor(alpha)
-    beta_t = beta if isinstance(beta, Tensor) else a.new_tensor(beta)
-    pos = alpha_t > 0
-    safe_alpha = torch.where(pos, alpha_t, torch.ones_like(alpha_t))
     # Each part is formed from |x| = 0 and scales 1 where it is not taken, so that no inf
     # meets the zero gradient of the mask (0 * inf = NaN)
-    ok = plain_scales(safe_alpha, beta_t)
+    ok = plain_scales(alpha, beta)
     zero, one = torch.zeros_like(a), torch.ones_like(a)
-    val = torch.where(ok, _plain(torch.where(ok, a, zero),
-                                torch.where(ok, safe_alpha, one),
-                                torch.where(ok, beta_t, one), t, coeffs),
-                      _ExtremeScalesFn.apply(torch.where(ok, zero, a),
-                                             torch.where(ok, one, safe_alpha),
-                                             torch.where(ok, one, beta_t)))
-    # alpha = 0: the L1 limit |x|/beta, written as (|x| - alpha)/beta for x != 0 so that its
-    # alpha-gradient is the one-sided limit -1/beta (0 at x = 0, where D = 0 for every alpha),
-    # as the custom Functions give; the value is unchanged (alpha = 0).  Formed from |x| = 0
-    # and alpha = 0 where alpha > 0, as above
-    a_l1 = torch.where(pos, zero, a)
-    alpha_l1 = torch.where(pos, torch.zeros_like(alpha_t), alpha_t)
-    l1 = div_exact(a_l1, beta_t) - torch.where(a > 0, alpha_l1 / beta_t, zero)
-    return torch.where(pos, val, l1)
+    return torch.where(ok, _plain(torch.where(ok, a, zero), torch.where(ok, alpha, one),
+                                  torch.where(ok, beta, one), t, coeffs),
+                       _ExtremeScalesFn.apply(torch.where(ok, zero, a),
+                                              torch.where(ok, one, alpha),
+                                              torch.where(ok, one, beta)))
 
 
 #: impl="autograd" takes autograd through plain operations where alpha, beta and alpha/beta
@@ -305,19 +290,22 @@ def _plain(a: Tensor, alpha: ParamLike, beta: ParamLike, t: float,
 
 class _ExtremeScalesFn(torch.autograd.Function):
     r"""Eq. 16 at :math:`a = |x|` for scales outside the plain range (:func:`plain_scales`):
-    tiny, huge or infinite, or with an extreme :math:`\alpha/\beta` (``impl="autograd"``).
+    tiny, huge, zero (the L1 limit) or infinite, or with an extreme :math:`\alpha/\beta`
+    (``impl="autograd"``).
 
-    The value uses the formulas of the plain path, :math:`(a/\beta)\,u\varphi(u)` below the
-    switch point (:math:`a\,u\varphi(u)/\beta` where :math:`a/\beta` overflows) and
-    :math:`(a - \alpha(1 - e^{-u}))/\beta` above, whose numerators are at most :math:`a`: the
-    value is ``inf`` only where :math:`D` is.  Autograd through them would multiply the
-    incoming gradient by an overflowing :math:`a/\beta` or :math:`\alpha/\beta` before the
-    :math:`1/\alpha` of :math:`u` (``inf``, or NaN where it meets a 0), or lose the
+    The value is :math:`(a/\beta)\,u\varphi(u)` below the switch point and
+    :math:`a/\beta - (\alpha/\beta)(1 - e^{-u})` above, as on the plain path; where
+    :math:`a/\beta` overflows or :math:`\alpha/\beta` is not a normal number, the numerator
+    (:math:`a\,u\varphi(u)` or :math:`a - \alpha(1 - e^{-u})`, at most :math:`a`) comes first:
+    the value is ``inf`` only where :math:`D` is.  Autograd through these operations would
+    multiply the incoming gradient by an overflowing :math:`a/\beta` or :math:`\alpha/\beta`
+    before the :math:`1/\alpha` of :math:`u` (``inf``, or NaN where it meets a 0), or lose the
     :math:`e^{-u}` term where :math:`\alpha/\beta` underflows.  The derivatives are therefore
     the closed forms of Appendix B, written with differentiable operations (double backward,
     forward mode and :mod:`torch.func` work as for the other Functions):
     :math:`\partial D/\partial a = (1 - e^{-u})/\beta`,
-    :math:`\partial D/\partial\alpha = -(1 - (1 + u)e^{-u})/\beta` (:func:`dalpha_plain`) and
+    :math:`\partial D/\partial\alpha = -(1 - (1 + u)e^{-u})/\beta` (:func:`dalpha_plain`; at
+    :math:`\alpha = 0` the one-sided limit :math:`-1/\beta`, 0 at :math:`x = 0`) and
     :math:`\partial D/\partial\beta = -D/\beta`."""
 
     generate_vmap_rule = True
@@ -326,7 +314,7 @@ class _ExtremeScalesFn(torch.autograd.Function):
     def forward(a: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
         t, coeffs = PHI[a.dtype]
         nu = neg_u(a, alpha)
-        m = -nu * horner(nu, coeffs)  # u phi(u)
+        m = (0.0 - nu) * horner(nu, coeffs)  # u phi(u); +0.0 at u = 0, so D(0) = +0.0
         ab = div(a, beta)  # (a/beta) m where a/beta is finite: no underflow of a m
         finite_ab = torch.isfinite(ab)
         small = torch.where(finite_ab, ab * m, div(a * m, beta))
@@ -365,9 +353,9 @@ class _ExtremeScalesFn(torch.autograd.Function):
         ga = gal = gbe = None
         if ctx.needs_input_grad[0]:
             ga = div(grad * -torch.expm1(neg_u(a, alpha)), beta)
-        if ctx.alpha_t and ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1]:  # False for a number
             gal = sum_to(_times(grad, dalpha_plain(a, alpha, beta)), alpha)
-        if ctx.beta_t and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:
             gbe = sum_to(_times(grad, -out / beta), beta)
         return ga, gal, gbe
 
@@ -378,9 +366,9 @@ class _ExtremeScalesFn(torch.autograd.Function):
         tangent = torch.zeros_like(out)
         if t_a is not None:
             tangent = tangent + div(-torch.expm1(neg_u(a, alpha)) * t_a, beta)
-        if ctx.alpha_t and t_alpha is not None:
+        if t_alpha is not None:  # None for a number
             tangent = tangent + _times(t_alpha, dalpha_plain(a, alpha, beta))
-        if ctx.beta_t and t_beta is not None:
+        if t_beta is not None:
             tangent = tangent + _times(t_beta, -out / beta)
         return tangent
 

@@ -1283,3 +1283,54 @@ def test_an_alpha_that_rounds_to_zero_in_float32_is_the_l1_limit(impl):
     second = losses.kl_huber_derivative(x.detach(), 1e-46, beta, order=2)
     assert first.tolist() == losses.kl_huber_derivative(x.detach(), 0.0, beta, order=1).tolist()
     assert second.tolist() == [0.0, 0.0, math.inf, 0.0]
+
+
+# kills the mutants of klhuber._kernels.plain_scales (its bounds, each comparison at the
+# boundary, the ratio, and/or): the documented plain range of impl="autograd" is
+# [1e-100, 1e100] for alpha, beta and alpha/beta, both ends included, for numbers and
+# elementwise for tensors
+PLAIN_RANGE_CASES = [
+    (1e100, 1.0, True), (1e-100, 1.0, True), (1.0, 1e100, True), (1e-100, 1e-100, True),
+    (1e100, 1e100, True), (1e50, 1e-50, True), (0.01, 1e98, True),  # alpha/beta = 1e+-100
+    (1.0000000000000002e100, 1.0, False), (9.999999999999999e-101, 1.0, False),
+    (1.0, 1.0000000000000002e100, False), (1e-100, 9.999999999999999e-101, False),
+    (1e101, 1e10, False), (1e-101, 1e-10, False), (1e10, 1e101, False), (1e-10, 1e-101, False),
+    (1e60, 1e-60, False), (1e-60, 1e60, False), (1.0, 1.0, True), (3.0, 0.5, True),
+]
+
+
+def test_plain_range_of_the_autograd_path():
+    from klhuber._kernels import plain_scales
+
+    for alpha, beta, want in PLAIN_RANGE_CASES:
+        assert plain_scales(alpha, beta) is want, (alpha, beta)
+    alphas = torch.tensor([c[0] for c in PLAIN_RANGE_CASES], dtype=torch.float64)
+    betas = torch.tensor([c[1] for c in PLAIN_RANGE_CASES], dtype=torch.float64)
+    got = plain_scales(alphas, betas)
+    assert got.tolist() == [c[2] for c in PLAIN_RANGE_CASES]
+    assert 1e50 / 1e-50 == 1e100 and 0.01 / 1e98 == 1e-100  # the boundary cases' ratios
+
+
+# kills klhuber._kernels.kl_huber_plain's float32 widening dropped for tensor scales: the
+# float32 ratio 3e38 / 1e-3 overflows to inf, so alpha = 3e38 would leave the plain range,
+# whose float64 ratio 3e41 is inside it (both give D; the route is what differs)
+def test_float32_tensor_scales_are_classified_in_float64():
+    from klhuber import _kernels
+
+    seen = []
+    original = _kernels.plain_scales
+
+    def spy(alpha, beta):
+        out = original(alpha, beta)
+        seen.append((alpha.dtype if isinstance(alpha, torch.Tensor) else None, out))
+        return out
+
+    x = torch.tensor([1e38, -2e37], dtype=torch.float32, requires_grad=True)
+    a = torch.tensor(3e38, dtype=torch.float32)
+    b = torch.tensor(1e-3, dtype=torch.float32)
+    try:
+        _kernels.plain_scales = spy
+        losses.kl_huber(x, a, b, impl="autograd")
+    finally:
+        _kernels.plain_scales = original
+    assert len(seen) == 1 and seen[0][0] == torch.float64 and bool(seen[0][1].all())

@@ -392,7 +392,10 @@ def _same_float(got: float, want: float, rel: float) -> bool:
 OVERFLOWING_RATIO = [(0.9e308, 1.7e308, 0.5), (-0.9e308, 1.7e308, 0.5), (1e300, 1e300, 1e-10),
                      (3.0, 1e10, 1e-300), (1e11, 1e10, 1e-300), (-5e10, 1e10, 1e-300),
                      (1e-300, 1e10, 1e-300), (6e9, 1e10, 1e-300), (-4e9, 1e10, 1e-300),
-                     (1e308, 1e300, 1e-9), (7.0, 1.0, 5e-309)]
+                     (1e308, 1e300, 1e-9), (7.0, 1.0, 5e-309),
+                     # |x|/beta finite in the linear branch (u = 0.518); |x|/beta overflowing
+                     # in the quadratic branch (u = 1e-3) where D = 5e305 does not
+                     (0.88e308, 1.7e308, 0.5), (1e7, 1e10, 1e-302)]
 
 
 @pytest.mark.parametrize("x, alpha, beta", OVERFLOWING_RATIO)
@@ -419,10 +422,10 @@ def test_float64_where_alpha_over_beta_overflows(x, alpha, beta, kinds):
 
 
 @pytest.mark.parametrize("x, alpha, beta", [(0.9e308, 1.7e308, 0.5), (6e9, 1e10, 1e-300),
-                                            (-5e10, 1e10, 1e-300)])
+                                            (-5e10, 1e10, 1e-300), (-3.0, 1e-150, 2.0)])
 def test_overflowing_ratio_branch_has_second_derivatives_and_torch_func(x, alpha, beta):
-    """The linear branch at an overflowing alpha/beta (a custom Function inside
-    impl='autograd'): double backward, torch.func.hessian (forward over reverse) and vmap give
+    """Scales outside impl='autograd''s plain range (a custom Function there): double
+    backward, torch.func.hessian (forward over reverse), jacfwd (forward mode) and vmap give
     D'' = e^{-u}/(alpha beta) and D' against mpmath."""
     with mp.workdps(60):
         x_, a_, b_ = mp.mpf(x), mp.mpf(alpha), mp.mpf(beta)
@@ -440,9 +443,28 @@ def test_overflowing_ratio_branch_has_second_derivatives_and_torch_func(x, alpha
 
     hess = torch.func.hessian(f)(torch.tensor(x, dtype=F64))
     assert hess.item() == pytest.approx(d2, rel=1e-14, abs=0)
+    assert torch.func.jacfwd(f)(torch.tensor(x, dtype=F64)).item() == pytest.approx(
+        d1, rel=1e-15, abs=0)
     zs = torch.tensor([x, -x], dtype=F64)
     grads = torch.func.vmap(torch.func.grad(f))(zs)
     assert grads.tolist() == pytest.approx([d1, -d1], rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize("x, alpha, beta", [(1.75e308, 1e307, 0.97), (-1.7e308, 1e308, 0.6),
+                                            (1e-200, 1e-210, 1e-105)])
+@pytest.mark.parametrize("tensors", [False, True], ids=["numbers", "tensors"])
+def test_autograd_path_outside_its_plain_range(x, alpha, beta, tensors):
+    """impl='autograd' outside its plain range: where |x|/beta overflows although alpha/beta
+    and D do not (D = 1.70e308 and 1.47e308 at the first two points), and at alpha/beta =
+    1e-105, D and its x-gradient are the mpmath values rounded to float64."""
+    want = _d_and_grads_ref_exact(x, alpha, beta)
+    xt = torch.tensor([x], dtype=F64, requires_grad=True)
+    a = torch.tensor(alpha, dtype=F64) if tensors else alpha
+    b = torch.tensor(beta, dtype=F64) if tensors else beta
+    v = kl_huber(xt, a, b, impl="autograd")
+    (g,) = torch.autograd.grad(v.sum(), xt)
+    assert v.item() == pytest.approx(want[0], rel=4e-16, abs=0)
+    assert g.item() == pytest.approx(want[1], rel=1e-15, abs=0)
 
 
 @pytest.mark.parametrize("x, alpha, beta", [(0.9e308, 1.7e308, 0.5), (-4e9, 1e10, 1e-300),
