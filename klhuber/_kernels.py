@@ -202,16 +202,6 @@ def dalpha_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     return div(-torch.where(small, h_small, h_large), beta)
 
 
-def div_exact(t: Tensor, p: ParamLike) -> Tensor:
-    """t / p; for a positive Python number that rounds to 0 in t's dtype, the limit (0 at
-    t = 0, +-inf elsewhere) instead of 0/0."""
-    if isinstance(p, Tensor):  # exactly 0 at t = 0, also in the gradient (subnormal p)
-        return torch.where(t == 0, t * 0, t / p)
-    if not recip_normal(p, t.dtype):
-        return div_tiny(t, p)
-    return t / p
-
-
 def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
     r"""Eq. 16 with plain tensor operations, safe for autograd in every branch.
 
