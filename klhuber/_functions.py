@@ -28,6 +28,7 @@ from klhuber._kernels import (
     kl_huber_plain,
     second_derivative_plain,
     sum_to,
+    times_or_zero,
 )
 from klhuber._reduction import reduce
 from klhuber._validation import ParamLike
@@ -160,11 +161,12 @@ class _KLHuberFn(_KLHuberFnBase):
         if t_input is not None or t_target is not None:
             dx = t_input if t_target is None else (t_target.neg() if t_input is None
                                                    else t_input - t_target)
-            tangent = tangent + _KLHuberDerivFn.apply(x, alpha, beta) * dx
+            tangent = tangent + times_or_zero(dx, _KLHuberDerivFn.apply(x, alpha, beta))
         if need_a:
-            tangent = tangent + dalpha_plain(x, alpha, beta) * t_alpha
+            tangent = tangent + times_or_zero(t_alpha, dalpha_plain(x, alpha, beta))
         if need_b:
-            tangent = tangent - apply_loss(x, None, alpha, beta, "none") / beta * t_beta
+            tangent = tangent + times_or_zero(
+                t_beta, -apply_loss(x, None, alpha, beta, "none") / beta)
         return reduce(tangent, ctx.reduction), torch.zeros_like(d)
 
 
@@ -179,11 +181,12 @@ class _KLHuberDerivFn(_KLHuberDerivFnBase):
         beta = beta_s if ctx.beta_t else ctx.beta
         tangent = torch.zeros_like(x)
         if t_x is not None:
-            tangent = tangent + second_derivative_plain(x, alpha, beta) * t_x
+            tangent = tangent + times_or_zero(t_x, second_derivative_plain(x, alpha, beta))
         if ctx.alpha_t and t_alpha is not None:
-            tangent = tangent + deriv_dalpha_plain(x, alpha, beta) * t_alpha
+            tangent = tangent + times_or_zero(t_alpha, deriv_dalpha_plain(x, alpha, beta))
         if ctx.beta_t and t_beta is not None:
-            tangent = tangent - _KLHuberDerivFn.apply(x, alpha, beta) / beta * t_beta
+            tangent = tangent + times_or_zero(t_beta,
+                                              -_KLHuberDerivFn.apply(x, alpha, beta) / beta)
         return tangent
 
 

@@ -203,7 +203,8 @@ def dalpha_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
 
 
 def kl_huber_plain(x: Tensor, alpha: ParamLike, beta: ParamLike) -> Tensor:
-    r"""Eq. 16 with plain tensor operations, safe for autograd in every branch.
+    r"""Eq. 16 for ``impl="autograd"``: autograd through plain tensor operations where the
+    scales are in the plain range (:func:`plain_scales`), closed-form derivatives elsewhere.
 
     A float32 ``x`` is evaluated in float64 and the result rounded back: no product of
     float32 numbers overflows there (:math:`|x|/\beta` and :math:`\alpha/\beta` are below
@@ -344,9 +345,9 @@ class _ExtremeScalesFn(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             ga = div(grad * -torch.expm1(neg_u(a, alpha)), beta)
         if ctx.needs_input_grad[1]:  # False for a number
-            gal = sum_to(_times(grad, dalpha_plain(a, alpha, beta)), alpha)
+            gal = sum_to(times_or_zero(grad, dalpha_plain(a, alpha, beta)), alpha)
         if ctx.needs_input_grad[2]:
-            gbe = sum_to(_times(grad, -out / beta), beta)
+            gbe = sum_to(times_or_zero(grad, -out / beta), beta)
         return ga, gal, gbe
 
     @staticmethod
@@ -357,15 +358,16 @@ class _ExtremeScalesFn(torch.autograd.Function):
         if t_a is not None:
             tangent = tangent + div(-torch.expm1(neg_u(a, alpha)) * t_a, beta)
         if t_alpha is not None:  # None for a number
-            tangent = tangent + _times(t_alpha, dalpha_plain(a, alpha, beta))
+            tangent = tangent + times_or_zero(t_alpha, dalpha_plain(a, alpha, beta))
         if t_beta is not None:
-            tangent = tangent + _times(t_beta, -out / beta)
+            tangent = tangent + times_or_zero(t_beta, -out / beta)
         return tangent
 
 
-def _times(factor: Tensor, partial: Tensor) -> Tensor:
+def times_or_zero(factor: Tensor, partial: Tensor) -> Tensor:
     """factor * partial, 0 where factor is 0: a zero gradient or tangent (torch.func passes
-    zeros, not None) times a partial derivative that overflowed to inf carries no change."""
+    zeros, not None) times a partial derivative that overflowed to inf carries no change
+    (plain multiplication would give NaN).  Used by every custom Function's jvp."""
     product = factor * partial
     return torch.where(factor == 0, torch.zeros_like(product), product)
 

@@ -470,7 +470,8 @@ def test_autograd_path_outside_its_plain_range(x, alpha, beta, tensors):
 @pytest.mark.parametrize("x, alpha, beta", [(0.9e308, 1.7e308, 0.5), (-4e9, 1e10, 1e-300),
                                             (3.0, 1e-150, 2.0)])
 def test_extreme_scales_function_in_forward_mode_and_double_backward(x, alpha, beta):
-    """Tensor scales outside the plain range: torch.func.jacfwd (the Function's jvp) gives
+    """Tensor scales outside the plain range: torch.func.jacfwd (the jvp of impl='autograd''s
+    Function and of the default path's, where a zero tangent meets dD/dbeta = -inf) gives
     dD/dalpha and dD/dbeta, and double backward gives d2D/(dx dalpha) = -sign(x) u e^{-u} /
     (alpha beta), all against mpmath."""
     with mp.workdps(60):
@@ -483,10 +484,11 @@ def test_extreme_scales_function_in_forward_mode_and_double_backward(x, alpha, b
     xt = torch.tensor([x], dtype=F64)
     a = torch.tensor(alpha, dtype=F64)
     b = torch.tensor(beta, dtype=F64)
-    da, db = torch.func.jacfwd(lambda p, q: kl_huber(xt, p, q, impl="autograd").sum(),
-                               argnums=(0, 1))(a, b)
-    assert da.item() == pytest.approx(want_da, rel=1e-13, abs=0)
-    assert db.item() == pytest.approx(want_db, rel=1e-13, abs=0)
+    for impl in ("autograd", "default"):  # the default path's jvp: zero tangents, inf partials
+        da, db = torch.func.jacfwd(lambda p, q, impl=impl: kl_huber(xt, p, q, impl=impl).sum(),
+                                   argnums=(0, 1))(a, b)
+        assert da.item() == pytest.approx(want_da, rel=1e-13, abs=0), impl
+        assert db.item() == pytest.approx(want_db, rel=1e-13, abs=0), impl
     xg = xt.clone().requires_grad_(True)
     ag = a.clone().requires_grad_(True)
     (gx,) = torch.autograd.grad(kl_huber(xg, ag, beta, impl="autograd").sum(), xg,
